@@ -1,0 +1,715 @@
+//! The receive-side state machine: sessions, objects in flight, block decoding, limits,
+//! timeouts and loss detection.
+//!
+//! Feed it datagrams with [`Assembler::handle`] and the passage of time with
+//! [`Assembler::tick`]; take what happened with [`Assembler::poll_event`]. It never
+//! touches a socket, a file or the clock, so live UDP, pcap replay and tests drive it alike.
+
+use crate::auth::KeyRing;
+use crate::control::{self, Heartbeat, ObjectDescriptor};
+use crate::fec::BlockDecoder;
+use crate::name;
+use crate::wire::{self, Codec, DataHeader, Datagram, DatagramType, Reject};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// One object of one sender session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    /// The sender session id.
+    pub session: u64,
+    /// The object id within the session.
+    pub object: u32,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}/{}", self.session, self.object)
+    }
+}
+
+/// What a sender may make the receiver hold, and how long the receiver waits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest object accepted, in bytes.
+    pub max_object_size: u64,
+    /// Most incomplete objects held at once.
+    pub max_objects_in_flight: usize,
+    /// Most bytes of symbols and early-decoded blocks held at once.
+    pub max_held_bytes: usize,
+    /// Most source symbols per block.
+    pub max_block_symbols: u32,
+    /// Largest block, in original bytes.
+    pub max_block_plain: u32,
+    /// Most sender sessions tracked at once.
+    pub max_sessions: usize,
+    /// How long after the sender says it finished an object the receiver still waits for
+    /// reordered datagrams before declaring it failed or lost.
+    pub grace: Duration,
+    /// Silence after which a session is closed and its incomplete objects failed.
+    pub session_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_size: 64 << 30,
+            max_objects_in_flight: 1024,
+            max_held_bytes: 512 << 20,
+            max_block_symbols: 8192,
+            max_block_plain: 64 << 20,
+            max_sessions: 8,
+            grace: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the delivery side must act on or record.
+#[derive(Debug)]
+pub enum Event {
+    /// A sender session was heard for the first time.
+    SessionStarted {
+        /// The session id.
+        session: u64,
+        /// Object ids below this were sent before the receiver heard the session.
+        first_object: u32,
+    },
+    /// A heartbeat arrived.
+    Heartbeat {
+        /// The session id.
+        session: u64,
+        /// The sender's counters.
+        heartbeat: Heartbeat,
+    },
+    /// An object's descriptor is known; its blocks follow.
+    ObjectStarted {
+        /// Which object.
+        object: ObjectRef,
+        /// Its validated descriptor.
+        descriptor: ObjectDescriptor,
+    },
+    /// One block decoded; `data` is still compressed as `codec` says.
+    BlockDecoded {
+        /// Which object.
+        object: ObjectRef,
+        /// Block index.
+        block: u32,
+        /// Compression of `data`.
+        codec: Codec,
+        /// Bytes once decompressed.
+        plain_len: u32,
+        /// The encoded block.
+        data: Vec<u8>,
+    },
+    /// Every block of the object decoded; the delivery verifies and publishes it.
+    ObjectComplete {
+        /// Which object.
+        object: ObjectRef,
+    },
+    /// The object cannot complete.
+    ObjectFailed {
+        /// Which object.
+        object: ObjectRef,
+        /// Its descriptor, when one arrived.
+        descriptor: Option<ObjectDescriptor>,
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// Nothing of the object ever arrived, though the sender sent it.
+    ObjectLost {
+        /// Which object.
+        object: ObjectRef,
+    },
+    /// A session ended: the sender finished, went silent or was replaced.
+    SessionClosed {
+        /// The session id.
+        session: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters of what the assembler saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to [`Assembler::handle`].
+    pub datagrams: u64,
+    /// Datagrams that passed parsing and were used or harmlessly ignored.
+    pub accepted: u64,
+    /// Datagrams dropped, by reason label.
+    pub rejected: HashMap<&'static str, u64>,
+    /// Symbols for blocks or objects already finished.
+    pub redundant: u64,
+    /// Blocks decoded.
+    pub blocks_decoded: u64,
+    /// Blocks that needed repair symbols to decode.
+    pub blocks_repaired: u64,
+}
+
+impl Stats {
+    /// Total datagrams rejected for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// Ids of a session's objects that need no more work.
+#[derive(Debug, Default)]
+struct Resolved {
+    below: u32,
+    above: BTreeSet<u32>,
+}
+
+impl Resolved {
+    fn contains(&self, id: u32) -> bool {
+        id < self.below || self.above.contains(&id)
+    }
+
+    fn insert(&mut self, id: u32) {
+        if id < self.below {
+            return;
+        }
+        self.above.insert(id);
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+    }
+}
+
+struct BlockState {
+    decoder: BlockDecoder,
+    block_len: u32,
+    plain_len: u32,
+    codec: Codec,
+    repair_seen: bool,
+}
+
+struct EarlyBlock {
+    block: u32,
+    codec: Codec,
+    plain_len: u32,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct ObjectState {
+    descriptor: Option<ObjectDescriptor>,
+    blocks: HashMap<u32, BlockState>,
+    decoded: HashSet<u32>,
+    early: Vec<EarlyBlock>,
+    held: usize,
+}
+
+struct Session {
+    started: Duration,
+    last_seen: Duration,
+    objects: HashMap<u32, ObjectState>,
+    resolved: Resolved,
+    first_object: u32,
+    next_object: u32,
+    done_below: u32,
+    done_below_since: Duration,
+    ending: bool,
+}
+
+/// The receive-side protocol state machine.
+pub struct Assembler {
+    limits: Limits,
+    keys: KeyRing,
+    sessions: HashMap<u64, Session>,
+    closed: VecDeque<u64>,
+    events: VecDeque<Event>,
+    held: usize,
+    stats: Stats,
+}
+
+/// Most lost or failed ids resolved per session per tick, so a lying heartbeat costs little.
+const RESOLVE_PER_TICK: u32 = 10_000;
+/// Closed session ids remembered, to ignore their late datagrams.
+const CLOSED_MEMORY: usize = 64;
+
+impl Assembler {
+    /// A new assembler enforcing `limits`, authenticating with `keys` when non-empty.
+    pub fn new(limits: Limits, keys: KeyRing) -> Self {
+        Assembler {
+            limits,
+            keys,
+            sessions: HashMap::new(),
+            closed: VecDeque::new(),
+            events: VecDeque::new(),
+            held: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes of symbols and early blocks currently held.
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Incomplete objects currently held, over all sessions.
+    pub fn objects_in_flight(&self) -> usize {
+        self.sessions.values().map(|s| s.objects.len()).sum()
+    }
+
+    /// The next event to act on, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Processes one received UDP payload at time `now`.
+    pub fn handle(&mut self, now: Duration, bytes: &[u8]) -> Result<(), Reject> {
+        self.stats.datagrams += 1;
+        let result = wire::parse(bytes, &self.keys).and_then(|d| self.handle_datagram(now, d));
+        match result {
+            Ok(()) => self.stats.accepted += 1,
+            Err(r) => *self.stats.rejected.entry(r.label()).or_default() += 1,
+        }
+        result
+    }
+
+    fn handle_datagram(&mut self, now: Duration, d: Datagram<'_>) -> Result<(), Reject> {
+        let session_id = d.session();
+        if self.closed.contains(&session_id) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        let hint = match d {
+            Datagram::Data { header, .. } => Some(header.object),
+            Datagram::Control {
+                kind: DatagramType::Descriptor,
+                object,
+                ..
+            } => Some(object),
+            _ => None,
+        };
+        // Heartbeats are decoded before a session is created for them, so garbage
+        // cannot open sessions.
+        let heartbeat = match d {
+            Datagram::Control {
+                kind: DatagramType::Heartbeat,
+                body,
+                ..
+            } => Some(
+                control::decode::<Heartbeat>(body)
+                    .map_err(|_| Reject::Malformed("heartbeat does not decode"))?,
+            ),
+            _ => None,
+        };
+        let first = hint.or(heartbeat.as_ref().map(|h| h.done_below)).unwrap_or(0);
+        self.touch_session(now, session_id, first)?;
+        match d {
+            Datagram::Data { header, symbol } => self.on_data(now, header, symbol),
+            Datagram::Control {
+                kind: DatagramType::Descriptor,
+                object,
+                body,
+                ..
+            } => self.on_descriptor(session_id, object, body),
+            Datagram::Control { .. } => {
+                let hb = heartbeat.expect("decoded above");
+                self.on_heartbeat(now, session_id, hb);
+                Ok(())
+            }
+        }
+    }
+
+    fn touch_session(&mut self, now: Duration, id: u64, first_object: u32) -> Result<(), Reject> {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.last_seen = now;
+            if first_object < s.first_object && !s.resolved.contains(first_object) {
+                s.first_object = first_object;
+            }
+            return Ok(());
+        }
+        if self.sessions.len() >= self.limits.max_sessions {
+            return Err(Reject::Refused("too many sender sessions"));
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                started: now,
+                last_seen: now,
+                objects: HashMap::new(),
+                resolved: Resolved::default(),
+                first_object,
+                next_object: first_object,
+                done_below: 0,
+                done_below_since: now,
+                ending: false,
+            },
+        );
+        self.events.push_back(Event::SessionStarted {
+            session: id,
+            first_object,
+        });
+        Ok(())
+    }
+
+    fn on_heartbeat(&mut self, now: Duration, session_id: u64, hb: Heartbeat) {
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        s.next_object = s.next_object.max(hb.next_object);
+        if hb.done_below > s.done_below {
+            s.done_below = hb.done_below.min(s.next_object);
+            s.done_below_since = now;
+        }
+        s.ending |= hb.ending;
+        self.events.push_back(Event::Heartbeat {
+            session: session_id,
+            heartbeat: hb,
+        });
+    }
+
+    fn on_descriptor(&mut self, session_id: u64, object: u32, body: &[u8]) -> Result<(), Reject> {
+        let descriptor: ObjectDescriptor = control::decode(body)
+            .map_err(|_| Reject::Malformed("descriptor does not decode"))?;
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        if s.resolved.contains(object) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        s.next_object = s.next_object.max(object.saturating_add(1));
+        let oref = ObjectRef {
+            session: session_id,
+            object,
+        };
+        if let Some(state) = s.objects.get(&object) {
+            if let Some(known) = &state.descriptor {
+                let same = ObjectDescriptor {
+                    pass: known.pass,
+                    passes: known.passes,
+                    ..descriptor.clone()
+                };
+                return if &same == known {
+                    self.stats.redundant += 1;
+                    Ok(())
+                } else {
+                    Err(Reject::Refused("descriptor differs from an earlier copy"))
+                };
+            }
+        }
+        if let Err(reason) = self.check_descriptor(&descriptor) {
+            self.fail(oref, Some(descriptor), reason);
+            return Ok(());
+        }
+        if !self.sessions[&session_id].objects.contains_key(&object) {
+            self.admit_object(session_id, object)?;
+        }
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        let state = s.objects.get_mut(&object).expect("admitted");
+        state.descriptor = Some(descriptor.clone());
+        let early = std::mem::take(&mut state.early);
+        self.events.push_back(Event::ObjectStarted {
+            object: oref,
+            descriptor: descriptor.clone(),
+        });
+        for b in early {
+            self.held -= b.data.len();
+            let state = self.object_mut(oref);
+            state.held -= b.data.len();
+            if b.block as u64 >= descriptor.block_count()
+                || b.plain_len as u64 != descriptor.block_plain_len(b.block)
+            {
+                self.fail(
+                    oref,
+                    Some(descriptor),
+                    "a block disagrees with the object's descriptor".into(),
+                );
+                return Ok(());
+            }
+            self.events.push_back(Event::BlockDecoded {
+                object: oref,
+                block: b.block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data: b.data,
+            });
+        }
+        self.complete_if_done(oref);
+        Ok(())
+    }
+
+    fn check_descriptor(&self, d: &ObjectDescriptor) -> Result<(), String> {
+        name::validate(&d.name).map_err(|e| format!("unsafe name {:?}: {e}", d.name))?;
+        if d.size > self.limits.max_object_size {
+            return Err(format!(
+                "declared size {} exceeds the receiver's limit of {} bytes",
+                d.size, self.limits.max_object_size
+            ));
+        }
+        if d.size > 0 && (d.block_plain_size == 0 || d.block_plain_size > self.limits.max_block_plain)
+        {
+            return Err(format!(
+                "declared block size {} is outside 1..={}",
+                d.block_plain_size, self.limits.max_block_plain
+            ));
+        }
+        if d.block_count() > u32::MAX as u64 {
+            return Err("declares more than 2^32 blocks".into());
+        }
+        Ok(())
+    }
+
+    fn admit_object(&mut self, session_id: u64, object: u32) -> Result<(), Reject> {
+        if self.objects_in_flight() >= self.limits.max_objects_in_flight {
+            return Err(Reject::Refused("too many objects in flight"));
+        }
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        s.objects.insert(object, ObjectState::default());
+        s.next_object = s.next_object.max(object.saturating_add(1));
+        Ok(())
+    }
+
+    fn object_mut(&mut self, o: ObjectRef) -> &mut ObjectState {
+        self.sessions
+            .get_mut(&o.session)
+            .and_then(|s| s.objects.get_mut(&o.object))
+            .expect("object in flight")
+    }
+
+    fn on_data(&mut self, _now: Duration, h: DataHeader, symbol: &[u8]) -> Result<(), Reject> {
+        let oref = ObjectRef {
+            session: h.session,
+            object: h.object,
+        };
+        let s = self.sessions.get_mut(&h.session).expect("touched");
+        if s.resolved.contains(h.object) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        if h.plain_len > self.limits.max_block_plain || h.block_len > h.plain_len {
+            return Err(Reject::Refused("block larger than the receiver's limit"));
+        }
+        if !s.objects.contains_key(&h.object) {
+            self.admit_object(h.session, h.object)?;
+        }
+        let max_symbols = self.limits.max_block_symbols;
+        let limit = self.limits.max_held_bytes;
+        let held_now = self.held;
+        let state = self.object_mut(oref);
+        if let Some(d) = &state.descriptor {
+            if h.block as u64 >= d.block_count()
+                || h.plain_len as u64 != d.block_plain_len(h.block)
+            {
+                return Err(Reject::Refused("block disagrees with the object's descriptor"));
+            }
+        }
+        if state.decoded.contains(&h.block) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        if held_now + symbol.len() > limit {
+            return Err(Reject::Refused("memory limit for incomplete blocks reached"));
+        }
+        let block = match state.blocks.entry(h.block) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let b = e.into_mut();
+                if b.block_len != h.block_len || b.plain_len != h.plain_len || b.codec != h.codec {
+                    return Err(Reject::Refused("symbol disagrees with its block"));
+                }
+                b
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let decoder = BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
+                    .map_err(|_| Reject::Refused("block parameters out of range"))?;
+                if symbol.len() > u16::MAX as usize {
+                    return Err(Reject::Refused("block parameters out of range"));
+                }
+                e.insert(BlockState {
+                    decoder,
+                    block_len: h.block_len,
+                    plain_len: h.plain_len,
+                    codec: h.codec,
+                    repair_seen: false,
+                })
+            }
+        };
+        let k = block.decoder.source_symbols();
+        block.repair_seen |= h.esi >= k;
+        let before = block.decoder.held_bytes();
+        let decoded = block
+            .decoder
+            .add(h.esi, symbol)
+            .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
+        let after = block.decoder.held_bytes();
+        state.held += after - before;
+        self.held += after - before;
+        let Some(data) = decoded else {
+            return Ok(());
+        };
+        let state = self.object_mut(oref);
+        let b = state.blocks.remove(&h.block).expect("present");
+        let freed = b.decoder.held_bytes();
+        state.held -= freed;
+        state.decoded.insert(h.block);
+        self.held -= freed;
+        self.stats.blocks_decoded += 1;
+        if b.repair_seen {
+            self.stats.blocks_repaired += 1;
+        }
+        let state = self.object_mut(oref);
+        if state.descriptor.is_some() {
+            self.events.push_back(Event::BlockDecoded {
+                object: oref,
+                block: h.block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data,
+            });
+            self.complete_if_done(oref);
+        } else {
+            let len = data.len();
+            state.held += len;
+            state.early.push(EarlyBlock {
+                block: h.block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data,
+            });
+            self.held += len;
+        }
+        Ok(())
+    }
+
+    fn complete_if_done(&mut self, o: ObjectRef) {
+        let Some(s) = self.sessions.get_mut(&o.session) else {
+            return;
+        };
+        let Some(state) = s.objects.get(&o.object) else {
+            return;
+        };
+        let Some(d) = &state.descriptor else { return };
+        if state.decoded.len() as u64 == d.block_count() {
+            self.remove_object(o);
+            self.events.push_back(Event::ObjectComplete { object: o });
+        }
+    }
+
+    fn remove_object(&mut self, o: ObjectRef) -> Option<ObjectState> {
+        let s = self.sessions.get_mut(&o.session)?;
+        s.resolved.insert(o.object);
+        let state = s.objects.remove(&o.object)?;
+        self.held -= state.held;
+        Some(state)
+    }
+
+    fn fail(&mut self, o: ObjectRef, descriptor: Option<ObjectDescriptor>, reason: String) {
+        let state = self.remove_object(o);
+        let descriptor = descriptor.or(state.and_then(|s| s.descriptor));
+        self.events.push_back(Event::ObjectFailed {
+            object: o,
+            descriptor,
+            reason,
+        });
+    }
+
+    fn fail_incomplete(&mut self, o: ObjectRef, why: &str) {
+        let s = &self.sessions[&o.session];
+        let state = &s.objects[&o.object];
+        let reason = match &state.descriptor {
+            Some(d) => format!(
+                "{why}; {} of {} blocks decoded (raise --repair or --passes on the sender)",
+                state.decoded.len(),
+                d.block_count()
+            ),
+            None => format!("{why}; its descriptor never arrived"),
+        };
+        self.fail(o, None, reason);
+    }
+
+    /// Advances time to `now`: fails, loses and closes what waited too long.
+    pub fn tick(&mut self, now: Duration) {
+        let grace = self.limits.grace;
+        let timeout = self.limits.session_timeout;
+        let newest_start = self.sessions.values().map(|s| s.started).max();
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let s = &self.sessions[&id];
+            let silent = now.saturating_sub(s.last_seen);
+            if silent >= timeout {
+                self.close_session(id, "the sender went silent".into());
+                continue;
+            }
+            let replaced = newest_start.is_some_and(|t| t > s.started) && silent >= grace;
+            if replaced {
+                self.close_session(id, "a new sender session replaced it (sender restarted?)".into());
+                continue;
+            }
+            if now.saturating_sub(s.done_below_since) >= grace {
+                let upto = s.done_below;
+                self.resolve_below(id, upto, "the sender finished sending it");
+                let s = &self.sessions[&id];
+                if s.ending && s.objects.is_empty() && s.resolved.below >= s.next_object {
+                    self.close_session(id, "the sender finished its session".into());
+                }
+            }
+        }
+    }
+
+    /// Fails or loses every unresolved object of `session` below `upto`.
+    fn resolve_below(&mut self, session: u64, upto: u32, why: &str) {
+        let mut budget = RESOLVE_PER_TICK;
+        loop {
+            let s = &self.sessions[&session];
+            let id = s.resolved.below;
+            if id >= upto || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let o = ObjectRef { session, object: id };
+            if s.objects.contains_key(&id) {
+                self.fail_incomplete(o, why);
+            } else {
+                let report = id >= s.first_object;
+                self.sessions.get_mut(&session).expect("present").resolved.insert(id);
+                if report {
+                    self.events.push_back(Event::ObjectLost { object: o });
+                }
+            }
+        }
+        // Objects above the watermark that are in flight but below `upto`.
+        let pending: Vec<u32> = self.sessions[&session]
+            .objects
+            .keys()
+            .copied()
+            .filter(|&id| id < upto)
+            .collect();
+        for id in pending {
+            self.fail_incomplete(ObjectRef { session, object: id }, why);
+        }
+    }
+
+    fn close_session(&mut self, session: u64, reason: String) {
+        let s = &self.sessions[&session];
+        let end = s
+            .next_object
+            .max(s.objects.keys().max().map_or(0, |m| m.saturating_add(1)));
+        self.resolve_below(session, end, &format!("session closed: {reason}"));
+        let leftover: Vec<u32> = self.sessions[&session].objects.keys().copied().collect();
+        for id in leftover {
+            self.fail_incomplete(ObjectRef { session, object: id }, &reason);
+        }
+        self.sessions.remove(&session);
+        self.closed.push_back(session);
+        if self.closed.len() > CLOSED_MEMORY {
+            self.closed.pop_front();
+        }
+        self.events
+            .push_back(Event::SessionClosed { session, reason });
+    }
+
+    /// Closes every session as if it went silent: for the end of a replay or a shutdown.
+    pub fn finish(&mut self, reason: &str) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close_session(id, reason.to_string());
+        }
+    }
+}
+

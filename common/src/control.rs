@@ -1,0 +1,163 @@
+//! Control messages carried in descriptor and heartbeat datagrams, with bounded decoding.
+
+use crate::kind::ObjectKind;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Largest control body accepted or produced, in bytes.
+pub const MAX_CONTROL_BODY: usize = 2048;
+
+/// Everything the receiver needs to know about an object besides its blocks.
+///
+/// Sent repeatedly through the object so the loss of some copies costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectDescriptor {
+    /// What the object is; decides where it is delivered.
+    pub kind: ObjectKind,
+    /// Safe relative name (see [`crate::name::validate`]).
+    pub name: String,
+    /// Size of the original bytes.
+    pub size: u64,
+    /// blake3 of the original bytes.
+    pub blake3: [u8; 32],
+    /// Original bytes per block; every block but the last holds exactly this many.
+    pub block_plain_size: u32,
+    /// Modification time of the source, seconds since the Unix epoch (0 if unknown).
+    pub mtime: i64,
+    /// Which transmission pass this copy was sent in (1-based).
+    pub pass: u8,
+    /// How many passes the sender makes over this object.
+    pub passes: u8,
+}
+
+impl ObjectDescriptor {
+    /// Number of blocks the object is cut into.
+    pub fn block_count(&self) -> u64 {
+        if self.block_plain_size == 0 {
+            0
+        } else {
+            self.size.div_ceil(self.block_plain_size as u64)
+        }
+    }
+
+    /// Original bytes held by block `index`.
+    pub fn block_plain_len(&self, index: u32) -> u64 {
+        let start = index as u64 * self.block_plain_size as u64;
+        (self.size.saturating_sub(start)).min(self.block_plain_size as u64)
+    }
+}
+
+/// The sender's periodic sign of life, with its counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Heartbeat sequence number within the session.
+    pub seq: u64,
+    /// Milliseconds since the session started.
+    pub uptime_ms: u64,
+    /// Datagrams sent so far in the session.
+    pub datagrams_sent: u64,
+    /// UDP payload bytes sent so far.
+    pub bytes_sent: u64,
+    /// The next object id the sender will assign: ids below it exist.
+    pub next_object: u32,
+    /// Every object id below this has had its last pass sent.
+    pub done_below: u32,
+    /// The configured rate in bits per second.
+    pub rate_bps: u64,
+    /// Set in the heartbeats sent as the session ends.
+    pub ending: bool,
+}
+
+/// Why a control body could not be decoded.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// The body exceeds [`MAX_CONTROL_BODY`].
+    #[error("control body of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The body does not decode as the expected message.
+    #[error("control body does not decode: {0}")]
+    Decode(String),
+    /// The body decodes but leaves trailing bytes.
+    #[error("control body has trailing bytes")]
+    Trailing,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_CONTROL_BODY>()
+}
+
+/// Encodes a control message body.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ControlError> {
+    let body = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| ControlError::Decode(e.to_string()))?;
+    if body.len() > MAX_CONTROL_BODY {
+        return Err(ControlError::TooLarge(body.len()));
+    }
+    Ok(body)
+}
+
+/// Decodes a control message body, refusing oversized or trailing input.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ControlError> {
+    if body.len() > MAX_CONTROL_BODY {
+        return Err(ControlError::TooLarge(body.len()));
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| ControlError::Decode(e.to_string()))?;
+    if used != body.len() {
+        return Err(ControlError::Trailing);
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor() -> ObjectDescriptor {
+        ObjectDescriptor {
+            kind: ObjectKind::File,
+            name: "dir/a.bin".into(),
+            size: 2_500_001,
+            blake3: [3; 32],
+            block_plain_size: 1_000_000,
+            mtime: 1_700_000_000,
+            pass: 1,
+            passes: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_block_arithmetic() {
+        let d = descriptor();
+        let body = encode(&d).unwrap();
+        assert_eq!(decode::<ObjectDescriptor>(&body).unwrap(), d);
+        assert_eq!(d.block_count(), 3);
+        assert_eq!(d.block_plain_len(0), 1_000_000);
+        assert_eq!(d.block_plain_len(2), 500_001);
+        assert_eq!(d.block_plain_len(3), 0);
+        let empty = ObjectDescriptor { size: 0, ..d };
+        assert_eq!(empty.block_count(), 0);
+    }
+
+    #[test]
+    fn refuses_garbage_trailing_and_huge_lengths() {
+        let mut body = encode(&descriptor()).unwrap();
+        body.push(0);
+        assert!(matches!(
+            decode::<ObjectDescriptor>(&body),
+            Err(ControlError::Trailing)
+        ));
+        // A string length claiming 4 GiB must not allocate it.
+        let mut lie = vec![0u8; 4];
+        lie.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(decode::<ObjectDescriptor>(&lie).is_err());
+        assert!(decode::<Heartbeat>(&[1, 2, 3]).is_err());
+        assert!(matches!(
+            decode::<Heartbeat>(&vec![0; MAX_CONTROL_BODY + 1]),
+            Err(ControlError::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,213 @@
+//! RaptorQ coding of one block, over `raptorq`'s `SourceBlockEncoder`/`SourceBlockDecoder`.
+//!
+//! The decoder wrapper checks every symbol against the block's parameters first: the
+//! `raptorq` crate panics on inconsistent input, and input here comes from the wire.
+
+use crate::layout::{self};
+use crate::wire::MAX_ESI;
+use raptorq::{
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
+    SourceBlockEncoder,
+};
+use thiserror::Error;
+
+/// Most source symbols per block RaptorQ supports (RFC 6330 K'max).
+pub const RAPTORQ_MAX_SYMBOLS: u32 = 56_403;
+
+fn oti(block_len: usize, symbol_size: u16) -> ObjectTransmissionInformation {
+    ObjectTransmissionInformation::new(block_len as u64, symbol_size, 1, 1, 1)
+}
+
+/// Produces the encoding symbols of one block.
+pub struct BlockEncoder {
+    padded: Vec<u8>,
+    block_len: usize,
+    symbol_size: u16,
+    k: u32,
+    repair: Option<SourceBlockEncoder>,
+}
+
+impl BlockEncoder {
+    /// Prepares `data` (one encoded block, non-empty) for symbols of at most `max_symbol` bytes.
+    pub fn new(mut data: Vec<u8>, max_symbol: u16) -> Self {
+        assert!(!data.is_empty(), "blocks are never empty");
+        let block_len = data.len();
+        let symbol_size = layout::symbol_size(block_len, max_symbol);
+        let k = layout::source_symbols(block_len, symbol_size);
+        assert!(k <= RAPTORQ_MAX_SYMBOLS);
+        data.resize(k as usize * symbol_size as usize, 0);
+        BlockEncoder {
+            padded: data,
+            block_len,
+            symbol_size,
+            k,
+            repair: None,
+        }
+    }
+
+    /// Bytes of the block before padding.
+    pub fn block_len(&self) -> usize {
+        self.block_len
+    }
+
+    /// Source symbols in the block.
+    pub fn source_symbols(&self) -> u32 {
+        self.k
+    }
+
+    /// Bytes per symbol of this block.
+    pub fn symbol_size(&self) -> u16 {
+        self.symbol_size
+    }
+
+    /// Source symbol `esi` (< k), borrowed from the block.
+    pub fn source_symbol(&self, esi: u32) -> &[u8] {
+        let t = self.symbol_size as usize;
+        let at = esi as usize * t;
+        &self.padded[at..at + t]
+    }
+
+    /// Repair symbols with ids `start..start+count` (ids ≥ k), computed on first use.
+    pub fn repair_symbols(&mut self, start: u32, count: u32) -> Vec<Vec<u8>> {
+        assert!(start >= self.k && start + count <= MAX_ESI + 1);
+        let (padded, t, k) = (&self.padded, self.symbol_size, self.k);
+        let enc = self
+            .repair
+            .get_or_insert_with(|| SourceBlockEncoder::new(0, &oti(padded.len(), t), padded));
+        let _ = k;
+        enc.repair_packets(start - self.k, count)
+            .into_iter()
+            .map(|p| p.split().1)
+            .collect()
+    }
+}
+
+/// Why a symbol was refused by a block decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SymbolError {
+    /// The symbol's length differs from the block's symbol size.
+    #[error("symbol size differs from the block's")]
+    SizeMismatch,
+    /// The block's parameters are outside what the decoder accepts.
+    #[error("block parameters out of range")]
+    BadBlock,
+}
+
+/// Collects symbols of one block until it decodes.
+pub struct BlockDecoder {
+    inner: SourceBlockDecoder,
+    block_len: usize,
+    symbol_size: u16,
+    k: u32,
+    received: u32,
+}
+
+impl BlockDecoder {
+    /// A decoder for a block of `block_len` bytes in symbols of `symbol_size` bytes.
+    ///
+    /// Refuses parameters RaptorQ cannot handle or that exceed `max_symbols`.
+    pub fn new(block_len: usize, symbol_size: u16, max_symbols: u32) -> Result<Self, SymbolError> {
+        if block_len == 0 || symbol_size == 0 {
+            return Err(SymbolError::BadBlock);
+        }
+        let k = layout::source_symbols(block_len, symbol_size);
+        if k > max_symbols.min(RAPTORQ_MAX_SYMBOLS) {
+            return Err(SymbolError::BadBlock);
+        }
+        // A sender following the layout never uses a symbol more than one alignment
+        // step larger than needed; refusing that bounds memory per symbol received.
+        if layout::symbol_size(block_len, symbol_size) != symbol_size {
+            return Err(SymbolError::BadBlock);
+        }
+        Ok(BlockDecoder {
+            inner: SourceBlockDecoder::new(0, &oti(block_len, symbol_size), block_len as u64),
+            block_len,
+            symbol_size,
+            k,
+            received: 0,
+        })
+    }
+
+    /// Source symbols needed at least.
+    pub fn source_symbols(&self) -> u32 {
+        self.k
+    }
+
+    /// Symbols accepted so far (duplicates included).
+    pub fn received(&self) -> u32 {
+        self.received
+    }
+
+    /// Bytes held for this block, for memory accounting.
+    pub fn held_bytes(&self) -> usize {
+        self.received as usize * self.symbol_size as usize
+    }
+
+    /// Adds one symbol; returns the block's bytes once it decodes.
+    pub fn add(&mut self, esi: u32, symbol: &[u8]) -> Result<Option<Vec<u8>>, SymbolError> {
+        if symbol.len() != self.symbol_size as usize {
+            return Err(SymbolError::SizeMismatch);
+        }
+        if esi > MAX_ESI {
+            return Err(SymbolError::BadBlock);
+        }
+        self.received += 1;
+        let packet = EncodingPacket::new(PayloadId::new(0, esi), symbol.to_vec());
+        Ok(self.inner.decode([packet]).map(|mut data| {
+            data.truncate(self.block_len);
+            data
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 + i / 7) as u8).collect()
+    }
+
+    fn round_trip(n: usize, t: u16, drop_every: usize) {
+        let original = data(n);
+        let mut enc = BlockEncoder::new(original.clone(), t);
+        let k = enc.source_symbols();
+        let r = layout::repair_symbols(k, 20);
+        let mut dec = BlockDecoder::new(n, enc.symbol_size(), 4096).unwrap();
+        let mut out = None;
+        let repairs = enc.repair_symbols(k, r);
+        let mut symbols: Vec<(u32, Vec<u8>)> =
+            (0..k).map(|e| (e, enc.source_symbol(e).to_vec())).collect();
+        symbols.extend(repairs.into_iter().enumerate().map(|(i, s)| (k + i as u32, s)));
+        for (i, (esi, s)) in symbols.into_iter().enumerate() {
+            if drop_every > 0 && i % drop_every == 0 {
+                continue;
+            }
+            if let Some(d) = dec.add(esi, &s).unwrap() {
+                out = Some(d);
+                break;
+            }
+        }
+        assert_eq!(out.expect("block decodes"), original);
+    }
+
+    #[test]
+    fn decodes_with_and_without_loss() {
+        round_trip(1, 1408, 0);
+        round_trip(1407, 1408, 0);
+        round_trip(1409, 1408, 0);
+        round_trip(100_000, 1408, 0);
+        round_trip(100_000, 1408, 10);
+        round_trip(50_000, 1408, 7);
+    }
+
+    #[test]
+    fn refuses_inconsistent_symbols_and_blocks() {
+        let mut dec = BlockDecoder::new(5000, 1408, 4096).unwrap();
+        assert_eq!(dec.add(0, &[0; 100]), Err(SymbolError::SizeMismatch));
+        assert!(BlockDecoder::new(0, 1408, 4096).is_err());
+        assert!(BlockDecoder::new(10_000_000, 8, 4096).is_err());
+        assert!(BlockDecoder::new(100, 1408, 4096).is_err());
+        assert!(BlockDecoder::new(100, 104, 4096).is_ok());
+    }
+}

@@ -1,0 +1,23 @@
+//! The gapferry protocol with no I/O: datagram layout, authentication tags, control
+//! messages, block layout, RaptorQ block coding, block compression, name rules and the
+//! receive-side [`Assembler`] state machine.
+//!
+//! Everything here is deterministic: the sender and receiver crates feed it bytes and
+//! a clock, so live UDP, pcap replay, fuzzers and tests drive the same code.
+
+pub mod assembler;
+pub mod auth;
+pub mod compress;
+pub mod control;
+pub mod emit;
+pub mod fec;
+pub mod kind;
+pub mod layout;
+pub mod name;
+pub mod wire;
+
+pub use assembler::{Assembler, Event, Limits, ObjectRef};
+pub use auth::{Key, KeyRing};
+pub use control::{Heartbeat, ObjectDescriptor};
+pub use kind::ObjectKind;
+pub use wire::{Datagram, Reject};

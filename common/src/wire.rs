@@ -1,0 +1,418 @@
+//! The datagram layout: encoding and validating parsing of every datagram on the wire.
+//!
+//! All integers are big-endian. The byte-by-byte layout is in `docs/PROTOCOL.md`.
+//! A datagram that fails any check here is a [`Reject`] and never reaches the decoder.
+
+use crate::auth::{Key, KeyRing, TAG_LEN};
+use thiserror::Error;
+
+/// The two bytes every gapferry datagram starts with.
+pub const MAGIC: [u8; 2] = *b"GF";
+/// The protocol version this code speaks.
+pub const VERSION: u8 = 1;
+/// Bytes of the header shared by every datagram type.
+pub const COMMON_HEADER_LEN: usize = 20;
+/// Bytes of a data datagram's header, before its symbol.
+pub const DATA_HEADER_LEN: usize = 40;
+/// Bytes before a control datagram's body (common header plus body length).
+pub const CONTROL_HEADER_LEN: usize = 22;
+/// Largest encoding symbol id RaptorQ allows (24 bits).
+pub const MAX_ESI: u32 = (1 << 24) - 1;
+/// Largest UDP payload gapferry ever produces or accepts.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Flag bit: a [`TAG_LEN`]-byte keyed-blake3 tag ends the datagram.
+pub const FLAG_TAGGED: u8 = 0x01;
+
+/// The datagram types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DatagramType {
+    /// One RaptorQ encoding symbol of one block.
+    Data = 1,
+    /// An object descriptor (bincode body).
+    Descriptor = 2,
+    /// A heartbeat with the sender's counters (bincode body).
+    Heartbeat = 3,
+}
+
+/// How a block's bytes were compressed before RaptorQ encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    /// Stored as is.
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+impl Codec {
+    fn from_u8(v: u8) -> Option<Codec> {
+        match v {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// The fields of a data datagram's header after the common part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHeader {
+    /// Sender session.
+    pub session: u64,
+    /// Object id within the session.
+    pub object: u32,
+    /// Block index within the object.
+    pub block: u32,
+    /// RaptorQ encoding symbol id.
+    pub esi: u32,
+    /// Bytes of the encoded (possibly compressed) block: RaptorQ's transfer length.
+    pub block_len: u32,
+    /// Bytes of the block once decompressed.
+    pub plain_len: u32,
+    /// How the block was compressed.
+    pub codec: Codec,
+}
+
+/// A datagram that passed every check, borrowing from the received bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datagram<'a> {
+    /// One symbol of one block.
+    Data {
+        /// The header fields.
+        header: DataHeader,
+        /// The symbol bytes; their length is the block's symbol size.
+        symbol: &'a [u8],
+    },
+    /// A control message: descriptor or heartbeat, body still bincode.
+    Control {
+        /// Which control message.
+        kind: DatagramType,
+        /// Sender session.
+        session: u64,
+        /// Object id (descriptors) or 0.
+        object: u32,
+        /// The bincode body.
+        body: &'a [u8],
+    },
+}
+
+impl Datagram<'_> {
+    /// The session this datagram belongs to.
+    pub fn session(&self) -> u64 {
+        match self {
+            Datagram::Data { header, .. } => header.session,
+            Datagram::Control { session, .. } => *session,
+        }
+    }
+}
+
+/// Why a datagram was dropped before reaching the assembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Reject {
+    /// Shorter than its header.
+    #[error("datagram too short")]
+    TooShort,
+    /// Longer than any gapferry datagram.
+    #[error("datagram too long")]
+    TooLong,
+    /// Does not start with the magic bytes: not ours.
+    #[error("not a gapferry datagram (bad magic)")]
+    BadMagic,
+    /// A protocol version this receiver does not speak.
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    /// An unknown datagram type.
+    #[error("unknown datagram type {0}")]
+    BadType(u8),
+    /// Authentication is on and the datagram carries no tag.
+    #[error("datagram carries no authentication tag (is the sender's --key set?)")]
+    MissingTag,
+    /// The tag does not verify under any configured key.
+    #[error("authentication tag does not verify (check that both sides use the same key)")]
+    BadTag,
+    /// A header field is out of range or inconsistent.
+    #[error("malformed datagram: {0}")]
+    Malformed(&'static str),
+    /// A well-formed datagram the assembler refused: over a limit or inconsistent with its block.
+    #[error("refused by the assembler: {0}")]
+    Refused(&'static str),
+}
+
+impl Reject {
+    /// A short stable label for counters and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reject::TooShort => "too_short",
+            Reject::TooLong => "too_long",
+            Reject::BadMagic => "bad_magic",
+            Reject::BadVersion(_) => "bad_version",
+            Reject::BadType(_) => "bad_type",
+            Reject::MissingTag => "missing_tag",
+            Reject::BadTag => "bad_tag",
+            Reject::Malformed(_) => "malformed",
+            Reject::Refused(_) => "refused",
+        }
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(x)
+}
+
+/// Validates `buf` (one UDP payload) and borrows its fields.
+///
+/// With an enabled key ring, the tag is checked before any other field is trusted.
+pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> {
+    if buf.len() > MAX_DATAGRAM {
+        return Err(Reject::TooLong);
+    }
+    if buf.len() < COMMON_HEADER_LEN {
+        return Err(Reject::TooShort);
+    }
+    if buf[0..2] != MAGIC {
+        return Err(Reject::BadMagic);
+    }
+    if buf[2] != VERSION {
+        return Err(Reject::BadVersion(buf[2]));
+    }
+    let flags = buf[4];
+    let tagged = flags & FLAG_TAGGED != 0;
+    let body_end = if tagged {
+        if buf.len() < COMMON_HEADER_LEN + TAG_LEN {
+            return Err(Reject::TooShort);
+        }
+        buf.len() - TAG_LEN
+    } else {
+        buf.len()
+    };
+    if keys.is_enabled() {
+        if !tagged {
+            return Err(Reject::MissingTag);
+        }
+        if !keys.verify(&buf[..body_end], &buf[body_end..]) {
+            return Err(Reject::BadTag);
+        }
+    }
+    if flags & !FLAG_TAGGED != 0 || buf[5..8] != [0, 0, 0] {
+        return Err(Reject::Malformed("reserved bits set"));
+    }
+    let msg = &buf[..body_end];
+    let session = be_u64(msg, 8);
+    let object = be_u32(msg, 16);
+    match buf[3] {
+        t if t == DatagramType::Data as u8 => {
+            if msg.len() <= DATA_HEADER_LEN {
+                return Err(Reject::TooShort);
+            }
+            let block = be_u32(msg, 20);
+            let esi = be_u32(msg, 24);
+            let block_len = be_u32(msg, 28);
+            let plain_len = be_u32(msg, 32);
+            let codec = Codec::from_u8(msg[36]).ok_or(Reject::Malformed("unknown codec"))?;
+            if msg[37..40] != [0, 0, 0] {
+                return Err(Reject::Malformed("reserved bytes set"));
+            }
+            if esi > MAX_ESI {
+                return Err(Reject::Malformed("symbol id above 2^24"));
+            }
+            if block_len == 0 || plain_len == 0 {
+                return Err(Reject::Malformed("empty block"));
+            }
+            if codec == Codec::None && block_len != plain_len {
+                return Err(Reject::Malformed("uncompressed block with two lengths"));
+            }
+            Ok(Datagram::Data {
+                header: DataHeader {
+                    session,
+                    object,
+                    block,
+                    esi,
+                    block_len,
+                    plain_len,
+                    codec,
+                },
+                symbol: &msg[DATA_HEADER_LEN..],
+            })
+        }
+        t if t == DatagramType::Descriptor as u8 || t == DatagramType::Heartbeat as u8 => {
+            if msg.len() < CONTROL_HEADER_LEN {
+                return Err(Reject::TooShort);
+            }
+            let len = u16::from_be_bytes([msg[20], msg[21]]) as usize;
+            if msg.len() != CONTROL_HEADER_LEN + len {
+                return Err(Reject::Malformed("control body length mismatch"));
+            }
+            let kind = if t == DatagramType::Descriptor as u8 {
+                DatagramType::Descriptor
+            } else {
+                DatagramType::Heartbeat
+            };
+            Ok(Datagram::Control {
+                kind,
+                session,
+                object,
+                body: &msg[CONTROL_HEADER_LEN..],
+            })
+        }
+        other => Err(Reject::BadType(other)),
+    }
+}
+
+/// Writes the common header into `out` (which it clears first).
+fn put_common(out: &mut Vec<u8>, kind: DatagramType, tagged: bool, session: u64, object: u32) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind as u8);
+    out.push(if tagged { FLAG_TAGGED } else { 0 });
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&session.to_be_bytes());
+    out.extend_from_slice(&object.to_be_bytes());
+}
+
+fn finish(out: &mut Vec<u8>, key: Option<&Key>) {
+    if let Some(key) = key {
+        let tag = key.tag(out);
+        out.extend_from_slice(&tag);
+    }
+}
+
+/// Encodes a data datagram into `out`, reusing its allocation.
+pub fn encode_data(out: &mut Vec<u8>, header: &DataHeader, symbol: &[u8], key: Option<&Key>) {
+    put_common(
+        out,
+        DatagramType::Data,
+        key.is_some(),
+        header.session,
+        header.object,
+    );
+    out.extend_from_slice(&header.block.to_be_bytes());
+    out.extend_from_slice(&header.esi.to_be_bytes());
+    out.extend_from_slice(&header.block_len.to_be_bytes());
+    out.extend_from_slice(&header.plain_len.to_be_bytes());
+    out.push(header.codec as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(symbol);
+    finish(out, key);
+}
+
+/// Encodes a control datagram carrying `body` into `out`.
+///
+/// Panics if `body` exceeds 65 535 bytes; callers bound their bodies far below.
+pub fn encode_control(
+    out: &mut Vec<u8>,
+    kind: DatagramType,
+    session: u64,
+    object: u32,
+    body: &[u8],
+    key: Option<&Key>,
+) {
+    assert!(kind != DatagramType::Data);
+    let len = u16::try_from(body.len()).expect("control body above 64 KiB");
+    put_common(out, kind, key.is_some(), session, object);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    finish(out, key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> DataHeader {
+        DataHeader {
+            session: 0x0102_0304_0506_0708,
+            object: 9,
+            block: 3,
+            esi: 1234,
+            block_len: 5000,
+            plain_len: 9000,
+            codec: Codec::Zstd,
+        }
+    }
+
+    #[test]
+    fn data_round_trip_with_and_without_key() {
+        let key = Key::from_bytes([9; 32]);
+        for k in [None, Some(&key)] {
+            let mut buf = Vec::new();
+            encode_data(&mut buf, &header(), &[0xAB; 64], k);
+            assert_eq!(buf.len(), DATA_HEADER_LEN + 64 + k.map_or(0, |_| TAG_LEN));
+            let ring = KeyRing::new(k.into_iter().cloned().collect());
+            match parse(&buf, &ring).unwrap() {
+                Datagram::Data { header: h, symbol } => {
+                    assert_eq!(h, header());
+                    assert_eq!(symbol, &[0xAB; 64][..]);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        let mut buf = Vec::new();
+        encode_data(&mut buf, &header(), &[0xEE; 8], None);
+        assert_eq!(&buf[0..8], &[b'G', b'F', 1, 1, 0, 0, 0, 0]);
+        assert_eq!(&buf[8..16], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&buf[16..20], &[0, 0, 0, 9]);
+        assert_eq!(&buf[20..24], &[0, 0, 0, 3]);
+        assert_eq!(&buf[24..28], &1234u32.to_be_bytes());
+        assert_eq!(&buf[28..32], &5000u32.to_be_bytes());
+        assert_eq!(&buf[32..36], &9000u32.to_be_bytes());
+        assert_eq!(&buf[36..40], &[1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn rejects_tampering_and_missing_tags() {
+        let key = Key::from_bytes([9; 32]);
+        let ring = KeyRing::new(vec![key.clone()]);
+        let mut buf = Vec::new();
+        encode_data(&mut buf, &header(), &[1; 32], Some(&key));
+        let mut bad = buf.clone();
+        bad[30] ^= 1;
+        assert_eq!(parse(&bad, &ring), Err(Reject::BadTag));
+        let mut plain = Vec::new();
+        encode_data(&mut plain, &header(), &[1; 32], None);
+        assert_eq!(parse(&plain, &ring), Err(Reject::MissingTag));
+        let wrong = KeyRing::new(vec![Key::from_bytes([8; 32])]);
+        assert_eq!(parse(&buf, &wrong), Err(Reject::BadTag));
+    }
+
+    #[test]
+    fn rejects_malformed_headers() {
+        let none = KeyRing::default();
+        let mut buf = Vec::new();
+        encode_data(&mut buf, &header(), &[1; 16], None);
+        assert_eq!(parse(&buf[..10], &none), Err(Reject::TooShort));
+        assert_eq!(parse(&buf[..DATA_HEADER_LEN], &none), Err(Reject::TooShort));
+        let mut b = buf.clone();
+        b[0] = b'X';
+        assert_eq!(parse(&b, &none), Err(Reject::BadMagic));
+        let mut b = buf.clone();
+        b[2] = 2;
+        assert_eq!(parse(&b, &none), Err(Reject::BadVersion(2)));
+        let mut b = buf.clone();
+        b[3] = 77;
+        assert_eq!(parse(&b, &none), Err(Reject::BadType(77)));
+        let mut b = buf.clone();
+        b[24..28].copy_from_slice(&(MAX_ESI + 1).to_be_bytes());
+        assert!(matches!(parse(&b, &none), Err(Reject::Malformed(_))));
+        let mut b = buf.clone();
+        b[36] = 9;
+        assert!(matches!(parse(&b, &none), Err(Reject::Malformed(_))));
+        let mut c = Vec::new();
+        encode_control(&mut c, DatagramType::Heartbeat, 1, 0, b"abc", None);
+        assert!(parse(&c, &none).is_ok());
+        c.push(0);
+        assert!(matches!(parse(&c, &none), Err(Reject::Malformed(_))));
+    }
+}

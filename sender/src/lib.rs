@@ -1,0 +1,1 @@
+//! gapferry sender library.
