@@ -1,1 +1,12 @@
-//! gapferry receiver library.
+//! gapferry's high side: drains the UDP socket (or reads a capture), feeds the protocol
+//! state machine of `gapferry-common`, and delivers verified objects atomically.
+//!
+//! Data flows [`socket`] → [`pipeline`] (assembler) → [`delivery`] → [`records`].
+
+pub mod delivery;
+pub mod pipeline;
+pub mod records;
+pub mod socket;
+
+pub use delivery::Summary;
+pub use pipeline::{listen, ReceiverConfig};

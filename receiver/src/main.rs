@@ -1,1 +1,111 @@
-fn main(){}
+//! `gapferry-recv`: the high-side command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gapferry_common::{Key, KeyRing};
+use gapferry_receiver::pipeline::Listener;
+use gapferry_receiver::ReceiverConfig;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Receives files sent one way through a data diode by gapferry-send.
+#[derive(Parser)]
+#[command(name = "gapferry-recv", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (e.g. info, debug, gapferry_receiver=trace).
+    #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive and deliver until SIGINT or SIGTERM.
+    ///
+    /// Example: gapferry-recv listen --bind 0.0.0.0:7000 --out /srv/gapferry
+    Listen(ListenArgs),
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// Address to listen on, as HOST:PORT.
+    #[arg(long)]
+    bind: String,
+    /// Delivery root: objects land in OUT/files/, records in OUT/.gapferry/records.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pre-shared key file; repeat for key rollover. Untagged or wrongly tagged datagrams are dropped.
+    #[arg(long)]
+    key: Vec<PathBuf>,
+    /// Receive buffer to request, in bytes.
+    #[arg(long, default_value_t = gapferry_receiver::socket::DEFAULT_RECV_BUFFER)]
+    recv_buffer: usize,
+    /// Seconds of silence after which a sender session is closed and its incomplete objects failed.
+    #[arg(long, default_value_t = 30)]
+    session_timeout: u64,
+}
+
+fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
+    let mut keys = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read key file {}", p.display()))?;
+        keys.push(Key::parse(&bytes).with_context(|| format!("bad key file {}", p.display()))?);
+    }
+    Ok(KeyRing::new(keys))
+}
+
+fn resolve(s: &str) -> Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("--bind {s:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--bind {s:?} resolves to no address"))
+}
+
+fn run_listen(a: ListenArgs) -> Result<()> {
+    let bind = resolve(&a.bind)?;
+    let mut cfg = ReceiverConfig::new(a.out.clone());
+    cfg.keys = read_keys(&a.key)?;
+    cfg.recv_buffer = a.recv_buffer;
+    cfg.limits.session_timeout = Duration::from_secs(a.session_timeout.max(1));
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create --out {}", a.out.display()))?;
+    let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+    }
+    tracing::info!(bind = %listener.local_addr()?, out = %a.out.display(), authenticated = !a.key.is_empty(), "listening");
+    let r = listener.run(shutdown).context("receiving stopped")?;
+    let s = &r.report.summary;
+    tracing::info!(
+        delivered = s.delivered,
+        failed = s.failed,
+        lost = s.lost,
+        datagrams = r.received,
+        rejected = r.report.assembler.rejected_total(),
+        queue_full = r.queue_full,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Listen(a) => run_listen(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gapferry-recv: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,17 @@
-//! gapferry sender library.
+//! gapferry's low side: reads files, cuts them into compressed RaptorQ blocks, and sends
+//! them as paced UDP datagrams (or into a capture file) through a one-way link.
+//!
+//! Data flows outbox → [`source`] → [`transfer`] → [`pacer`] → [`sink`]; the wire format
+//! itself lives in `gapferry-common`.
+
+pub mod keygen;
+pub mod pacer;
+pub mod progress;
+pub mod rate;
+pub mod session;
+pub mod sink;
+pub mod source;
+pub mod transfer;
+
+pub use session::{SenderConfig, SenderSession};
+pub use source::SourceFile;

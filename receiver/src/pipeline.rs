@@ -1,0 +1,263 @@
+//! The receiver's threads: one drains the socket and does nothing else, one runs the
+//! assembler, one writes to disk. Replay drives the same assembler and delivery.
+
+use crate::delivery::{Delivery, Summary};
+use crate::socket::UdpSource;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use gapferry_common::assembler::Stats;
+use gapferry_common::{Assembler, Event, KeyRing, Limits};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often timeouts are checked, in the clock of the datagrams.
+const TICK: Duration = Duration::from_millis(100);
+/// Datagrams queued between the socket thread and the assembler.
+pub const DEFAULT_QUEUE: usize = 1 << 16;
+/// Events queued between the assembler and the disk writer.
+const EVENT_QUEUE: usize = 256;
+
+/// What the receiver is configured with.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Root of the delivery directories and of the state directory.
+    pub out: PathBuf,
+    /// Keys accepted; empty accepts untagged datagrams.
+    pub keys: KeyRing,
+    /// What a sender may make the receiver hold.
+    pub limits: Limits,
+    /// Receive buffer to request from the kernel.
+    pub recv_buffer: usize,
+    /// Datagrams queued between the socket thread and the assembler.
+    pub queue: usize,
+}
+
+impl ReceiverConfig {
+    /// Defaults for delivering under `out`.
+    pub fn new(out: PathBuf) -> Self {
+        ReceiverConfig {
+            out,
+            keys: KeyRing::default(),
+            limits: Limits::default(),
+            recv_buffer: crate::socket::DEFAULT_RECV_BUFFER,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// One input of the assembler thread.
+pub enum Input {
+    /// A datagram received at `at` (in the pipeline's clock).
+    Datagram {
+        /// When it arrived.
+        at: Duration,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// Time passed without datagrams.
+    Tick(Duration),
+}
+
+/// Whose clock the pipeline runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// Wall-clock time since `start`: timeouts fire while idle.
+    Live(Instant),
+    /// Only the timestamps carried by inputs (capture replay).
+    Inputs,
+}
+
+/// What a finished pipeline reports.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Outcomes of objects.
+    pub summary: Summary,
+    /// What the assembler saw.
+    pub assembler: Stats,
+}
+
+/// The assembler and delivery threads, fed through [`Engine::input`].
+pub struct Engine {
+    input: Sender<Input>,
+    assembler: JoinHandle<Stats>,
+    delivery: JoinHandle<Summary>,
+}
+
+impl Engine {
+    /// Starts the assembler and delivery threads.
+    pub fn start(cfg: &ReceiverConfig, clock: Clock, queue: usize) -> std::io::Result<Self> {
+        let mut delivery = Delivery::open(&cfg.out)?;
+        let (input, input_rx) = bounded::<Input>(queue);
+        let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
+        let delivery = std::thread::Builder::new()
+            .name("gapferry-delivery".into())
+            .spawn(move || {
+                for ev in events_rx {
+                    delivery.handle(ev);
+                }
+                delivery.abandon_all("the receiver stopped before the object completed");
+                delivery.into_summary()
+            })?;
+        let assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
+        let assembler = std::thread::Builder::new()
+            .name("gapferry-assembler".into())
+            .spawn(move || run_assembler(assembler, input_rx, events, clock))?;
+        Ok(Engine {
+            input,
+            assembler,
+            delivery,
+        })
+    }
+
+    /// Where inputs go; sending blocks when the queue is full.
+    pub fn input(&self) -> &Sender<Input> {
+        &self.input
+    }
+
+    /// Closes the input, lets every thread finish, and reports.
+    pub fn finish(self) -> Report {
+        drop(self.input);
+        let assembler = self.assembler.join().expect("assembler thread panicked");
+        let summary = self.delivery.join().expect("delivery thread panicked");
+        Report { summary, assembler }
+    }
+}
+
+fn run_assembler(mut asm: Assembler, rx: Receiver<Input>, events: Sender<Event>, clock: Clock) -> Stats {
+    let mut last_tick = Duration::ZERO;
+    let mut now = Duration::ZERO;
+    loop {
+        let input = match clock {
+            Clock::Live(_) => match rx.recv_timeout(TICK) {
+                Ok(i) => Some(i),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            Clock::Inputs => match rx.recv() {
+                Ok(i) => Some(i),
+                Err(_) => break,
+            },
+        };
+        match input {
+            Some(Input::Datagram { at, bytes }) => {
+                now = now.max(at);
+                if let Err(reject) = asm.handle(now, &bytes) {
+                    tracing::trace!(%reject, "datagram rejected");
+                }
+            }
+            Some(Input::Tick(t)) => now = now.max(t),
+            None => {}
+        }
+        if let Clock::Live(start) = clock {
+            now = now.max(start.elapsed());
+        }
+        if now.saturating_sub(last_tick) >= TICK {
+            asm.tick(now);
+            last_tick = now;
+        }
+        while let Some(ev) = asm.poll_event() {
+            if events.send(ev).is_err() {
+                return asm.stats().clone();
+            }
+        }
+    }
+    asm.finish("the receiver stopped");
+    while let Some(ev) = asm.poll_event() {
+        let _ = events.send(ev);
+    }
+    asm.stats().clone()
+}
+
+/// Counters of the socket-draining thread.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    /// Datagrams read from the socket.
+    pub received: AtomicU64,
+    /// Datagrams dropped because the assembler queue was full.
+    pub queue_full: AtomicU64,
+}
+
+/// A bound receiver, ready to run until told to stop.
+pub struct Listener {
+    source: UdpSource,
+    cfg: ReceiverConfig,
+    counters: Arc<SocketCounters>,
+}
+
+/// What a listener reports when it stops.
+#[derive(Debug, Clone)]
+pub struct ListenReport {
+    /// Outcomes and assembler counters.
+    pub report: Report,
+    /// Datagrams read from the socket.
+    pub received: u64,
+    /// Datagrams dropped because the assembler could not keep up.
+    pub queue_full: u64,
+}
+
+impl Listener {
+    /// Binds the socket for `cfg`.
+    pub fn bind(addr: SocketAddr, cfg: ReceiverConfig) -> std::io::Result<Self> {
+        let source = UdpSource::bind(addr, cfg.recv_buffer)?;
+        Ok(Listener {
+            source,
+            cfg,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.source.local_addr()
+    }
+
+    /// Live counters of the socket thread.
+    pub fn counters(&self) -> Arc<SocketCounters> {
+        self.counters.clone()
+    }
+
+    /// Receives and delivers until `shutdown` is set, then finishes what it is writing.
+    pub fn run(self, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
+        let start = Instant::now();
+        let engine = Engine::start(&self.cfg, Clock::Live(start), self.cfg.queue)?;
+        let input = engine.input().clone();
+        let counters = self.counters.clone();
+        let source = self.source;
+        let drain = std::thread::Builder::new()
+            .name("gapferry-socket".into())
+            .spawn(move || -> std::io::Result<()> {
+                let mut buf = vec![0u8; 65_536];
+                while !shutdown.load(Ordering::Relaxed) {
+                    let Some(n) = source.recv(&mut buf)? else {
+                        continue;
+                    };
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    let item = Input::Datagram {
+                        at: start.elapsed(),
+                        bytes: buf[..n].to_vec(),
+                    };
+                    // Never block the socket: a full queue is a counted drop.
+                    if let Err(TrySendError::Full(_)) = input.try_send(item) {
+                        counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })?;
+        let drained = drain.join().expect("socket thread panicked");
+        let report = engine.finish();
+        drained?;
+        Ok(ListenReport {
+            report,
+            received: self.counters.received.load(Ordering::Relaxed),
+            queue_full: self.counters.queue_full.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Binds `addr` and receives until `shutdown` is set.
+pub fn listen(addr: SocketAddr, cfg: ReceiverConfig, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
+    Listener::bind(addr, cfg)?.run(shutdown)
+}

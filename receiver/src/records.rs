@@ -1,0 +1,107 @@
+//! The machine-readable record of every object delivered, failed or lost: JSON lines in
+//! `<out>/.gapferry/records.jsonl`.
+
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Directory under `--out` holding the receiver's own state.
+pub const STATE_DIR: &str = ".gapferry";
+/// File name of the record log inside [`STATE_DIR`].
+pub const RECORDS_FILE: &str = "records.jsonl";
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Verified and published.
+    Delivered,
+    /// Seen but not delivered; `reason` says why.
+    Failed,
+    /// Sent by the sender but never seen.
+    Lost,
+}
+
+/// One line of the record log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Sender session id (16 hex digits).
+    pub session: String,
+    /// Object id within the session.
+    pub object: u32,
+    /// Object kind, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Relative name, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Size in bytes, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// blake3 of the content (hex), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Where it was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Milliseconds from the object's first descriptor to its outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+}
+
+impl Record {
+    /// A record stamped now, with only the mandatory fields set.
+    pub fn new(outcome: Outcome, session: u64, object: u32) -> Self {
+        Record {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            outcome,
+            session: format!("{session:016x}"),
+            object,
+            kind: None,
+            name: None,
+            size: None,
+            blake3: None,
+            path: None,
+            reason: None,
+            elapsed_ms: None,
+        }
+    }
+}
+
+/// Appends records to the log, one JSON object per line, flushed after each.
+pub struct RecordLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl RecordLog {
+    /// Opens (creating) the record log under `state_dir`.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(RECORDS_FILE);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(RecordLog { file, path })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.flush()
+    }
+}

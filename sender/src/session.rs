@@ -1,0 +1,305 @@
+//! One sender session: its id, object numbering, pacing, heartbeats and counters.
+
+use crate::pacer::Pacer;
+use crate::progress::Progress;
+use crate::sink::DatagramSink;
+use crate::source::SourceFile;
+use crate::transfer::{self, TransferError};
+use gapferry_common::control::ObjectDescriptor;
+use gapferry_common::emit::DatagramWriter;
+use gapferry_common::layout::{self, LayoutError};
+use gapferry_common::{Heartbeat, Key, ObjectKind};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Interval between heartbeats.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Heartbeats sent when a session ends, so one of them survives loss.
+const ENDING_HEARTBEATS: u32 = 3;
+
+/// What a sender session is configured with.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Link rate in bits per second of IP packets.
+    pub rate_bps: u64,
+    /// Repair symbols per block, as a percentage of its source symbols.
+    pub repair_percent: u32,
+    /// Path MTU the datagrams must fit.
+    pub mtu: usize,
+    /// Pre-shared key; when set every datagram carries a tag.
+    pub key: Option<Key>,
+    /// Passes over each object; each further pass sends fresh repair symbols.
+    pub passes: u8,
+    /// zstd level for block compression.
+    pub zstd_level: i32,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            rate_bps: 100_000_000,
+            repair_percent: 10,
+            mtu: 1500,
+            key: None,
+            passes: 1,
+            zstd_level: gapferry_common::compress::DEFAULT_LEVEL,
+        }
+    }
+}
+
+/// Why a session could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The MTU cannot carry datagrams.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Zero passes or zero rate.
+    #[error("{0}")]
+    Config(&'static str),
+}
+
+/// The outcome of sending one file.
+#[derive(Debug)]
+pub struct SendReport {
+    /// The file.
+    pub name: String,
+    /// The object id it was sent as.
+    pub object: u32,
+    /// What went wrong, if anything.
+    pub error: Option<TransferError>,
+}
+
+/// A sender session: every datagram it emits carries its random session id.
+pub struct SenderSession {
+    cfg: SenderConfig,
+    writer: DatagramWriter,
+    max_symbol: u16,
+    pacer: Pacer,
+    sink: Box<dyn DatagramSink + Send>,
+    buf: Vec<u8>,
+    started: Instant,
+    clock: Instant,
+    last_heartbeat: Option<Instant>,
+    heartbeat_seq: u64,
+    datagrams: u64,
+    bytes: u64,
+    next_object: u32,
+    done_below: u32,
+}
+
+impl SenderSession {
+    /// Starts a session with a fresh random id, emitting into `sink`.
+    pub fn new(cfg: SenderConfig, sink: Box<dyn DatagramSink + Send>) -> Result<Self, SessionError> {
+        Self::with_id(rand::random(), cfg, sink)
+    }
+
+    /// Starts a session with a given id (for tests and replays).
+    pub fn with_id(
+        id: u64,
+        cfg: SenderConfig,
+        sink: Box<dyn DatagramSink + Send>,
+    ) -> Result<Self, SessionError> {
+        if cfg.passes == 0 {
+            return Err(SessionError::Config("--passes must be at least 1"));
+        }
+        if cfg.rate_bps == 0 {
+            return Err(SessionError::Config("--rate must be above zero"));
+        }
+        let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some())?;
+        let now = Instant::now();
+        Ok(SenderSession {
+            writer: DatagramWriter::new(id, cfg.key.clone()),
+            max_symbol,
+            pacer: Pacer::new(cfg.rate_bps),
+            sink,
+            buf: Vec::with_capacity(cfg.mtu),
+            started: now,
+            clock: now,
+            last_heartbeat: None,
+            heartbeat_seq: 0,
+            datagrams: 0,
+            bytes: 0,
+            next_object: 0,
+            done_below: 0,
+            cfg,
+        })
+    }
+
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.writer.session()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SenderConfig {
+        &self.cfg
+    }
+
+    /// Largest symbol per datagram.
+    pub fn max_symbol(&self) -> u16 {
+        self.max_symbol
+    }
+
+    /// Datagrams and UDP payload bytes sent so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.datagrams, self.bytes)
+    }
+
+    /// The next object id to be assigned.
+    pub fn next_object(&self) -> u32 {
+        self.next_object
+    }
+
+    /// Reserves the next object id.
+    pub fn allocate_object(&mut self) -> u32 {
+        let id = self.next_object;
+        self.next_object += 1;
+        id
+    }
+
+    /// Records that every object below `id` has had its last pass.
+    pub fn mark_done_below(&mut self, id: u32) {
+        self.done_below = self.done_below.max(id);
+    }
+
+    fn now(&self) -> Instant {
+        if self.sink.real_time() {
+            Instant::now()
+        } else {
+            self.clock
+        }
+    }
+
+    /// Builds a datagram with `build` and sends it on schedule; false if `build` had nothing.
+    pub fn emit_with(
+        &mut self,
+        build: impl FnOnce(&DatagramWriter, &mut Vec<u8>) -> bool,
+    ) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let built = build(&self.writer, &mut buf);
+        let result = if built { self.send_buf(&buf) } else { Ok(()) };
+        self.buf = buf;
+        result?;
+        if built {
+            self.heartbeat_if_due(false)?;
+        }
+        Ok(built)
+    }
+
+    fn send_buf(&mut self, datagram: &[u8]) -> io::Result<()> {
+        let at = if self.sink.real_time() {
+            self.pacer.schedule(datagram.len(), Instant::now())
+        } else {
+            self.pacer.schedule_virtual(datagram.len(), self.started)
+        };
+        self.clock = self.clock.max(at);
+        self.sink.send(datagram, at)?;
+        self.datagrams += 1;
+        self.bytes += datagram.len() as u64;
+        Ok(())
+    }
+
+    /// Sends a copy of `object`'s descriptor.
+    pub fn emit_descriptor(&mut self, object: u32, d: &ObjectDescriptor) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self
+            .writer
+            .descriptor(&mut buf, object, d)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        let r = r.and_then(|()| self.send_buf(&buf));
+        self.buf = buf;
+        r
+    }
+
+    fn heartbeat_if_due(&mut self, ending: bool) -> io::Result<()> {
+        let now = self.now();
+        let due = ending
+            || self
+                .last_heartbeat
+                .is_none_or(|t| now.saturating_duration_since(t) >= HEARTBEAT_EVERY);
+        if !due {
+            return Ok(());
+        }
+        self.last_heartbeat = Some(now);
+        self.heartbeat_seq += 1;
+        let hb = Heartbeat {
+            seq: self.heartbeat_seq,
+            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            datagrams_sent: self.datagrams,
+            bytes_sent: self.bytes,
+            next_object: self.next_object,
+            done_below: self.done_below,
+            rate_bps: self.pacer.rate_bps(),
+            ending,
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        self.writer.heartbeat(&mut buf, &hb);
+        let r = self.send_buf(&buf);
+        self.buf = buf;
+        r
+    }
+
+    /// Sends a heartbeat now if one is due (for idle services).
+    pub fn tick(&mut self) -> io::Result<()> {
+        self.heartbeat_if_due(false)
+    }
+
+    /// Sends `files` (each as one object of the kind `kind_of` says), in every pass.
+    ///
+    /// A file that fails (vanished, unreadable, changed) is reported and the others go on.
+    pub fn send_files(
+        &mut self,
+        files: &[SourceFile],
+        kind_of: impl Fn(&SourceFile) -> ObjectKind,
+        progress: &Progress,
+    ) -> io::Result<Vec<SendReport>> {
+        let passes = self.cfg.passes;
+        let mut objects: Vec<(u32, Option<ObjectDescriptor>)> = Vec::with_capacity(files.len());
+        let mut reports: Vec<SendReport> = Vec::with_capacity(files.len());
+        for pass in 1..=passes {
+            for (i, file) in files.iter().enumerate() {
+                progress.set_message(file.name.clone());
+                if pass == 1 {
+                    let id = self.allocate_object();
+                    let d = match transfer::describe(file, kind_of(file), self.max_symbol, passes) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            tracing::error!(file = %file.path.display(), "{e}");
+                            reports.push(SendReport { name: file.name.clone(), object: id, error: Some(e) });
+                            objects.push((id, None));
+                            continue;
+                        }
+                    };
+                    objects.push((id, d));
+                    reports.push(SendReport { name: file.name.clone(), object: id, error: None });
+                }
+                let (id, Some(d)) = &objects[i] else { continue };
+                let d = ObjectDescriptor { pass, ..d.clone() };
+                match transfer::send_object(self, *id, file, &d, progress) {
+                    Ok(()) => {}
+                    Err(TransferError::Sink(e)) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(file = %file.path.display(), object = id, "{e}");
+                        if reports[i].error.is_none() {
+                            reports[i].error = Some(e);
+                        }
+                    }
+                }
+                if pass == passes {
+                    self.mark_done_below(*id + 1);
+                }
+            }
+        }
+        self.mark_done_below(self.next_object);
+        Ok(reports)
+    }
+
+    /// Ends the session: the receiver learns every object was sent in full.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.mark_done_below(self.next_object);
+        for _ in 0..ENDING_HEARTBEATS {
+            self.heartbeat_if_due(true)?;
+        }
+        self.sink.finish()
+    }
+}
