@@ -302,7 +302,9 @@ impl Assembler {
             ),
             _ => None,
         };
-        let first = hint.or(heartbeat.as_ref().map(|h| h.done_below)).unwrap_or(0);
+        let first = hint
+            .or(heartbeat.as_ref().map(|h| h.done_below))
+            .unwrap_or(0);
         self.touch_session(now, session_id, first)?;
         match d {
             Datagram::Data { header, symbol } => self.on_data(now, header, symbol),
@@ -367,8 +369,8 @@ impl Assembler {
     }
 
     fn on_descriptor(&mut self, session_id: u64, object: u32, body: &[u8]) -> Result<(), Reject> {
-        let descriptor: ObjectDescriptor = control::decode(body)
-            .map_err(|_| Reject::Malformed("descriptor does not decode"))?;
+        let descriptor: ObjectDescriptor =
+            control::decode(body).map_err(|_| Reject::Malformed("descriptor does not decode"))?;
         let s = self.sessions.get_mut(&session_id).expect("touched");
         if s.resolved.contains(object) {
             self.stats.redundant += 1;
@@ -443,7 +445,8 @@ impl Assembler {
                 d.size, self.limits.max_object_size
             ));
         }
-        if d.size > 0 && (d.block_plain_size == 0 || d.block_plain_size > self.limits.max_block_plain)
+        if d.size > 0
+            && (d.block_plain_size == 0 || d.block_plain_size > self.limits.max_block_plain)
         {
             return Err(format!(
                 "declared block size {} is outside 1..={}",
@@ -494,10 +497,11 @@ impl Assembler {
         let held_now = self.held;
         let state = self.object_mut(oref);
         if let Some(d) = &state.descriptor {
-            if h.block as u64 >= d.block_count()
-                || h.plain_len as u64 != d.block_plain_len(h.block)
+            if h.block as u64 >= d.block_count() || h.plain_len as u64 != d.block_plain_len(h.block)
             {
-                return Err(Reject::Refused("block disagrees with the object's descriptor"));
+                return Err(Reject::Refused(
+                    "block disagrees with the object's descriptor",
+                ));
             }
         }
         if state.decoded.contains(&h.block) {
@@ -505,7 +509,9 @@ impl Assembler {
             return Ok(());
         }
         if held_now + symbol.len() > limit {
-            return Err(Reject::Refused("memory limit for incomplete blocks reached"));
+            return Err(Reject::Refused(
+                "memory limit for incomplete blocks reached",
+            ));
         }
         let block = match state.blocks.entry(h.block) {
             std::collections::hash_map::Entry::Occupied(e) => {
@@ -516,8 +522,9 @@ impl Assembler {
                 b
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                let decoder = BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
-                    .map_err(|_| Reject::Refused("block parameters out of range"))?;
+                let decoder =
+                    BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
+                        .map_err(|_| Reject::Refused("block parameters out of range"))?;
                 if symbol.len() > u16::MAX as usize {
                     return Err(Reject::Refused("block parameters out of range"));
                 }
@@ -638,7 +645,10 @@ impl Assembler {
             }
             let replaced = newest_start.is_some_and(|t| t > s.started) && silent >= grace;
             if replaced {
-                self.close_session(id, "a new sender session replaced it (sender restarted?)".into());
+                self.close_session(
+                    id,
+                    "a new sender session replaced it (sender restarted?)".into(),
+                );
                 continue;
             }
             if now.saturating_sub(s.done_below_since) >= grace {
@@ -662,12 +672,19 @@ impl Assembler {
                 break;
             }
             budget -= 1;
-            let o = ObjectRef { session, object: id };
+            let o = ObjectRef {
+                session,
+                object: id,
+            };
             if s.objects.contains_key(&id) {
                 self.fail_incomplete(o, why);
             } else {
                 let report = id >= s.first_object;
-                self.sessions.get_mut(&session).expect("present").resolved.insert(id);
+                self.sessions
+                    .get_mut(&session)
+                    .expect("present")
+                    .resolved
+                    .insert(id);
                 if report {
                     self.events.push_back(Event::ObjectLost { object: o });
                 }
@@ -681,7 +698,13 @@ impl Assembler {
             .filter(|&id| id < upto)
             .collect();
         for id in pending {
-            self.fail_incomplete(ObjectRef { session, object: id }, why);
+            self.fail_incomplete(
+                ObjectRef {
+                    session,
+                    object: id,
+                },
+                why,
+            );
         }
     }
 
@@ -693,7 +716,13 @@ impl Assembler {
         self.resolve_below(session, end, &format!("session closed: {reason}"));
         let leftover: Vec<u32> = self.sessions[&session].objects.keys().copied().collect();
         for id in leftover {
-            self.fail_incomplete(ObjectRef { session, object: id }, &reason);
+            self.fail_incomplete(
+                ObjectRef {
+                    session,
+                    object: id,
+                },
+                &reason,
+            );
         }
         self.sessions.remove(&session);
         self.closed.push_back(session);
@@ -712,4 +741,3 @@ impl Assembler {
         }
     }
 }
-

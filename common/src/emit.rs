@@ -170,6 +170,11 @@ impl Interleaver {
         self.blocks.len()
     }
 
+    /// Datagrams still to send over all blocks.
+    pub fn remaining(&self) -> u32 {
+        self.blocks.iter().map(OutgoingBlock::remaining).sum()
+    }
+
     /// Whether every block is done.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()

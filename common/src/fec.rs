@@ -70,11 +70,10 @@ impl BlockEncoder {
     /// Repair symbols with ids `start..start+count` (ids ≥ k), computed on first use.
     pub fn repair_symbols(&mut self, start: u32, count: u32) -> Vec<Vec<u8>> {
         assert!(start >= self.k && start + count <= MAX_ESI + 1);
-        let (padded, t, k) = (&self.padded, self.symbol_size, self.k);
+        let (padded, t) = (&self.padded, self.symbol_size);
         let enc = self
             .repair
             .get_or_insert_with(|| SourceBlockEncoder::new(0, &oti(padded.len(), t), padded));
-        let _ = k;
         enc.repair_packets(start - self.k, count)
             .into_iter()
             .map(|p| p.split().1)
@@ -178,7 +177,12 @@ mod tests {
         let repairs = enc.repair_symbols(k, r);
         let mut symbols: Vec<(u32, Vec<u8>)> =
             (0..k).map(|e| (e, enc.source_symbol(e).to_vec())).collect();
-        symbols.extend(repairs.into_iter().enumerate().map(|(i, s)| (k + i as u32, s)));
+        symbols.extend(
+            repairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (k + i as u32, s)),
+        );
         for (i, (esi, s)) in symbols.into_iter().enumerate() {
             if drop_every > 0 && i % drop_every == 0 {
                 continue;

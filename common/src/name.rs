@@ -90,8 +90,14 @@ mod tests {
         assert_eq!(validate("a\nb"), Err(NameError::BadCharacter));
         assert_eq!(validate("a\\..\\b"), Err(NameError::BadCharacter));
         assert_eq!(validate("a\0b"), Err(NameError::BadCharacter));
-        assert!(matches!(validate(&"x".repeat(2000)), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            validate(&"x".repeat(2000)),
+            Err(NameError::TooLong(_))
+        ));
         assert_eq!(validate(&"y".repeat(256)), Err(NameError::ComponentTooLong));
-        assert!(matches!(validate(&["d"; 40].join("/")), Err(NameError::TooDeep(40))));
+        assert!(matches!(
+            validate(&["d"; 40].join("/")),
+            Err(NameError::TooDeep(40))
+        ));
     }
 }

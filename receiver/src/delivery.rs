@@ -95,7 +95,11 @@ impl Delivery {
             Event::SessionStarted {
                 session,
                 first_object,
-            } => tracing::info!(session = format_args!("{session:016x}"), first_object, "sender session heard"),
+            } => tracing::info!(
+                session = format_args!("{session:016x}"),
+                first_object,
+                "sender session heard"
+            ),
             Event::SessionClosed { session, reason } => {
                 tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed")
             }
@@ -107,7 +111,11 @@ impl Delivery {
             ),
             Event::ObjectStarted { object, descriptor } => {
                 if let Err(e) = self.start(object, descriptor.clone()) {
-                    self.record_failure(object, Some(&descriptor), format!("cannot stage the object: {e}"));
+                    self.record_failure(
+                        object,
+                        Some(&descriptor),
+                        format!("cannot stage the object: {e}"),
+                    );
                 }
             }
             Event::BlockDecoded {
@@ -207,7 +215,11 @@ impl Delivery {
         let d = &s.descriptor;
         if s.next_hash_block as u64 != d.block_count() {
             let _ = std::fs::remove_file(&s.path);
-            self.record_failure(object, Some(d), "internal: not every block was written".into());
+            self.record_failure(
+                object,
+                Some(d),
+                "internal: not every block was written".into(),
+            );
             return;
         }
         if s.hasher.finalize().as_bytes() != &d.blake3 {
@@ -233,14 +245,21 @@ impl Delivery {
                     "delivered"
                 );
                 self.summary.delivered += 1;
-                let mut r = described(Record::new(Outcome::Delivered, object.session, object.object), d);
+                let mut r = described(
+                    Record::new(Outcome::Delivered, object.session, object.object),
+                    d,
+                );
                 r.path = Some(dest);
                 r.elapsed_ms = Some(elapsed.as_millis() as u64);
                 self.record(r);
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&s.path);
-                self.record_failure(object, Some(d), format!("cannot publish to {}: {e}", dest.display()));
+                self.record_failure(
+                    object,
+                    Some(d),
+                    format!("cannot publish to {}: {e}", dest.display()),
+                );
             }
         }
     }

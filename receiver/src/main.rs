@@ -52,7 +52,8 @@ struct ListenArgs {
 fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
     let mut keys = Vec::new();
     for p in paths {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read key file {}", p.display()))?;
+        let bytes =
+            std::fs::read(p).with_context(|| format!("cannot read key file {}", p.display()))?;
         keys.push(Key::parse(&bytes).with_context(|| format!("bad key file {}", p.display()))?);
     }
     Ok(KeyRing::new(keys))
@@ -71,11 +72,13 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     cfg.keys = read_keys(&a.key)?;
     cfg.recv_buffer = a.recv_buffer;
     cfg.limits.session_timeout = Duration::from_secs(a.session_timeout.max(1));
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create --out {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create --out {}", a.out.display()))?;
     let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+        signal_hook::flag::register(sig, shutdown.clone())
+            .context("cannot install signal handlers")?;
     }
     tracing::info!(bind = %listener.local_addr()?, out = %a.out.display(), authenticated = !a.key.is_empty(), "listening");
     let r = listener.run(shutdown).context("receiving stopped")?;
@@ -95,7 +98,9 @@ fn run_listen(a: ListenArgs) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

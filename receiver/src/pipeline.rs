@@ -126,7 +126,12 @@ impl Engine {
     }
 }
 
-fn run_assembler(mut asm: Assembler, rx: Receiver<Input>, events: Sender<Event>, clock: Clock) -> Stats {
+fn run_assembler(
+    mut asm: Assembler,
+    rx: Receiver<Input>,
+    events: Sender<Event>,
+    clock: Clock,
+) -> Stats {
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
     loop {
@@ -258,6 +263,10 @@ impl Listener {
 }
 
 /// Binds `addr` and receives until `shutdown` is set.
-pub fn listen(addr: SocketAddr, cfg: ReceiverConfig, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
+pub fn listen(
+    addr: SocketAddr,
+    cfg: ReceiverConfig,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<ListenReport> {
     Listener::bind(addr, cfg)?.run(shutdown)
 }

@@ -61,7 +61,14 @@ impl UdpSource {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self.socket.recv(buf) {
             Ok(n) => Ok(Some(n)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),

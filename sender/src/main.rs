@@ -71,7 +71,8 @@ struct FileArgs {
 }
 
 fn read_key(path: &PathBuf) -> Result<Key> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
     Key::parse(&bytes).with_context(|| format!("bad key file {}", path.display()))
 }
 
@@ -94,7 +95,8 @@ fn run_file(a: FileArgs) -> Result<()> {
         passes: a.passes,
         ..SenderConfig::default()
     };
-    let sink = UdpSink::connect(to, a.bind).with_context(|| format!("cannot open a UDP socket towards {to}"))?;
+    let sink = UdpSink::connect(to, a.bind)
+        .with_context(|| format!("cannot open a UDP socket towards {to}"))?;
     let mut session = SenderSession::new(cfg, Box::new(sink))?;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * a.passes as u64;
     tracing::info!(
@@ -112,12 +114,27 @@ fn run_file(a: FileArgs) -> Result<()> {
     progress.finish();
     let (datagrams, bytes) = session.counters();
     let failed: Vec<_> = reports.iter().filter(|r| r.error.is_some()).collect();
-    tracing::info!(datagrams, bytes, objects = reports.len(), failed = failed.len(), "done");
+    tracing::info!(
+        datagrams,
+        bytes,
+        objects = reports.len(),
+        failed = failed.len(),
+        "done"
+    );
     if !failed.is_empty() {
         for r in &failed {
-            eprintln!("not sent: {} (object {}): {}", r.name, r.object, r.error.as_ref().expect("failed"));
+            eprintln!(
+                "not sent: {} (object {}): {}",
+                r.name,
+                r.object,
+                r.error.as_ref().expect("failed")
+            );
         }
-        bail!("{} of {} files could not be sent", failed.len(), reports.len());
+        bail!(
+            "{} of {} files could not be sent",
+            failed.len(),
+            reports.len()
+        );
     }
     Ok(())
 }
@@ -125,13 +142,20 @@ fn run_file(a: FileArgs) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::File(a) => run_file(a),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)
-            .with_context(|| format!("cannot write key file {} (use --force to replace it)", path.display()))
+            .with_context(|| {
+                format!(
+                    "cannot write key file {} (use --force to replace it)",
+                    path.display()
+                )
+            })
             .map(|k| eprintln!("wrote key {} (id {})", path.display(), k.id())),
     };
     match result {

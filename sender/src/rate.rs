@@ -20,7 +20,7 @@ pub fn parse_rate(s: &str) -> Result<u64, RateError> {
     let num = num.strip_suffix("bit").unwrap_or(num).trim();
     let v: f64 = num.parse().map_err(|_| err())?;
     let bits = v * mult;
-    if !bits.is_finite() || bits < 1000.0 || bits > 1e12 {
+    if !bits.is_finite() || !(1000.0..=1e12).contains(&bits) {
         return Err(err());
     }
     Ok(bits as u64)

@@ -89,7 +89,10 @@ pub struct SenderSession {
 
 impl SenderSession {
     /// Starts a session with a fresh random id, emitting into `sink`.
-    pub fn new(cfg: SenderConfig, sink: Box<dyn DatagramSink + Send>) -> Result<Self, SessionError> {
+    pub fn new(
+        cfg: SenderConfig,
+        sink: Box<dyn DatagramSink + Send>,
+    ) -> Result<Self, SessionError> {
         Self::with_id(rand::random(), cfg, sink)
     }
 
@@ -265,13 +268,21 @@ impl SenderSession {
                         Ok(d) => Some(d),
                         Err(e) => {
                             tracing::error!(file = %file.path.display(), "{e}");
-                            reports.push(SendReport { name: file.name.clone(), object: id, error: Some(e) });
+                            reports.push(SendReport {
+                                name: file.name.clone(),
+                                object: id,
+                                error: Some(e),
+                            });
                             objects.push((id, None));
                             continue;
                         }
                     };
                     objects.push((id, d));
-                    reports.push(SendReport { name: file.name.clone(), object: id, error: None });
+                    reports.push(SendReport {
+                        name: file.name.clone(),
+                        object: id,
+                        error: None,
+                    });
                 }
                 let (id, Some(d)) = &objects[i] else { continue };
                 let d = ObjectDescriptor { pass, ..d.clone() };

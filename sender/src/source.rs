@@ -98,7 +98,10 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<SourceFile>, SourceError> {
                     .to_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| rel.to_string_lossy().into_owned());
-                let size = entry.metadata().map_err(|e| unreadable(entry.path(), e.into()))?.len();
+                let size = entry
+                    .metadata()
+                    .map_err(|e| unreadable(entry.path(), e.into()))?
+                    .len();
                 entries.push(named(entry.path(), name, size)?);
             }
             out.extend(entries);

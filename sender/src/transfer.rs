@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 use thiserror::Error;
 
-/// Descriptor copies sent for an empty object, which has no blocks to carry copies between.
-const EMPTY_OBJECT_DESCRIPTORS: u32 = 3;
+/// Descriptor copies every object gets at least: without one the object is lost, so a
+/// small object (a few datagrams) must not depend on one or two copies surviving.
+const MIN_DESCRIPTORS: u32 = 4;
 
 /// Why a file could not be sent.
 #[derive(Debug, Error)]
@@ -85,7 +86,10 @@ pub fn send_object(
     let cfg = session.config().clone();
     let max_symbol = session.max_symbol();
     let sid = session.id();
-    session.emit_descriptor(id, d).map_err(TransferError::Sink)?;
+    session
+        .emit_descriptor(id, d)
+        .map_err(TransferError::Sink)?;
+    let mut copies = 1u32;
     let blocks = d.block_count() as u32;
     let mut hasher = blake3::Hasher::new();
     let mut sent_since_descriptor = 0u64;
@@ -119,25 +123,31 @@ pub fn send_object(
                 d.pass as u32,
             ));
         }
+        // A small object gets a copy half-way through too, so copies are spread out.
+        let halfway = (start == 0 && end == blocks)
+            .then(|| window.remaining() as u64 / 2)
+            .filter(|&h| h > 0 && h < DESCRIPTOR_EVERY);
         while session
             .emit_with(|w, out| window.next_datagram(w, out))
             .map_err(TransferError::Sink)?
         {
             sent_since_descriptor += 1;
-            if sent_since_descriptor % DESCRIPTOR_EVERY == 0 {
-                session.emit_descriptor(id, d).map_err(TransferError::Sink)?;
+            if sent_since_descriptor % DESCRIPTOR_EVERY == 0
+                || Some(sent_since_descriptor) == halfway
+            {
+                session
+                    .emit_descriptor(id, d)
+                    .map_err(TransferError::Sink)?;
+                copies += 1;
             }
         }
         progress.advance(window_bytes);
         start = end;
     }
-    let copies = if blocks == 0 {
-        EMPTY_OBJECT_DESCRIPTORS - 1
-    } else {
-        1
-    };
-    for _ in 0..copies {
-        session.emit_descriptor(id, d).map_err(TransferError::Sink)?;
+    for _ in 0..MIN_DESCRIPTORS.saturating_sub(copies).max(1) {
+        session
+            .emit_descriptor(id, d)
+            .map_err(TransferError::Sink)?;
     }
     let mut extra = [0u8; 1];
     let grew = f.read(&mut extra).map_err(read_err(file))? > 0;

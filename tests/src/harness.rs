@@ -1,0 +1,215 @@
+//! Running a real receiver and sender in-process (or the real binaries) on loopback, and
+//! checking what landed.
+
+use gapferry_common::ObjectKind;
+use gapferry_receiver::pipeline::{ListenReport, Listener};
+use gapferry_receiver::records::{RECORDS_FILE, STATE_DIR};
+use gapferry_receiver::ReceiverConfig;
+use gapferry_sender::progress::Progress;
+use gapferry_sender::session::SendReport;
+use gapferry_sender::sink::UdpSink;
+use gapferry_sender::{source, SenderConfig, SenderSession};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A receiver listening on an ephemeral loopback port, delivering into a temporary directory.
+pub struct TestReceiver {
+    /// Where to send.
+    pub addr: SocketAddr,
+    /// The delivery root.
+    pub out: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<std::io::Result<ListenReport>>>,
+}
+
+impl TestReceiver {
+    /// Starts a receiver with test-friendly timeouts, adjusted by `configure`.
+    pub fn start(configure: impl FnOnce(&mut ReceiverConfig)) -> TestReceiver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let mut r = Self::start_in(&out, configure);
+        r._dir = Some(dir);
+        r
+    }
+
+    /// Starts a receiver delivering under `out` (kept after the test).
+    pub fn start_in(out: &Path, configure: impl FnOnce(&mut ReceiverConfig)) -> TestReceiver {
+        let mut cfg = ReceiverConfig::new(out.to_path_buf());
+        cfg.limits.grace = Duration::from_millis(500);
+        cfg.limits.session_timeout = Duration::from_secs(5);
+        configure(&mut cfg);
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), cfg).expect("bind receiver");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = shutdown.clone();
+        let thread = std::thread::spawn(move || listener.run(flag));
+        TestReceiver {
+            addr,
+            out: out.to_path_buf(),
+            _dir: None,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// The `files/` delivery directory.
+    pub fn files_dir(&self) -> PathBuf {
+        self.out.join("files")
+    }
+
+    /// The records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        read_records(&self.out)
+    }
+
+    /// Waits until at least `n` records exist or `timeout` passes; returns them.
+    pub fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.records();
+            if r.len() >= n || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the receiver and returns its report.
+    pub fn stop(mut self) -> ListenReport {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("receiver thread")
+            .expect("receiver ran")
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads `<out>/.gapferry/records.jsonl`.
+pub fn read_records(out: &Path) -> Vec<Value> {
+    let path = out.join(STATE_DIR).join(RECORDS_FILE);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every record line is JSON"))
+        .collect()
+}
+
+/// Records with `"outcome": outcome`.
+pub fn with_outcome<'a>(records: &'a [Value], outcome: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["outcome"] == outcome).collect()
+}
+
+/// A sender configuration for loopback tests.
+pub fn sender_config(rate_bps: u64) -> SenderConfig {
+    SenderConfig {
+        rate_bps,
+        ..SenderConfig::default()
+    }
+}
+
+/// Sends `paths` to `to` in-process and ends the session.
+pub fn send(paths: &[PathBuf], to: SocketAddr, cfg: SenderConfig) -> Vec<SendReport> {
+    let files = source::collect(paths).expect("inputs readable");
+    let sink = UdpSink::connect(to, None).expect("sender socket");
+    let mut session = SenderSession::new(cfg, Box::new(sink)).expect("session");
+    let reports = session
+        .send_files(&files, |_| ObjectKind::File, &Progress::hidden())
+        .expect("send");
+    session.finish().expect("finish");
+    reports
+}
+
+/// Asserts that every file under `expected` exists under `actual` with identical bytes,
+/// and that `actual` holds nothing else.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let list = |root: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = walk(root)
+            .into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect();
+        v.sort();
+        v
+    };
+    let (e, a) = (list(expected), list(actual));
+    assert_eq!(e, a, "the delivered tree differs from the sent one");
+    for rel in e {
+        let x = std::fs::read(expected.join(&rel)).unwrap();
+        let y = std::fs::read(actual.join(&rel)).unwrap();
+        assert!(
+            x == y,
+            "{} differs ({} vs {} bytes)",
+            rel.display(),
+            x.len(),
+            y.len()
+        );
+    }
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Path of a workspace binary (`gapferry-send`, `gapferry-recv`), building it if missing.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    let _guard = BUILD.lock().unwrap();
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "gapferry-sender",
+            "-p",
+            "gapferry-receiver",
+            "--bins",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+    }
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
+}

@@ -1,0 +1,225 @@
+//! The real binaries: a sender killed mid-object and restarted, a receiver stopped by
+//! SIGTERM, and clear errors on bad input.
+
+use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::{
+    binary, read_records, send, sender_config, with_outcome, TestReceiver,
+};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_sender_killed_mid_object_and_restarted_delivers_from_the_new_session() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("image.bin");
+    random_file(&file, 8 << 20, 11);
+    let rx = TestReceiver::start(|_| {});
+    let to = rx.addr.to_string();
+    let mut first = Command::new(binary("gapferry-send"))
+        .args([
+            "file",
+            file.to_str().unwrap(),
+            "--to",
+            &to,
+            "--rate",
+            "16M",
+            "--quiet",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let status = Command::new(binary("gapferry-send"))
+        .args([
+            "file",
+            file.to_str().unwrap(),
+            "--to",
+            &to,
+            "--rate",
+            "400M",
+            "--quiet",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let records = rx.wait_records(2, Duration::from_secs(20));
+    let delivered = with_outcome(&records, "delivered");
+    assert_eq!(delivered.len(), 1, "{records:#?}");
+    let failed = with_outcome(&records, "failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the killed session's object is recorded: {records:#?}"
+    );
+    assert_ne!(delivered[0]["session"], failed[0]["session"]);
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("new sender session"),
+        "{records:#?}"
+    );
+    assert_eq!(
+        std::fs::read(rx.files_dir().join("image.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}
+
+#[test]
+fn the_receiver_binary_stops_cleanly_on_sigterm() {
+    let out = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut rx = Command::new(binary("gapferry-recv"))
+        .args([
+            "listen",
+            "--bind",
+            &addr,
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a.bin"), 300_000, 1);
+    send(
+        &[src.path().to_path_buf()],
+        addr.parse().unwrap(),
+        sender_config(200_000_000),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while with_outcome(&read_records(out.path()), "delivered").is_empty()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        with_outcome(&read_records(out.path()), "delivered").len(),
+        1
+    );
+    Command::new("kill")
+        .args(["-TERM", &rx.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = rx.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receiver did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+fn run_fail(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(binary(bin)).args(args).output().unwrap();
+    assert!(!out.status.success(), "{bin} {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
+    let err = run_fail(
+        "gapferry-send",
+        &["file", "/nonexistent/x.json", "--to", "127.0.0.1:9"],
+    );
+    assert!(err.contains("/nonexistent/x.json"), "{err}");
+    let err = run_fail(
+        "gapferry-send",
+        &[
+            "file",
+            "/etc/hostname",
+            "--to",
+            "127.0.0.1:9",
+            "--rate",
+            "fast",
+        ],
+    );
+    assert!(err.contains("invalid rate"), "{err}");
+    let err = run_fail(
+        "gapferry-send",
+        &["file", "/etc/hostname", "--to", "nowhere"],
+    );
+    assert!(err.contains("HOST:PORT"), "{err}");
+    let err = run_fail(
+        "gapferry-send",
+        &[
+            "file",
+            "/etc/hostname",
+            "--to",
+            "127.0.0.1:9",
+            "--mtu",
+            "100",
+        ],
+    );
+    assert!(err.contains("MTU"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bad.key");
+    std::fs::write(&key, b"short").unwrap();
+    let err = run_fail(
+        "gapferry-send",
+        &[
+            "file",
+            "/etc/hostname",
+            "--to",
+            "127.0.0.1:9",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("key"), "{err}");
+    let err = run_fail(
+        "gapferry-recv",
+        &[
+            "listen",
+            "--bind",
+            "127.0.0.1:9",
+            "--out",
+            "/proc/forbidden",
+        ],
+    );
+    assert!(err.contains("/proc/forbidden"), "{err}");
+}
+
+#[test]
+fn keygen_writes_a_key_both_sides_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("link.key");
+    let st = Command::new(binary("gapferry-send"))
+        .args(["keygen", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let err = run_fail("gapferry-send", &["keygen", key.to_str().unwrap()]);
+    assert!(err.contains("--force"), "{err}");
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("k.bin"), 10_000, 3);
+    let k = gapferry_common::Key::parse(&std::fs::read(&key).unwrap()).unwrap();
+    let rx = TestReceiver::start(|c| c.keys = gapferry_common::KeyRing::new(vec![k.clone()]));
+    let status = Command::new(binary("gapferry-send"))
+        .args([
+            "file",
+            src.path().join("k.bin").to_str().unwrap(),
+            "--to",
+            &rx.addr.to_string(),
+            "--key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let records = rx.wait_records(1, Duration::from_secs(10));
+    assert_eq!(with_outcome(&records, "delivered").len(), 1, "{records:#?}");
+}
