@@ -77,7 +77,7 @@ impl UdpSource {
 }
 
 /// Sets SO_RCVBUFFORCE, which lets a privileged process exceed `net.core.rmem_max`.
-fn set_rcvbuf_force(socket: &Socket, bytes: usize) -> io::Result<()> {
+pub fn set_rcvbuf_force(socket: &Socket, bytes: usize) -> io::Result<()> {
     let value: libc::c_int = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
     // SAFETY: the fd is a valid open socket owned by `socket` for the duration of the call,
     // and we pass a pointer to a live c_int with its exact size, as setsockopt requires.

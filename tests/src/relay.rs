@@ -61,6 +61,17 @@ pub fn reorder_and_duplicate(reorder_every: u64, duplicate_every: u64) -> Policy
     })
 }
 
+/// Binds an ephemeral loopback port with a large receive buffer, so the relay itself
+/// does not add loss when its thread is descheduled for a moment.
+fn bind_with_large_buffer() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(32 << 20);
+    let _ = gapferry_receiver::socket::set_rcvbuf_force(&s, 32 << 20);
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())?;
+    Ok(s.into())
+}
+
 /// Counters of a running relay.
 #[derive(Debug, Default)]
 pub struct RelayCounters {
@@ -81,7 +92,7 @@ pub struct Relay {
 impl Relay {
     /// Listens on an ephemeral loopback port and forwards to `to` under `policy`.
     pub fn start(to: SocketAddr, mut policy: Policy) -> std::io::Result<Relay> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let socket = bind_with_large_buffer()?;
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let addr = socket.local_addr()?;
         let out = UdpSocket::bind("127.0.0.1:0")?;

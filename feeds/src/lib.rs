@@ -1,0 +1,29 @@
+//! gapferry's content formats, on both sides of the diode.
+//!
+//! Low side: [`kind`] decides from content what a file is (MISP, STIX, LXD image, plain
+//! file) and cuts multi-event MISP exports into one document per event.
+//!
+//! High side: [`misp_feed`] keeps a MISP local-feed directory (`<uuid>.json`,
+//! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
+//! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
+//! images in MISP-airgap's server layout. Every write is a staging file in the destination
+//! directory, fsync, then rename.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod fsutil;
+pub mod image_store;
+pub mod kind;
+pub mod misp_event;
+pub mod misp_feed;
+pub mod stix_store;
+
+pub use image_store::{DeliveredImage, ImageError, ImageStore};
+pub use kind::{
+    detect, detect_bytes, detect_with, feed_event_files, image_signature, signature_target,
+    split_misp, Compression, DetectError, DetectLimits, Detected, Kind, MispEventDoc, MispShape,
+};
+pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
+pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
+pub use stix_store::{StixError, StixStore, StoredBundle};

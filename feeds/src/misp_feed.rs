@@ -1,0 +1,488 @@
+//! The high side's MISP feed directory, the layout MISP's *local feed* reads:
+//! `<uuid>.json` (`{"Event": {...}}`), `manifest.json` and `hashes.csv`, equal to what
+//! PyMISP's feed generator writes for the same events (see [`crate::misp_event`]).
+//!
+//! Rules:
+//! - an event file is written first (staging file in the directory, fsync, rename), then
+//!   `hashes.csv`, then `manifest.json` last, each by staging file + fsync + rename;
+//! - what is already there is merged: a newer `timestamp` replaces an event, the same
+//!   timestamp is a no-op, an older one is refused ([`MispError::Stale`]) and not written;
+//! - MISP may delete files after a fetch: a missing directory is recreated, manifest
+//!   entries and hash lines whose `<uuid>.json` is gone are dropped, and `<uuid>.json`
+//!   files that the manifest does not list are indexed again;
+//! - crash safety: the uuids being written are recorded in `.gapferry-pending` before
+//!   their files are renamed in; the next batch re-indexes them from disk, so a crash
+//!   between an event file and the manifest never leaves them out of step;
+//! - one writer per directory (the receiver's delivery thread); MISP only reads or deletes.
+
+use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, write_atomic, write_atomic_with};
+use crate::misp_event::{parse_event, py_int_of, EventError, MispEvent};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tracing::warn;
+
+/// Name of the feed's manifest.
+pub const MANIFEST: &str = "manifest.json";
+/// Name of the feed's quick-lookup hash list.
+pub const HASHES: &str = "hashes.csv";
+/// Name of the marker listing event uuids whose files were written but not yet indexed.
+pub const PENDING: &str = ".gapferry-pending";
+
+/// Why an event was not delivered into the feed.
+#[derive(Debug, Error)]
+pub enum MispError {
+    /// The document is not an acceptable MISP event.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The feed already holds a newer version of this event.
+    #[error("MISP event {uuid} (timestamp {incoming}) is older than the copy already in the feed (timestamp {existing}); it was ignored, nothing to do unless the feed's copy is wrong")]
+    Stale {
+        /// The event uuid.
+        uuid: String,
+        /// Timestamp of the refused copy.
+        incoming: i64,
+        /// Timestamp of the copy in the feed.
+        existing: i64,
+    },
+    /// Reading or writing the feed directory failed.
+    #[error("MISP feed {}: {source}; check that the directory is writable by the receiver and that the disk has room", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MispError + '_ {
+    move |source| MispError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What delivering one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// The feed did not hold this event.
+    New,
+    /// The feed held an older version, now replaced.
+    Replaced {
+        /// Timestamp of the replaced version.
+        previous_timestamp: i64,
+    },
+    /// The feed already holds this version (same timestamp); nothing was written.
+    AlreadyCurrent,
+}
+
+/// One event delivered into the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredEvent {
+    /// The event uuid.
+    pub uuid: String,
+    /// The `<uuid>.json` path.
+    pub path: PathBuf,
+    /// The event timestamp.
+    pub timestamp: i64,
+    /// New, replaced or already there.
+    pub outcome: EventOutcome,
+    /// How many `hashes.csv` lines the event has.
+    pub hashes: usize,
+}
+
+/// What a committed batch left in the feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedSummary {
+    /// Entries in `manifest.json` after the commit.
+    pub entries: usize,
+    /// Event files found on disk and indexed again (unlisted or interrupted earlier).
+    pub reindexed: usize,
+    /// Manifest entries dropped because their `<uuid>.json` is gone.
+    pub dropped: usize,
+    /// Whether `manifest.json` and `hashes.csv` were rewritten.
+    pub written: bool,
+}
+
+/// A MISP local-feed directory the receiver delivers events into.
+#[derive(Debug, Clone)]
+pub struct MispFeed {
+    dir: PathBuf,
+}
+
+impl MispFeed {
+    /// A feed in `dir`; the directory is created on first delivery.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        MispFeed { dir: dir.into() }
+    }
+
+    /// The feed directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Delivers one event and rewrites `manifest.json` and `hashes.csv`.
+    pub fn deliver_event(&mut self, json: &[u8]) -> Result<DeliveredEvent, MispError> {
+        let mut batch = self.batch()?;
+        let result = batch.add(json);
+        batch.commit()?;
+        result
+    }
+
+    /// Delivers several events, then rewrites `manifest.json` and `hashes.csv` once.
+    /// The outer error is a failure of the feed itself; the inner ones are per event.
+    pub fn deliver_batch<I, B>(
+        &mut self,
+        events: I,
+    ) -> Result<Vec<Result<DeliveredEvent, MispError>>, MispError>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let mut batch = self.batch()?;
+        let results = events
+            .into_iter()
+            .map(|json| batch.add(json.as_ref()))
+            .collect();
+        batch.commit()?;
+        Ok(results)
+    }
+
+    /// Re-indexes every `<uuid>.json` on disk and rewrites `manifest.json` and
+    /// `hashes.csv` from them (repair after manual edits).
+    pub fn rebuild(&mut self) -> Result<FeedSummary, MispError> {
+        let dir = self.dir.clone();
+        let mut batch = self.batch()?;
+        let mut uuids: Vec<String> = list_event_uuids(&dir)?.into_iter().collect();
+        uuids.sort();
+        for uuid in uuids {
+            batch.state.reindex(&dir, &uuid);
+        }
+        batch.commit()
+    }
+
+    /// Starts a batch: loads (and repairs) the feed's current state.
+    pub fn batch(&mut self) -> Result<MispBatch<'_>, MispError> {
+        ensure_real_dir(&self.dir).map_err(io_err(&self.dir))?;
+        let state = State::load(&self.dir)?;
+        Ok(MispBatch { feed: self, state })
+    }
+}
+
+/// Several deliveries followed by one manifest/hashes rewrite ([`MispBatch::commit`]).
+/// Dropping a batch without committing is safe: the next batch finishes the job.
+#[derive(Debug)]
+pub struct MispBatch<'a> {
+    feed: &'a mut MispFeed,
+    state: State,
+}
+
+impl MispBatch<'_> {
+    /// Validates one event and writes its `<uuid>.json` (manifest and hashes wait for
+    /// [`MispBatch::commit`]).
+    pub fn add(&mut self, json: &[u8]) -> Result<DeliveredEvent, MispError> {
+        let event = parse_event(json)?;
+        self.state.add(&self.feed.dir, event)
+    }
+
+    /// Writes `hashes.csv` then `manifest.json` (each by rename) if anything changed.
+    pub fn commit(mut self) -> Result<FeedSummary, MispError> {
+        self.state.commit(&self.feed.dir)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    manifest: BTreeMap<String, Box<RawValue>>,
+    new_hashes: BTreeMap<String, Vec<String>>,
+    rewrite: HashSet<String>,
+    changed: bool,
+    pending: Option<File>,
+    reindexed: usize,
+    dropped: usize,
+}
+
+/// The `<uuid>.json` files in `dir` (regular files only), as uuids.
+fn list_event_uuids(dir: &Path) -> Result<HashSet<String>, MispError> {
+    let mut out = HashSet::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if !is_uuid(stem) {
+            continue;
+        }
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            out.insert(stem.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn is_regular_file(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+}
+
+fn entry_timestamp(raw: &RawValue) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        #[serde(default)]
+        timestamp: serde_json::Value,
+    }
+    let ts: Ts = serde_json::from_str(raw.get()).ok()?;
+    py_int_of(&ts.timestamp)
+}
+
+impl State {
+    fn load(dir: &Path) -> Result<State, MispError> {
+        let mut st = State::default();
+        let manifest_path = child(dir, MANIFEST);
+        match fs::symlink_metadata(&manifest_path) {
+            Ok(m) if m.is_file() => {
+                let bytes = fs::read(&manifest_path).map_err(io_err(&manifest_path))?;
+                match serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(&bytes) {
+                    Ok(m) => st.manifest = m,
+                    Err(e) => {
+                        warn!(path = %manifest_path.display(), error = %e,
+                            "manifest.json is not a JSON object; rebuilding it from the event files");
+                        st.changed = true;
+                    }
+                }
+            }
+            Ok(_) => {
+                warn!(path = %manifest_path.display(), "manifest.json is not a regular file; replacing it");
+                st.changed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&manifest_path)(e)),
+        }
+        let hashes_present = is_regular_file(&child(dir, HASHES));
+
+        let mut dirty: Vec<String> = Vec::new();
+        let pending_path = child(dir, PENDING);
+        let pending = if is_regular_file(&pending_path) {
+            fs::read_to_string(&pending_path)
+        } else {
+            Err(io::ErrorKind::NotFound.into())
+        };
+        match pending {
+            Ok(text) => {
+                dirty.extend(text.lines().filter(|l| is_uuid(l)).map(str::to_string));
+                st.changed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&pending_path)(e)),
+        }
+
+        let present = list_event_uuids(dir)?;
+        for uuid in &present {
+            if !st.manifest.contains_key(uuid) || !hashes_present {
+                dirty.push(uuid.clone());
+            }
+        }
+        let gone: Vec<String> = st
+            .manifest
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for uuid in gone {
+            st.manifest.remove(&uuid);
+            st.dropped += 1;
+            st.changed = true;
+        }
+        dirty.sort();
+        dirty.dedup();
+        for uuid in dirty {
+            st.reindex(dir, &uuid);
+        }
+        Ok(st)
+    }
+
+    /// Rebuilds one uuid's entry and hash lines from its file on disk (or drops it).
+    fn reindex(&mut self, dir: &Path, uuid: &str) {
+        self.changed = true;
+        self.rewrite.insert(uuid.to_string());
+        self.new_hashes.remove(uuid);
+        let had = self.manifest.remove(uuid).is_some();
+        let path = child(dir, &format!("{uuid}.json"));
+        if !is_regular_file(&path) {
+            if had {
+                self.dropped += 1;
+            }
+            return;
+        }
+        let parsed = fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| parse_event(&bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(ev) if ev.uuid == uuid => {
+                if let Some(raw) = entry_raw(&ev) {
+                    self.manifest.insert(ev.uuid.clone(), raw);
+                    self.new_hashes.insert(ev.uuid, ev.hashes);
+                    self.reindexed += 1;
+                }
+            }
+            Ok(ev) => warn!(path = %path.display(), inner = %ev.uuid,
+                "event file holds another uuid than its name; left out of the manifest"),
+            Err(e) => warn!(path = %path.display(), error = %e,
+                "event file in the feed is not a valid MISP event; left out of the manifest"),
+        }
+    }
+
+    fn add(&mut self, dir: &Path, ev: MispEvent) -> Result<DeliveredEvent, MispError> {
+        ensure_real_dir(dir).map_err(io_err(dir))?;
+        let path = child(dir, &format!("{}.json", ev.uuid));
+        let existing = if is_regular_file(&path) {
+            self.manifest
+                .get(&ev.uuid)
+                .and_then(|raw| entry_timestamp(raw))
+        } else {
+            None
+        };
+        let outcome = match existing {
+            Some(t) if ev.timestamp < t => {
+                return Err(MispError::Stale {
+                    uuid: ev.uuid,
+                    incoming: ev.timestamp,
+                    existing: t,
+                })
+            }
+            Some(t) if ev.timestamp == t => EventOutcome::AlreadyCurrent,
+            Some(t) => EventOutcome::Replaced {
+                previous_timestamp: t,
+            },
+            None => EventOutcome::New,
+        };
+        let delivered = DeliveredEvent {
+            uuid: ev.uuid.clone(),
+            path: path.clone(),
+            timestamp: ev.timestamp,
+            outcome: outcome.clone(),
+            hashes: ev.hashes.len(),
+        };
+        if outcome == EventOutcome::AlreadyCurrent {
+            return Ok(delivered);
+        }
+        self.mark_pending(dir, &ev.uuid)?;
+        write_atomic(&path, &ev.document).map_err(io_err(&path))?;
+        let raw = entry_raw(&ev)
+            .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
+        self.manifest.insert(ev.uuid.clone(), raw);
+        self.rewrite.insert(ev.uuid.clone());
+        self.new_hashes.insert(ev.uuid, ev.hashes);
+        self.changed = true;
+        Ok(delivered)
+    }
+
+    fn mark_pending(&mut self, dir: &Path, uuid: &str) -> Result<(), MispError> {
+        let path = child(dir, PENDING);
+        if self.pending.is_none() {
+            // Never append through something planted under the marker's name.
+            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            self.pending = Some(f);
+            sync_dir(dir).map_err(io_err(dir))?;
+        }
+        let f = self.pending.as_mut().expect("opened above");
+        f.write_all(format!("{uuid}\n").as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(io_err(&path))
+    }
+
+    fn commit(&mut self, dir: &Path) -> Result<FeedSummary, MispError> {
+        let mut summary = FeedSummary {
+            entries: self.manifest.len(),
+            reindexed: self.reindexed,
+            dropped: self.dropped,
+            written: false,
+        };
+        if !self.changed {
+            return Ok(summary);
+        }
+        ensure_real_dir(dir).map_err(io_err(dir))?;
+        // MISP may have deleted files since the batch started.
+        let before = self.manifest.len();
+        self.manifest
+            .retain(|uuid, _| is_regular_file(&child(dir, &format!("{uuid}.json"))));
+        summary.dropped += before - self.manifest.len();
+
+        let hashes_path = child(dir, HASHES);
+        let old = match fs::symlink_metadata(&hashes_path) {
+            Ok(m) if m.is_file() => Some(File::open(&hashes_path).map_err(io_err(&hashes_path))?),
+            _ => None,
+        };
+        let manifest = &self.manifest;
+        let rewrite = &self.rewrite;
+        let new_hashes = &self.new_hashes;
+        write_atomic_with(&hashes_path, |w| {
+            if let Some(old) = old {
+                for line in BufReader::new(old).split(b'\n') {
+                    let line = line?;
+                    let Ok(text) = std::str::from_utf8(&line) else {
+                        continue;
+                    };
+                    let Some((_, uuid)) = text.trim_end_matches('\r').split_once(',') else {
+                        continue;
+                    };
+                    if manifest.contains_key(uuid) && !rewrite.contains(uuid) {
+                        w.write_all(&line)?;
+                        w.write_all(b"\n")?;
+                    }
+                }
+            }
+            for (uuid, hashes) in new_hashes {
+                if manifest.contains_key(uuid) {
+                    for h in hashes {
+                        writeln!(w, "{h},{uuid}")?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .map_err(io_err(&hashes_path))?;
+
+        let manifest_path = child(dir, MANIFEST);
+        write_atomic_with(&manifest_path, |w| {
+            serde_json::to_writer(&mut *w, manifest).map_err(io::Error::other)
+        })
+        .map_err(io_err(&manifest_path))?;
+
+        let pending_path = child(dir, PENDING);
+        self.pending = None;
+        match fs::remove_file(&pending_path) {
+            Ok(()) => sync_dir(dir).map_err(io_err(dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&pending_path)(e)),
+        }
+        self.changed = false;
+        self.rewrite.clear();
+        self.new_hashes.clear();
+        summary.entries = self.manifest.len();
+        summary.written = true;
+        Ok(summary)
+    }
+}
+
+fn entry_raw(ev: &MispEvent) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(&ev.entry).ok()
+}

@@ -1,0 +1,229 @@
+//! The high side's STIX 2.1 directory: one file per bundle, named after its bundle id.
+//!
+//! Rules:
+//! - only a STIX 2.1 bundle is accepted: `"type": "bundle"`, `"id": "bundle--<uuid>"`, an
+//!   `objects` list whose members each have a `type` and an `id` of the form
+//!   `<type>--<uuid>`, and `spec_version`, where present (bundle or object), equal to
+//!   `2.1`; anything else is refused with its reason and nothing is written;
+//! - the file is `bundle--<uuid>.json`; when that name already holds *different* bytes
+//!   (the OASIS examples ship two different bundles with one id), the newcomer is stored
+//!   as `bundle--<uuid>.<first 32 hex digits of its blake3>.json`, so two different bundles
+//!   never overwrite each other and the same bytes delivered twice are stored once;
+//! - writes are atomic (staging file in the directory, fsync, rename or link, fsync of
+//!   the directory); a symlink found under a bundle's name is never followed.
+
+use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, write_atomic};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a bundle was not stored.
+#[derive(Debug, Error)]
+pub enum StixError {
+    /// The bytes are not JSON.
+    #[error("not valid JSON ({0}); it is not a STIX bundle: send it as kind `file`")]
+    NotJson(String),
+    /// Valid JSON that is not a STIX 2.1 bundle.
+    #[error("not a STIX 2.1 bundle: {0}; nothing was written: send STIX 2.1 bundles only (convert 2.0 content first), or send it as kind `file`")]
+    NotABundle(String),
+    /// Reading or writing the STIX directory failed.
+    #[error("STIX directory {}: {source}; check that it is writable by the receiver and that the disk has room", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StixError + '_ {
+    move |source| StixError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a checked bundle holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleInfo {
+    /// `bundle--<uuid>`.
+    pub id: String,
+    /// Number of objects in it.
+    pub objects: usize,
+}
+
+/// A bundle in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its bundle id.
+    pub bundle_id: String,
+    /// Number of objects in it.
+    pub objects: usize,
+    /// True when the same bytes were already stored (nothing written).
+    pub already_stored: bool,
+}
+
+/// The STIX 2.1 bundle directory.
+#[derive(Debug, Clone)]
+pub struct StixStore {
+    dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct BundleView {
+    #[serde(default, rename = "type")]
+    ty: Value,
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    spec_version: Value,
+    #[serde(default)]
+    objects: Option<Vec<ObjectHead>>,
+}
+
+#[derive(Deserialize)]
+struct ObjectHead {
+    #[serde(default, rename = "type")]
+    ty: Value,
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    spec_version: Value,
+}
+
+/// Checks that `json` is a STIX 2.1 bundle.
+pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+        return Err(StixError::NotJson(e.to_string()));
+    }
+    let not = |s: String| StixError::NotABundle(s);
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not("the top level is not a JSON object".into()));
+    }
+    let view: BundleView = serde_json::from_slice(json).map_err(|e| not(e.to_string()))?;
+    match &view.ty {
+        Value::String(t) if t == "bundle" => {}
+        Value::Null => return Err(not("it has no `type`".into())),
+        other => return Err(not(format!("its type is {other}, not \"bundle\""))),
+    }
+    let id = match &view.id {
+        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => id.clone(),
+        Value::Null => return Err(not("it has no `id`".into())),
+        other => return Err(not(format!("its id {other} is not bundle--<uuid>"))),
+    };
+    check_spec_version(&view.spec_version)
+        .map_err(|v| not(format!("the bundle declares spec_version {v}")))?;
+    let objects = view
+        .objects
+        .ok_or_else(|| not("it has no `objects` list".into()))?;
+    for (i, o) in objects.iter().enumerate() {
+        let ty = match &o.ty {
+            Value::String(t) if !t.is_empty() => t,
+            _ => return Err(not(format!("object {i} has no `type`"))),
+        };
+        let ok_id = matches!(&o.id, Value::String(id)
+            if id.strip_prefix(ty.as_str()).and_then(|r| r.strip_prefix("--")).is_some_and(is_uuid));
+        if !ok_id {
+            return Err(not(format!(
+                "object {i} ({ty}) has id {}, not {ty}--<uuid>",
+                o.id
+            )));
+        }
+        check_spec_version(&o.spec_version)
+            .map_err(|v| not(format!("object {i} ({ty}) declares spec_version {v}")))?;
+    }
+    Ok(BundleInfo {
+        id,
+        objects: objects.len(),
+    })
+}
+
+fn check_spec_version(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Null => Ok(()),
+        Value::String(s) if s == "2.1" => Ok(()),
+        other => Err(other.to_string()),
+    }
+}
+
+fn same_content(path: &Path, hash: &blake3::Hash) -> io::Result<bool> {
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(hasher.finalize() == *hash)
+}
+
+impl StixStore {
+    /// A store in `dir`; the directory is created on first delivery.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StixStore { dir: dir.into() }
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks and stores one bundle; returns where it is.
+    pub fn deliver_bundle(&self, json: &[u8]) -> Result<PathBuf, StixError> {
+        self.store_bundle(json).map(|s| s.path)
+    }
+
+    /// Checks and stores one bundle; says where and whether it was already there.
+    pub fn store_bundle(&self, json: &[u8]) -> Result<StoredBundle, StixError> {
+        let info = validate_bundle(json)?;
+        let dir = &self.dir;
+        ensure_real_dir(dir).map_err(io_err(dir))?;
+        let hash = blake3::hash(json);
+        let stored = |path: PathBuf, already_stored: bool| StoredBundle {
+            path,
+            bundle_id: info.id.clone(),
+            objects: info.objects,
+            already_stored,
+        };
+
+        let plain = dir.join(format!("{}.json", info.id));
+        match fs::symlink_metadata(&plain) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let staged = stage_in(dir).map_err(io_err(dir))?;
+                staged
+                    .as_file()
+                    .write_all(json)
+                    .and_then(|()| staged.as_file().sync_all())
+                    .map_err(io_err(staged.path()))?;
+                match staged.persist_noclobber(&plain) {
+                    Ok(_) => {
+                        sync_dir(dir).map_err(io_err(dir))?;
+                        return Ok(stored(plain, false));
+                    }
+                    Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(&plain)(e.error)),
+                }
+            }
+            Err(e) => return Err(io_err(&plain)(e)),
+            Ok(_) => {}
+        }
+        if same_content(&plain, &hash).map_err(io_err(&plain))? {
+            return Ok(stored(plain, true));
+        }
+
+        let short = &hex(hash.as_bytes())[..32];
+        let alt = dir.join(format!("{}.{short}.json", info.id));
+        match same_content(&alt, &hash) {
+            Ok(true) => return Ok(stored(alt, true)),
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&alt)(e)),
+        }
+        write_atomic(&alt, json).map_err(io_err(&alt))?;
+        Ok(stored(alt, false))
+    }
+}
