@@ -6,7 +6,6 @@ use crate::control::{self, Heartbeat, ObjectDescriptor};
 use crate::fec::BlockEncoder;
 use crate::layout;
 use crate::wire::{self, Codec, DataHeader, DatagramType};
-use std::collections::VecDeque;
 use std::ops::Range;
 
 /// Blocks whose symbols are interleaved, so a burst loss is spread over them.
@@ -148,10 +147,19 @@ impl OutgoingBlock {
     }
 }
 
-/// Round-robin over up to [`INTERLEAVE_DEPTH`] blocks: one datagram from each in turn.
+/// Interleaves up to [`INTERLEAVE_DEPTH`] blocks in proportion to their sizes.
+///
+/// Each block's datagrams are spread evenly over the whole window, so a burst loss
+/// anywhere costs every block the same fraction of its symbols, small blocks included.
 #[derive(Default)]
 pub struct Interleaver {
-    blocks: VecDeque<OutgoingBlock>,
+    blocks: Vec<Scheduled>,
+}
+
+struct Scheduled {
+    block: OutgoingBlock,
+    total: u64,
+    sent: u64,
 }
 
 impl Interleaver {
@@ -160,19 +168,26 @@ impl Interleaver {
         Self::default()
     }
 
-    /// Adds a block to the rotation.
+    /// Adds a block to the window.
     pub fn push(&mut self, block: OutgoingBlock) {
-        self.blocks.push_back(block);
+        let total = block.remaining() as u64;
+        if total > 0 {
+            self.blocks.push(Scheduled {
+                block,
+                total,
+                sent: 0,
+            });
+        }
     }
 
-    /// Blocks still in the rotation.
+    /// Blocks with datagrams left.
     pub fn len(&self) -> usize {
         self.blocks.len()
     }
 
     /// Datagrams still to send over all blocks.
     pub fn remaining(&self) -> u32 {
-        self.blocks.iter().map(OutgoingBlock::remaining).sum()
+        self.blocks.iter().map(|b| b.block.remaining()).sum()
     }
 
     /// Whether every block is done.
@@ -181,15 +196,73 @@ impl Interleaver {
     }
 
     /// Encodes the next datagram into `out`; false when every block is done.
+    ///
+    /// Picks the block whose next datagram is due earliest on its own even spacing,
+    /// i.e. the smallest `(sent + 1/2) / total`.
     pub fn next_datagram(&mut self, w: &DatagramWriter, out: &mut Vec<u8>) -> bool {
-        while let Some(mut b) = self.blocks.pop_front() {
-            if b.next_datagram(w, out) {
-                if b.remaining() > 0 {
-                    self.blocks.push_back(b);
-                }
-                return true;
-            }
+        let due = |b: &Scheduled| (2 * b.sent + 1, 2 * b.total);
+        let Some(i) = (0..self.blocks.len()).min_by(|&a, &b| {
+            let (na, da) = due(&self.blocks[a]);
+            let (nb, db) = due(&self.blocks[b]);
+            (na * db).cmp(&(nb * da))
+        }) else {
+            return false;
+        };
+        let b = &mut self.blocks[i];
+        let sent = b.block.next_datagram(w, out);
+        debug_assert!(sent);
+        b.sent += 1;
+        if b.block.remaining() == 0 {
+            self.blocks.remove(i);
         }
-        false
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(object: u32, index: u32, len: usize) -> OutgoingBlock {
+        OutgoingBlock::new(
+            1,
+            object,
+            index,
+            Codec::None,
+            len as u32,
+            vec![7u8; len],
+            1408,
+            10,
+            1,
+        )
+    }
+
+    #[test]
+    fn a_burst_costs_every_block_the_same_fraction() {
+        let w = DatagramWriter::new(1, None);
+        let mut il = Interleaver::new();
+        il.push(block(0, 0, 1408 * 1024));
+        il.push(block(0, 1, 1408 * 100));
+        il.push(block(0, 2, 1408 * 1024));
+        let total = il.remaining() as usize;
+        let mut order = Vec::new();
+        let mut out = Vec::new();
+        while il.next_datagram(&w, &mut out) {
+            let parsed = crate::wire::parse(&out, &Default::default()).unwrap();
+            let crate::wire::Datagram::Data { header, .. } = parsed else {
+                panic!()
+            };
+            order.push(header.block);
+        }
+        assert_eq!(order.len(), total);
+        // Any window of 300 consecutive datagrams holds each block in proportion.
+        for start in (0..total - 300).step_by(97) {
+            let window = &order[start..start + 300];
+            let small = window.iter().filter(|&&b| b == 1).count();
+            assert!(
+                (10..=17).contains(&small),
+                "small block share {small} at {start}"
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod delivery;
 pub mod pipeline;
 pub mod records;
+pub mod replay;
 pub mod socket;
 
 pub use delivery::Summary;

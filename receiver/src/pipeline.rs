@@ -59,6 +59,8 @@ pub enum Input {
     },
     /// Time passed without datagrams.
     Tick(Duration),
+    /// No more input will come: close every session for this reason.
+    End(String),
 }
 
 /// Whose clock the pipeline runs on.
@@ -154,6 +156,11 @@ fn run_assembler(
                 }
             }
             Some(Input::Tick(t)) => now = now.max(t),
+            Some(Input::End(reason)) => {
+                asm.tick(now);
+                asm.finish(&reason);
+                break;
+            }
             None => {}
         }
         if let Clock::Live(start) = clock {

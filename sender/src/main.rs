@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use gapferry_common::{Key, ObjectKind};
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
-use gapferry_sender::sink::UdpSink;
+use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
 use gapferry_sender::{keygen, source, SenderConfig, SenderSession};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -65,6 +65,10 @@ struct FileArgs {
     /// Passes over every object; each further pass sends fresh repair symbols.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=100))]
     passes: u8,
+    /// Write the datagrams into this pcap file (Ethernet/IP/UDP frames stamped with the
+    /// pacing schedule) instead of sending them; --to and --bind only fill the addresses.
+    #[arg(long, value_name = "FILE")]
+    pcap_out: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -83,6 +87,14 @@ fn resolve(to: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--to {to:?} resolves to no address"))
 }
 
+/// The source address written into capture frames when --bind is not given.
+fn default_source(to: SocketAddr) -> SocketAddr {
+    match to {
+        SocketAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 40_000)),
+    }
+}
+
 fn run_file(a: FileArgs) -> Result<()> {
     let to = resolve(&a.to)?;
     let key = a.key.as_ref().map(read_key).transpose()?;
@@ -95,9 +107,20 @@ fn run_file(a: FileArgs) -> Result<()> {
         passes: a.passes,
         ..SenderConfig::default()
     };
-    let sink = UdpSink::connect(to, a.bind)
-        .with_context(|| format!("cannot open a UDP socket towards {to}"))?;
-    let mut session = SenderSession::new(cfg, Box::new(sink))?;
+    let sink: Box<dyn DatagramSink + Send> = match &a.pcap_out {
+        Some(path) => {
+            let src = a.bind.unwrap_or_else(|| default_source(to));
+            Box::new(
+                PcapSink::create(path, src, to)
+                    .with_context(|| format!("cannot create capture file {}", path.display()))?,
+            )
+        }
+        None => Box::new(
+            UdpSink::connect(to, a.bind)
+                .with_context(|| format!("cannot open a UDP socket towards {to}"))?,
+        ),
+    };
+    let mut session = SenderSession::new(cfg, sink)?;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * a.passes as u64;
     tracing::info!(
         session = format_args!("{:016x}", session.id()),

@@ -55,13 +55,17 @@ impl DatagramSink for UdpSink {
         loop {
             match self.socket.send(datagram) {
                 Ok(_) => return Ok(()),
-                // No receiver on a test loopback: on a real diode no ICMP ever comes back.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                // An ICMP "port unreachable" for an earlier datagram (nothing listening
+                // yet, on a test loopback; a real diode never carries one back) is reported
+                // on this call, and this datagram was not sent: send it again.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && retries < 1000 => {
+                    retries += 1;
                     if !self.refused_logged {
-                        tracing::warn!("the destination refused a datagram (nothing listening there?); sending on");
+                        tracing::warn!(
+                            "the destination reported nothing listening there; sending on"
+                        );
                         self.refused_logged = true;
                     }
-                    return Ok(());
                 }
                 Err(e)
                     if retries < 1000
@@ -74,5 +78,46 @@ impl DatagramSink for UdpSink {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Writes datagrams into a pcap file as Ethernet/IP/UDP frames stamped with the pacing
+/// schedule, instead of sending them.
+pub struct PcapSink {
+    writer: gapferry_pcap::CaptureWriter<std::io::BufWriter<std::fs::File>>,
+    base_instant: Instant,
+    base_wall: Duration,
+}
+
+impl PcapSink {
+    /// Creates `path`; frames go from `src` to `dst`.
+    pub fn create(path: &std::path::Path, src: SocketAddr, dst: SocketAddr) -> io::Result<Self> {
+        let writer =
+            gapferry_pcap::CaptureWriter::create(path, src, dst).map_err(io::Error::other)?;
+        let base_wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(PcapSink {
+            writer,
+            base_instant: Instant::now(),
+            base_wall,
+        })
+    }
+}
+
+impl DatagramSink for PcapSink {
+    fn send(&mut self, datagram: &[u8], at: Instant) -> io::Result<()> {
+        let ts = self.base_wall + at.saturating_duration_since(self.base_instant);
+        self.writer
+            .write_datagram(ts, datagram)
+            .map_err(io::Error::other)
+    }
+
+    fn real_time(&self) -> bool {
+        false
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.writer.flush().map_err(io::Error::other)
     }
 }

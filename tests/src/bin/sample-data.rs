@@ -12,7 +12,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("empty.txt"), b"")?;
     for i in 0..20u64 {
-        json_file(&dir.join(format!("events/event-{i:02}.json")), 2_000 + 1_500 * i as usize, i);
+        json_file(
+            &dir.join(format!("events/event-{i:02}.json")),
+            2_000 + 1_500 * i as usize,
+            i,
+        );
     }
     random_file(&dir.join("images/sample-image.bin"), 64 << 20, 1);
     random_file(&dir.join("misc/one-byte.bin"), 1, 2);
