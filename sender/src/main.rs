@@ -2,10 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapferry_common::{Key, ObjectKind};
+use gapferry_common::Key;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
+use gapferry_sender::source::KindMode;
 use gapferry_sender::{keygen, source, SenderConfig, SenderSession};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ struct FileArgs {
     /// Receiver (or diode far side) as HOST:PORT.
     #[arg(long)]
     to: String,
+    /// Object kind: auto (from content), misp, stix, image or file.
+    #[arg(long, default_value = "auto")]
+    kind: KindMode,
     /// Local address to send from, as HOST:PORT.
     #[arg(long)]
     bind: Option<SocketAddr>,
@@ -98,7 +102,7 @@ fn default_source(to: SocketAddr) -> SocketAddr {
 fn run_file(a: FileArgs) -> Result<()> {
     let to = resolve(&a.to)?;
     let key = a.key.as_ref().map(read_key).transpose()?;
-    let files = source::collect(&a.paths)?;
+    let files = source::collect(&a.paths, a.kind)?;
     let cfg = SenderConfig {
         rate_bps: a.rate,
         repair_percent: a.repair,
@@ -131,7 +135,7 @@ fn run_file(a: FileArgs) -> Result<()> {
     );
     let progress = Progress::new(total, !a.quiet);
     let reports = session
-        .send_files(&files, |_| ObjectKind::File, &progress)
+        .send_files(&files, &progress)
         .context("sending stopped")?;
     session.finish().context("sending stopped")?;
     progress.finish();

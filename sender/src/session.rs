@@ -8,7 +8,8 @@ use crate::transfer::{self, TransferError};
 use gapferry_common::control::ObjectDescriptor;
 use gapferry_common::emit::DatagramWriter;
 use gapferry_common::layout::{self, LayoutError};
-use gapferry_common::{Heartbeat, Key, ObjectKind};
+use gapferry_common::{Heartbeat, Key};
+use std::collections::BTreeSet;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,7 @@ pub struct SendReport {
     /// The object id it was sent as.
     pub object: u32,
     /// What went wrong, if anything.
-    pub error: Option<TransferError>,
+    pub error: Option<String>,
 }
 
 /// A sender session: every datagram it emits carries its random session id.
@@ -84,7 +85,7 @@ pub struct SenderSession {
     datagrams: u64,
     bytes: u64,
     next_object: u32,
-    done_below: u32,
+    in_progress: BTreeSet<u32>,
 }
 
 impl SenderSession {
@@ -123,7 +124,7 @@ impl SenderSession {
             datagrams: 0,
             bytes: 0,
             next_object: 0,
-            done_below: 0,
+            in_progress: BTreeSet::new(),
             cfg,
         })
     }
@@ -153,16 +154,25 @@ impl SenderSession {
         self.next_object
     }
 
-    /// Reserves the next object id.
+    /// Reserves the next object id; it counts as in progress until [`Self::object_done`].
     pub fn allocate_object(&mut self) -> u32 {
         let id = self.next_object;
         self.next_object += 1;
+        self.in_progress.insert(id);
         id
     }
 
-    /// Records that every object below `id` has had its last pass.
-    pub fn mark_done_below(&mut self, id: u32) {
-        self.done_below = self.done_below.max(id);
+    /// Records that object `id` has had its last pass (or will never be sent).
+    pub fn object_done(&mut self, id: u32) {
+        self.in_progress.remove(&id);
+    }
+
+    /// Every object id below this has had its last pass.
+    pub fn done_below(&self) -> u32 {
+        self.in_progress
+            .first()
+            .copied()
+            .unwrap_or(self.next_object)
     }
 
     fn now(&self) -> Instant {
@@ -231,7 +241,7 @@ impl SenderSession {
             datagrams_sent: self.datagrams,
             bytes_sent: self.bytes,
             next_object: self.next_object,
-            done_below: self.done_below,
+            done_below: self.done_below(),
             rate_bps: self.pacer.rate_bps(),
             ending,
         };
@@ -247,13 +257,12 @@ impl SenderSession {
         self.heartbeat_if_due(false)
     }
 
-    /// Sends `files` (each as one object of the kind `kind_of` says), in every pass.
+    /// Sends `files`, each as one object, in every pass (pass 1 of all, then pass 2...).
     ///
     /// A file that fails (vanished, unreadable, changed) is reported and the others go on.
     pub fn send_files(
         &mut self,
         files: &[SourceFile],
-        kind_of: impl Fn(&SourceFile) -> ObjectKind,
         progress: &Progress,
     ) -> io::Result<Vec<SendReport>> {
         let passes = self.cfg.passes;
@@ -264,25 +273,18 @@ impl SenderSession {
                 progress.set_message(file.name.clone());
                 if pass == 1 {
                     let id = self.allocate_object();
-                    let d = match transfer::describe(file, kind_of(file), self.max_symbol, passes) {
-                        Ok(d) => Some(d),
-                        Err(e) => {
-                            tracing::error!(file = %file.path.display(), "{e}");
-                            reports.push(SendReport {
-                                name: file.name.clone(),
-                                object: id,
-                                error: Some(e),
-                            });
-                            objects.push((id, None));
-                            continue;
-                        }
-                    };
-                    objects.push((id, d));
+                    let d = transfer::describe(file, self.max_symbol, passes);
+                    let error = d.as_ref().err().map(|e| e.to_string());
+                    if let Some(e) = &error {
+                        tracing::error!(file = %file.path.display(), "{e}");
+                        self.object_done(id);
+                    }
                     reports.push(SendReport {
                         name: file.name.clone(),
                         object: id,
-                        error: None,
+                        error,
                     });
+                    objects.push((id, d.ok()));
                 }
                 let (id, Some(d)) = &objects[i] else { continue };
                 let d = ObjectDescriptor { pass, ..d.clone() };
@@ -291,23 +293,20 @@ impl SenderSession {
                     Err(TransferError::Sink(e)) => return Err(e),
                     Err(e) => {
                         tracing::error!(file = %file.path.display(), object = id, "{e}");
-                        if reports[i].error.is_none() {
-                            reports[i].error = Some(e);
-                        }
+                        reports[i].error.get_or_insert(e.to_string());
                     }
                 }
                 if pass == passes {
-                    self.mark_done_below(*id + 1);
+                    self.object_done(*id);
                 }
             }
         }
-        self.mark_done_below(self.next_object);
         Ok(reports)
     }
 
     /// Ends the session: the receiver learns every object was sent in full.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.mark_done_below(self.next_object);
+        self.in_progress.clear();
         for _ in 0..ENDING_HEARTBEATS {
             self.heartbeat_if_due(true)?;
         }

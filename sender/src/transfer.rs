@@ -1,5 +1,8 @@
-//! Sending one file as one object: describe it, then stream its blocks through the
+//! Sending one object: describe it, then stream its blocks window by window through the
 //! interleaver, with descriptor copies along the way.
+//!
+//! [`ObjectTransfer`] sends one window per call, so a scheduler can slip small objects
+//! between the windows of a multi-GB image.
 
 use crate::progress::Progress;
 use crate::session::SenderSession;
@@ -8,8 +11,6 @@ use gapferry_common::compress;
 use gapferry_common::control::ObjectDescriptor;
 use gapferry_common::emit::{Interleaver, OutgoingBlock, DESCRIPTOR_EVERY, INTERLEAVE_DEPTH};
 use gapferry_common::layout;
-use gapferry_common::ObjectKind;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
@@ -19,10 +20,10 @@ use thiserror::Error;
 /// small object (a few datagrams) must not depend on one or two copies surviving.
 const MIN_DESCRIPTORS: u32 = 4;
 
-/// Why a file could not be sent.
+/// Why an object could not be sent.
 #[derive(Debug, Error)]
 pub enum TransferError {
-    /// The file could not be read.
+    /// The source could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
@@ -48,22 +49,26 @@ fn read_err(file: &SourceFile) -> impl Fn(io::Error) -> TransferError + '_ {
 /// Reads `file` once to build its descriptor (size and blake3).
 pub fn describe(
     file: &SourceFile,
-    kind: ObjectKind,
     max_symbol: u16,
     passes: u8,
 ) -> Result<ObjectDescriptor, TransferError> {
-    let f = File::open(&file.path).map_err(read_err(file))?;
-    let meta = f.metadata().map_err(read_err(file))?;
+    let reader = file.open().map_err(read_err(file))?;
     let mut hasher = blake3::Hasher::new();
-    let size = io::copy(&mut io::BufReader::with_capacity(1 << 20, f), &mut hasher)
-        .map_err(read_err(file))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64);
+    let size = io::copy(
+        &mut io::BufReader::with_capacity(1 << 20, reader),
+        &mut hasher,
+    )
+    .map_err(read_err(file))?;
+    let mtime = match &file.bytes {
+        Some(_) => 0,
+        None => std::fs::metadata(&file.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64),
+    };
     Ok(ObjectDescriptor {
-        kind,
+        kind: file.kind,
         name: file.name.clone(),
         size,
         blake3: *hasher.finalize().as_bytes(),
@@ -74,46 +79,90 @@ pub fn describe(
     })
 }
 
-/// Sends one pass of object `id` (described by `d`) from `file`.
-pub fn send_object(
-    session: &mut SenderSession,
+/// One pass of one object in progress.
+pub struct ObjectTransfer {
     id: u32,
-    file: &SourceFile,
-    d: &ObjectDescriptor,
-    progress: &Progress,
-) -> Result<(), TransferError> {
-    let mut f = File::open(&file.path).map_err(read_err(file))?;
-    let cfg = session.config().clone();
-    let max_symbol = session.max_symbol();
-    let sid = session.id();
-    session
-        .emit_descriptor(id, d)
-        .map_err(TransferError::Sink)?;
-    let mut copies = 1u32;
-    let blocks = d.block_count() as u32;
-    let mut hasher = blake3::Hasher::new();
-    let mut sent_since_descriptor = 0u64;
-    let mut start = 0u32;
-    while start < blocks {
+    file: SourceFile,
+    descriptor: ObjectDescriptor,
+    reader: Box<dyn Read + Send>,
+    hasher: blake3::Hasher,
+    next_block: u32,
+    sent_since_descriptor: u64,
+    copies: u32,
+}
+
+impl ObjectTransfer {
+    /// Opens `file` and sends the first descriptor copy of object `id` (pass `d.pass`).
+    pub fn start(
+        session: &mut SenderSession,
+        id: u32,
+        file: &SourceFile,
+        d: &ObjectDescriptor,
+    ) -> Result<Self, TransferError> {
+        let reader = file.open().map_err(read_err(file))?;
+        session
+            .emit_descriptor(id, d)
+            .map_err(TransferError::Sink)?;
+        Ok(ObjectTransfer {
+            id,
+            file: file.clone(),
+            descriptor: d.clone(),
+            reader,
+            hasher: blake3::Hasher::new(),
+            next_block: 0,
+            sent_since_descriptor: 0,
+            copies: 1,
+        })
+    }
+
+    /// The object id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The source being sent.
+    pub fn file(&self) -> &SourceFile {
+        &self.file
+    }
+
+    /// Whether every block has been sent.
+    pub fn blocks_done(&self) -> bool {
+        self.next_block as u64 >= self.descriptor.block_count()
+    }
+
+    /// Sends the next window of up to [`INTERLEAVE_DEPTH`] blocks; true while more remain.
+    pub fn send_window(
+        &mut self,
+        session: &mut SenderSession,
+        progress: &Progress,
+    ) -> Result<bool, TransferError> {
+        let d = &self.descriptor;
+        let blocks = d.block_count() as u32;
+        if self.next_block >= blocks {
+            return Ok(false);
+        }
+        let cfg = session.config().clone();
+        let (max_symbol, sid) = (session.max_symbol(), session.id());
+        let start = self.next_block;
         let end = (start + INTERLEAVE_DEPTH as u32).min(blocks);
         let mut window = Interleaver::new();
         let mut window_bytes = 0u64;
         for b in start..end {
             let plain_len = d.block_plain_len(b) as usize;
             let mut plain = vec![0u8; plain_len];
-            f.read_exact(&mut plain).map_err(|e| {
+            self.reader.read_exact(&mut plain).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
-                    TransferError::Changed(file.path.clone())
+                    TransferError::Changed(self.file.path.clone())
                 } else {
-                    read_err(file)(e)
+                    read_err(&self.file)(e)
                 }
             })?;
-            hasher.update(&plain);
+            self.hasher.update(&plain);
             let (codec, data) = compress::compress_block(&plain, cfg.zstd_level);
             window_bytes += plain_len as u64;
             window.push(OutgoingBlock::new(
                 sid,
-                id,
+                self.id,
                 b,
                 codec,
                 plain_len as u32,
@@ -131,28 +180,46 @@ pub fn send_object(
             .emit_with(|w, out| window.next_datagram(w, out))
             .map_err(TransferError::Sink)?
         {
-            sent_since_descriptor += 1;
-            if sent_since_descriptor % DESCRIPTOR_EVERY == 0
-                || Some(sent_since_descriptor) == halfway
+            self.sent_since_descriptor += 1;
+            if self.sent_since_descriptor % DESCRIPTOR_EVERY == 0
+                || Some(self.sent_since_descriptor) == halfway
             {
                 session
-                    .emit_descriptor(id, d)
+                    .emit_descriptor(self.id, d)
                     .map_err(TransferError::Sink)?;
-                copies += 1;
+                self.copies += 1;
             }
         }
         progress.advance(window_bytes);
-        start = end;
+        self.next_block = end;
+        Ok(end < blocks)
     }
-    for _ in 0..MIN_DESCRIPTORS.saturating_sub(copies).max(1) {
-        session
-            .emit_descriptor(id, d)
-            .map_err(TransferError::Sink)?;
+
+    /// Sends the closing descriptor copies and checks the source did not change.
+    pub fn finish(mut self, session: &mut SenderSession) -> Result<(), TransferError> {
+        for _ in 0..MIN_DESCRIPTORS.saturating_sub(self.copies).max(1) {
+            session
+                .emit_descriptor(self.id, &self.descriptor)
+                .map_err(TransferError::Sink)?;
+        }
+        let mut extra = [0u8; 1];
+        let grew = self.reader.read(&mut extra).map_err(read_err(&self.file))? > 0;
+        if grew || *self.hasher.finalize().as_bytes() != self.descriptor.blake3 {
+            return Err(TransferError::Changed(self.file.path.clone()));
+        }
+        Ok(())
     }
-    let mut extra = [0u8; 1];
-    let grew = f.read(&mut extra).map_err(read_err(file))? > 0;
-    if grew || *hasher.finalize().as_bytes() != d.blake3 {
-        return Err(TransferError::Changed(file.path.clone()));
-    }
-    Ok(())
+}
+
+/// Sends one pass of object `id` (described by `d`) from `file`, start to end.
+pub fn send_object(
+    session: &mut SenderSession,
+    id: u32,
+    file: &SourceFile,
+    d: &ObjectDescriptor,
+    progress: &Progress,
+) -> Result<(), TransferError> {
+    let mut t = ObjectTransfer::start(session, id, file, d)?;
+    while t.send_window(session, progress)? {}
+    t.finish(session)
 }

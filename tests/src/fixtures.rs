@@ -15,7 +15,7 @@ pub fn random_file(path: &Path, size: usize, seed: u64) {
 /// Writes `size` bytes of compressible JSON-looking text to `path`.
 pub fn json_file(path: &Path, size: usize, seed: u64) {
     let mut out = String::with_capacity(size + 64);
-    out.push_str("{\"Event\":{\"Attribute\":[");
+    out.push_str("{\"records\":{\"indicators\":[");
     let mut i = seed;
     while out.len() < size {
         out.push_str(&format!(

@@ -1,7 +1,6 @@
 //! Running a real receiver and sender in-process (or the real binaries) on loopback, and
 //! checking what landed.
 
-use gapferry_common::ObjectKind;
 use gapferry_receiver::pipeline::{ListenReport, Listener};
 use gapferry_receiver::records::{RECORDS_FILE, STATE_DIR};
 use gapferry_receiver::ReceiverConfig;
@@ -127,11 +126,11 @@ pub fn sender_config(rate_bps: u64) -> SenderConfig {
 
 /// Sends `paths` to `to` in-process and ends the session.
 pub fn send(paths: &[PathBuf], to: SocketAddr, cfg: SenderConfig) -> Vec<SendReport> {
-    let files = source::collect(paths).expect("inputs readable");
+    let files = source::collect(paths, source::KindMode::Auto).expect("inputs readable");
     let sink = UdpSink::connect(to, None).expect("sender socket");
     let mut session = SenderSession::new(cfg, Box::new(sink)).expect("session");
     let reports = session
-        .send_files(&files, |_| ObjectKind::File, &Progress::hidden())
+        .send_files(&files, &Progress::hidden())
         .expect("send");
     session.finish().expect("finish");
     reports
