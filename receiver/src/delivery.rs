@@ -1,22 +1,28 @@
-//! Turning assembler events into files: staging, in-order hashing, verification, fsync,
-//! atomic rename into `<out>/files/`, and a record of every outcome.
+//! Turning assembler events into deliveries: staging, in-order hashing, verification,
+//! then by kind: MISP feed, STIX store, image store or plain files, each by atomic rename,
+//! post-delivery hooks, and a record of every outcome.
 //!
 //! Nothing reaches a delivery directory before its blake3 matches the descriptor.
 
+use crate::destinations::Destinations;
 use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
-use gapferry_common::{Event, ObjectDescriptor, ObjectRef};
+use gapferry_common::{Event, ObjectDescriptor, ObjectKind, ObjectRef};
+use gapferry_feeds::{ImageStore, MispFeed, StixStore};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Directory under `--out` receiving objects of kind `file`.
-pub const FILES_DIR: &str = "files";
 /// Directory under the state directory holding incomplete objects.
 pub const STAGING_DIR: &str = "staging";
+/// Directory under the state directory holding image signatures until their image arrives.
+pub const SIGNATURES_DIR: &str = "signatures";
+/// Largest MISP event or STIX bundle read into memory for checking, in bytes.
+pub const MAX_DOCUMENT: u64 = 1 << 30;
 
 /// Counts of outcomes, and the records of this run.
 #[derive(Debug, Default, Clone)]
@@ -43,21 +49,33 @@ struct Staged {
 
 /// Writes verified objects under `--out` and records every outcome.
 pub struct Delivery {
-    files_dir: PathBuf,
+    dest: Destinations,
+    feed: MispFeed,
+    stix: StixStore,
+    images: ImageStore,
     staging_dir: PathBuf,
-    records: RecordLog,
+    signatures_dir: PathBuf,
+    records: Arc<Mutex<RecordLog>>,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
 }
 
 impl Delivery {
     /// Prepares delivery under `out`, creating its directories and clearing stale staging files.
-    pub fn open(out: &Path) -> io::Result<Self> {
+    pub fn open(out: &Path, dest: Destinations) -> io::Result<Self> {
         let state = out.join(STATE_DIR);
         let staging_dir = state.join(STAGING_DIR);
-        let files_dir = out.join(FILES_DIR);
-        std::fs::create_dir_all(&staging_dir)?;
-        std::fs::create_dir_all(&files_dir)?;
+        let signatures_dir = state.join(SIGNATURES_DIR);
+        for dir in [
+            &staging_dir,
+            &signatures_dir,
+            &dest.files,
+            &dest.misp,
+            &dest.stix,
+            &dest.images,
+        ] {
+            std::fs::create_dir_all(dir)?;
+        }
         // Staging files of a previous run can never complete: their state is gone.
         for entry in std::fs::read_dir(&staging_dir)? {
             let entry = entry?;
@@ -66,9 +84,13 @@ impl Delivery {
             }
         }
         Ok(Delivery {
-            files_dir,
+            feed: MispFeed::new(&dest.misp),
+            stix: StixStore::new(&dest.stix),
+            images: ImageStore::new(&dest.images, dest.keep_images),
+            dest,
             staging_dir,
-            records: RecordLog::open(&state)?,
+            signatures_dir,
+            records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
             staged: HashMap::new(),
             summary: Summary::default(),
         })
@@ -231,9 +253,8 @@ impl Delivery {
             );
             return;
         }
-        let dest = self.files_dir.join(&d.name);
-        match publish(&s.file, &s.path, &dest) {
-            Ok(()) => {
+        match self.place(&s) {
+            Ok(dest) => {
                 let elapsed = s.started.elapsed();
                 tracing::info!(
                     object = %object,
@@ -241,6 +262,7 @@ impl Delivery {
                     kind = %d.kind,
                     size = d.size,
                     blake3 = %blake3::Hash::from(d.blake3).to_hex(),
+                    path = %dest.display(),
                     ms = elapsed.as_millis() as u64,
                     "delivered"
                 );
@@ -249,17 +271,68 @@ impl Delivery {
                     Record::new(Outcome::Delivered, object.session, object.object),
                     d,
                 );
-                r.path = Some(dest);
+                r.path = Some(dest.clone());
                 r.elapsed_ms = Some(elapsed.as_millis() as u64);
                 self.record(r);
+                if let Some(hook) = self.dest.hooks.for_kind(d.kind) {
+                    run_hook(hook.clone(), dest, object, d.clone(), self.records.clone());
+                }
             }
-            Err(e) => {
+            Err(reason) => {
                 let _ = std::fs::remove_file(&s.path);
-                self.record_failure(
-                    object,
-                    Some(d),
-                    format!("cannot publish to {}: {e}", dest.display()),
-                );
+                self.record_failure(object, Some(d), reason);
+            }
+        }
+    }
+
+    /// Moves a verified staging file to where its kind belongs; returns the delivered path.
+    fn place(&mut self, s: &Staged) -> Result<PathBuf, String> {
+        let d = &s.descriptor;
+        let base = d.name.rsplit('/').next().unwrap_or(&d.name).to_string();
+        match d.kind {
+            ObjectKind::File => {
+                let dest = self.dest.files.join(&d.name);
+                publish(&s.file, &s.path, &dest)
+                    .map_err(|e| format!("cannot publish to {}: {e}", dest.display()))?;
+                Ok(dest)
+            }
+            ObjectKind::Misp => {
+                let bytes = read_document(&s.path, d.size)?;
+                let _ = std::fs::remove_file(&s.path);
+                self.feed
+                    .deliver_event(&bytes)
+                    .map(|e| e.path)
+                    .map_err(|e| format!("refused by the MISP feed: {e}"))
+            }
+            ObjectKind::Stix => {
+                let bytes = read_document(&s.path, d.size)?;
+                let _ = std::fs::remove_file(&s.path);
+                self.stix
+                    .deliver_bundle(&bytes)
+                    .map_err(|e| format!("refused by the STIX store: {e}"))
+            }
+            ObjectKind::Image => {
+                s.file
+                    .sync_all()
+                    .map_err(|e| format!("cannot fsync the staged image: {e}"))?;
+                let sig = self.signatures_dir.join(format!("{base}.sig"));
+                let sig = sig.exists().then_some(sig);
+                let delivered = self
+                    .images
+                    .deliver_image(&s.path, &base, sig.as_deref())
+                    .map_err(|e| format!("refused by the image store: {e}"))?;
+                if let Some(sig) = sig {
+                    let _ = std::fs::remove_file(sig);
+                }
+                tracing::info!(image = %delivered.stem, sha256 = %delivered.sha256, latest = %delivered.latest_stem, "image stored; its sha256 is the LXD fingerprint");
+                Ok(delivered.path)
+            }
+            ObjectKind::ImageSignature => {
+                // Kept until its image arrives, which the sender sends right after it.
+                let dest = self.signatures_dir.join(&base);
+                publish(&s.file, &s.path, &dest)
+                    .map_err(|e| format!("cannot keep the signature: {e}"))?;
+                Ok(dest)
             }
         }
     }
@@ -283,9 +356,7 @@ impl Delivery {
     }
 
     fn record(&mut self, r: Record) {
-        if let Err(e) = self.records.append(&r) {
-            tracing::error!(path = %self.records.path().display(), "cannot append to the record log: {e}");
-        }
+        append_record(&self.records, &r);
         self.summary.records.push(r);
     }
 
@@ -295,6 +366,60 @@ impl Delivery {
         for o in objects {
             self.abort(o, reason.to_string());
         }
+    }
+}
+
+fn append_record(log: &Mutex<RecordLog>, r: &Record) {
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = log.append(r) {
+        tracing::error!(path = %log.path().display(), "cannot append to the record log: {e}");
+    }
+}
+
+/// Reads a verified staged document (MISP event, STIX bundle) for its store's checks.
+fn read_document(path: &Path, size: u64) -> Result<Vec<u8>, String> {
+    if size > MAX_DOCUMENT {
+        return Err(format!("a {size}-byte document is above the {MAX_DOCUMENT}-byte limit for MISP and STIX objects"));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    File::open(path)
+        .and_then(|f| f.take(MAX_DOCUMENT).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the staged object: {e}"))?;
+    Ok(bytes)
+}
+
+/// Runs a post-delivery hook in the background; a failure is logged and recorded, and the
+/// delivered file stays where it is.
+fn run_hook(
+    hook: Vec<String>,
+    path: PathBuf,
+    object: ObjectRef,
+    d: ObjectDescriptor,
+    records: Arc<Mutex<RecordLog>>,
+) {
+    let spawned = std::thread::Builder::new().name("gapferry-hook".into()).spawn(move || {
+        let args: Vec<String> = hook.iter().map(|a| a.replace("{path}", &path.to_string_lossy())).collect();
+        let Some((cmd, rest)) = args.split_first() else { return };
+        let result = std::process::Command::new(cmd).args(rest).stdin(std::process::Stdio::null()).output();
+        let failure = match result {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "hook {cmd} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("hook {cmd} could not start: {e}")),
+        };
+        if let Some(reason) = failure {
+            tracing::warn!(object = %object, name = %d.name, %reason, "post-delivery hook failed; the delivered file stays");
+            let mut r = described(Record::new(Outcome::HookFailed, object.session, object.object), &d);
+            r.path = Some(path);
+            r.reason = Some(reason);
+            append_record(&records, &r);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start a hook thread: {e}");
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Data flows [`socket`] → [`pipeline`] (assembler) → [`delivery`] → [`records`].
 
+pub mod config;
 pub mod delivery;
+pub mod destinations;
 pub mod pipeline;
 pub mod records;
 pub mod replay;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gapferry_common::{Key, KeyRing};
+use gapferry_receiver::config::FileConfig;
 use gapferry_receiver::pipeline::Listener;
 use gapferry_receiver::replay::{replay, ReplayOptions, Speed};
 use gapferry_receiver::ReceiverConfig;
@@ -57,21 +58,27 @@ struct ReplayArgs {
 
 #[derive(Args)]
 struct ListenArgs {
+    /// Configuration file (TOML); flags given here win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Address to listen on, as HOST:PORT.
     #[arg(long)]
-    bind: String,
-    /// Delivery root: objects land in OUT/files/, records in OUT/.gapferry/records.jsonl.
+    bind: Option<String>,
+    /// Delivery root: OUT/misp, OUT/stix, OUT/images, OUT/files; records in OUT/.gapferry/records.jsonl.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Pre-shared key file; repeat for key rollover. Untagged or wrongly tagged datagrams are dropped.
     #[arg(long)]
     key: Vec<PathBuf>,
-    /// Receive buffer to request, in bytes.
-    #[arg(long, default_value_t = gapferry_receiver::socket::DEFAULT_RECV_BUFFER)]
-    recv_buffer: usize,
-    /// Seconds of silence after which a sender session is closed and its incomplete objects failed.
-    #[arg(long, default_value_t = 30)]
-    session_timeout: u64,
+    /// Receive buffer to request, in bytes [default: 67108864].
+    #[arg(long)]
+    recv_buffer: Option<usize>,
+    /// Seconds of silence after which a sender session is closed and its incomplete objects failed [default: 30].
+    #[arg(long)]
+    session_timeout: Option<u64>,
+    /// Image versions kept per image name [default: 3].
+    #[arg(long)]
+    keep_images: Option<usize>,
 }
 
 fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
@@ -92,20 +99,54 @@ fn resolve(s: &str) -> Result<SocketAddr> {
 }
 
 fn run_listen(a: ListenArgs) -> Result<()> {
-    let bind = resolve(&a.bind)?;
-    let mut cfg = ReceiverConfig::new(a.out.clone());
-    cfg.keys = read_keys(&a.key)?;
-    cfg.recv_buffer = a.recv_buffer;
-    cfg.limits.session_timeout = Duration::from_secs(a.session_timeout.max(1));
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create --out {}", a.out.display()))?;
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let bind = a
+        .bind
+        .or(file.bind.clone())
+        .context("--bind is required (or `bind` in --config)")?;
+    let bind = resolve(&bind)?;
+    let out = a
+        .out
+        .or(file.out.clone())
+        .context("--out is required (or `out` in --config)")?;
+    let mut cfg = ReceiverConfig::new(out.clone());
+    cfg.destinations = file.destinations(&out);
+    if let Some(k) = a.keep_images {
+        cfg.destinations.keep_images = k.max(1);
+    }
+    let keys = if a.key.is_empty() {
+        file.keys.clone()
+    } else {
+        a.key.clone()
+    };
+    cfg.keys = read_keys(&keys)?;
+    cfg.recv_buffer = a
+        .recv_buffer
+        .or(file.recv_buffer)
+        .unwrap_or(cfg.recv_buffer);
+    let timeout = a.session_timeout.or(file.session_timeout).unwrap_or(30);
+    cfg.limits.session_timeout = Duration::from_secs(timeout.max(1));
+    if let Some(v) = file.limits.max_object_size {
+        cfg.limits.max_object_size = v;
+    }
+    if let Some(v) = file.limits.max_objects_in_flight {
+        cfg.limits.max_objects_in_flight = v;
+    }
+    if let Some(v) = file.limits.max_held_bytes {
+        cfg.limits.max_held_bytes = v;
+    }
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create --out {}", out.display()))?;
     let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone())
             .context("cannot install signal handlers")?;
     }
-    tracing::info!(bind = %listener.local_addr()?, out = %a.out.display(), authenticated = !a.key.is_empty(), "listening");
+    tracing::info!(bind = %listener.local_addr()?, out = %out.display(), authenticated = !keys.is_empty(), "listening");
     let r = listener.run(shutdown).context("receiving stopped")?;
     let s = &r.report.summary;
     tracing::info!(

@@ -33,12 +33,15 @@ pub struct ReceiverConfig {
     pub recv_buffer: usize,
     /// Datagrams queued between the socket thread and the assembler.
     pub queue: usize,
+    /// Where each kind is delivered.
+    pub destinations: crate::destinations::Destinations,
 }
 
 impl ReceiverConfig {
     /// Defaults for delivering under `out`.
     pub fn new(out: PathBuf) -> Self {
         ReceiverConfig {
+            destinations: crate::destinations::Destinations::under(&out),
             out,
             keys: KeyRing::default(),
             limits: Limits::default(),
@@ -91,7 +94,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the assembler and delivery threads.
     pub fn start(cfg: &ReceiverConfig, clock: Clock, queue: usize) -> std::io::Result<Self> {
-        let mut delivery = Delivery::open(&cfg.out)?;
+        let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone())?;
         let (input, input_rx) = bounded::<Input>(queue);
         let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
         let delivery = std::thread::Builder::new()

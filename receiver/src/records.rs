@@ -22,6 +22,9 @@ pub enum Outcome {
     Failed,
     /// Sent by the sender but never seen.
     Lost,
+    /// Delivered, but its post-delivery hook failed (the file stays delivered).
+    #[serde(rename = "hook_failed")]
+    HookFailed,
 }
 
 /// One line of the record log.

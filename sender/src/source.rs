@@ -178,6 +178,11 @@ fn classify_file(
         })?,
     };
     match detected {
+        // Forced: what cannot be split goes as one object, and the high side records why it refuses it.
+        Detected::Misp(_) if mode != KindMode::Auto => misp_events(path, out).or_else(|e| {
+            tracing::warn!("{e}; sending it whole as kind misp as asked");
+            whole_file(path, name, ObjectKind::Misp).map(|f| out.push(f))
+        }),
         Detected::Misp(_) => misp_events(path, out),
         // Sent with its image, just before it.
         Detected::Signature { .. } if in_tree => Ok(()),

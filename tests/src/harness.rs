@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -181,22 +181,22 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-static BUILD: Mutex<()> = Mutex::new(());
+static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
-/// Path of a workspace binary (`gapferry-send`, `gapferry-recv`), building it if missing.
+/// Path of a workspace binary (`gapferry-send`, `gapferry-recv`), built up to date once
+/// per test process so a test never drives a stale binary.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let path = dir.join(name);
-    let _guard = BUILD.lock().unwrap();
-    if !path.exists() {
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.args([
             "build",
+            "-q",
             "-p",
             "gapferry-sender",
             "-p",
@@ -208,7 +208,8 @@ pub fn binary(name: &str) -> PathBuf {
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
-    }
+    });
+    let path = dir.join(name);
     assert!(path.exists(), "{} missing after build", path.display());
     path
 }

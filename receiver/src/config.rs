@@ -1,0 +1,165 @@
+//! The receiver's configuration file (TOML). Every command-line flag has a key here;
+//! a flag given on the command line wins over the file.
+
+use crate::destinations::{Destinations, Hooks};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The configuration file's content.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--out`.
+    pub out: Option<PathBuf>,
+    /// `--key`, a list for key rollover.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// `--recv-buffer`.
+    pub recv_buffer: Option<usize>,
+    /// `--session-timeout`, seconds.
+    pub session_timeout: Option<u64>,
+    /// Delivery directories per kind (default: under `out`).
+    #[serde(default)]
+    pub dirs: Dirs,
+    /// Image store options.
+    #[serde(default)]
+    pub images: ImageOptions,
+    /// Post-delivery hooks per kind.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Limits on what a sender may make the receiver hold.
+    #[serde(default)]
+    pub limits: LimitOptions,
+}
+
+/// `[dirs]`: where each kind goes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dirs {
+    /// MISP local feed directory.
+    pub misp: Option<PathBuf>,
+    /// STIX bundles.
+    pub stix: Option<PathBuf>,
+    /// Image store.
+    pub images: Option<PathBuf>,
+    /// Plain files.
+    pub files: Option<PathBuf>,
+}
+
+/// `[images]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageOptions {
+    /// Versions kept per image name (default 3).
+    pub keep: Option<usize>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOptions {
+    /// Largest object accepted, bytes.
+    pub max_object_size: Option<u64>,
+    /// Most incomplete objects at once.
+    pub max_objects_in_flight: Option<usize>,
+    /// Most bytes of incomplete blocks held.
+    pub max_held_bytes: Option<usize>,
+}
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its position.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The delivery directories under `out`, with this file's overrides.
+    pub fn destinations(&self, out: &Path) -> Destinations {
+        let mut d = Destinations::under(out);
+        if let Some(p) = &self.dirs.misp {
+            d.misp = p.clone();
+        }
+        if let Some(p) = &self.dirs.stix {
+            d.stix = p.clone();
+        }
+        if let Some(p) = &self.dirs.images {
+            d.images = p.clone();
+        }
+        if let Some(p) = &self.dirs.files {
+            d.files = p.clone();
+        }
+        if let Some(k) = self.images.keep {
+            d.keep_images = k.max(1);
+        }
+        d.hooks = self.hooks.clone();
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_section_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(
+            &p,
+            r#"
+bind = "0.0.0.0:7000"
+out = "/srv/gapferry"
+keys = ["/etc/gapferry/a.key", "/etc/gapferry/b.key"]
+session_timeout = 60
+[dirs]
+misp = "/var/www/MISP/feed"
+[images]
+keep = 5
+[hooks]
+image = ["lxc", "image", "import", "{path}"]
+[limits]
+max_object_size = 1000
+"#,
+        )
+        .unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.keys.len(), 2);
+        let d = c.destinations(Path::new("/srv/gapferry"));
+        assert_eq!(d.misp, Path::new("/var/www/MISP/feed"));
+        assert_eq!(d.stix, Path::new("/srv/gapferry/stix"));
+        assert_eq!(d.keep_images, 5);
+        assert_eq!(d.hooks.image.as_ref().unwrap()[3], "{path}");
+        std::fs::write(&p, "bnid = 1\n").unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bnid"), "{e}");
+    }
+}
