@@ -4,6 +4,7 @@
 //! Data flows outbox → [`source`] → [`transfer`] → [`pacer`] → [`sink`]; the wire format
 //! itself lives in `gapferry-common`.
 
+pub mod config;
 pub mod keygen;
 pub mod pacer;
 pub mod progress;
@@ -12,6 +13,7 @@ pub mod session;
 pub mod sink;
 pub mod source;
 pub mod transfer;
+pub mod watch;
 
 pub use session::{SenderConfig, SenderSession};
 pub use source::SourceFile;

@@ -3,13 +3,18 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gapferry_common::Key;
+use gapferry_sender::config::FileConfig;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
 use gapferry_sender::source::KindMode;
+use gapferry_sender::watch::{AfterSend, WatchConfig, Watcher};
 use gapferry_sender::{keygen, source, SenderConfig, SenderSession};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Sends files one way through a data diode as RaptorQ-protected UDP.
 #[derive(Parser)]
@@ -28,6 +33,10 @@ enum Command {
     ///
     /// Example: gapferry-send file export/ report.json --to 192.0.2.10:7000 --rate 800M
     File(FileArgs),
+    /// Run the outbox service: send what lands in OUTBOX/{misp,stix,images,files}, then move it to sent/.
+    ///
+    /// Example: gapferry-send watch --outbox /srv/gapferry/outbox --to 192.0.2.10:7000 --rate 800M
+    Watch(WatchArgs),
     /// Write a new random pre-shared key (mode 0600) for --key on both sides.
     ///
     /// Example: gapferry-send keygen /etc/gapferry/link.key
@@ -40,35 +49,33 @@ enum Command {
     },
 }
 
+/// Options shared by `file` and `watch`.
 #[derive(Args)]
-struct FileArgs {
-    /// Files or directories to send (a directory's tree is sent with names relative to it).
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
+struct LinkArgs {
+    /// Configuration file (TOML); flags given here win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Receiver (or diode far side) as HOST:PORT.
     #[arg(long)]
-    to: String,
-    /// Object kind: auto (from content), misp, stix, image or file.
-    #[arg(long, default_value = "auto")]
-    kind: KindMode,
+    to: Option<String>,
     /// Local address to send from, as HOST:PORT.
     #[arg(long)]
-    bind: Option<SocketAddr>,
-    /// Link rate in bits/s of IP packets, with k/M/G suffixes.
-    #[arg(long, default_value = "100M", value_parser = parse_rate)]
-    rate: u64,
-    /// Repair symbols per block in percent of its source symbols (at least 4 per block).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    repair: u32,
-    /// Path MTU in bytes; every datagram fits an IPv4 or IPv6 packet of this size.
-    #[arg(long, default_value_t = 1500)]
-    mtu: usize,
+    bind: Option<String>,
+    /// Link rate in bits/s of IP packets, with k/M/G suffixes [default: 100M].
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u64>,
+    /// Repair symbols per block in percent of its source symbols, at least 4 per block [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    repair: Option<u32>,
+    /// Path MTU in bytes; every datagram fits an IPv4 or IPv6 packet of this size [default: 1500].
+    #[arg(long)]
+    mtu: Option<usize>,
     /// Pre-shared key file: every datagram carries a keyed-blake3 tag.
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Passes over every object; each further pass sends fresh repair symbols.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=100))]
-    passes: u8,
+    /// Passes over every object; each further pass sends fresh repair symbols [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    passes: Option<u8>,
     /// Write the datagrams into this pcap file (Ethernet/IP/UDP frames stamped with the
     /// pacing schedule) instead of sending them; --to and --bind only fill the addresses.
     #[arg(long, value_name = "FILE")]
@@ -78,17 +85,47 @@ struct FileArgs {
     quiet: bool,
 }
 
+#[derive(Args)]
+struct FileArgs {
+    /// Files or directories to send (a directory's tree is sent with names relative to it).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Object kind: auto (from content), misp, stix, image or file [default: auto].
+    #[arg(long)]
+    kind: Option<KindMode>,
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// The outbox: files dropped in OUTBOX/misp, /stix, /images, /files (or at the top, kind from content).
+    #[arg(long)]
+    outbox: Option<PathBuf>,
+    /// Seconds a file must stay unchanged before it is taken [default: 2].
+    #[arg(long)]
+    settle: Option<f64>,
+    /// Where sent files are moved [default: OUTBOX/sent].
+    #[arg(long)]
+    sent_dir: Option<PathBuf>,
+    /// Delete sent files instead of moving them.
+    #[arg(long)]
+    delete_sent: bool,
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
 fn read_key(path: &PathBuf) -> Result<Key> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
     Key::parse(&bytes).with_context(|| format!("bad key file {}", path.display()))
 }
 
-fn resolve(to: &str) -> Result<SocketAddr> {
+fn resolve(flag: &str, to: &str) -> Result<SocketAddr> {
     to.to_socket_addrs()
-        .with_context(|| format!("--to {to:?} is not HOST:PORT"))?
+        .with_context(|| format!("{flag} {to:?} is not HOST:PORT"))?
         .next()
-        .with_context(|| format!("--to {to:?} resolves to no address"))
+        .with_context(|| format!("{flag} {to:?} resolves to no address"))
 }
 
 /// The source address written into capture frames when --bind is not given.
@@ -99,41 +136,82 @@ fn default_source(to: SocketAddr) -> SocketAddr {
     }
 }
 
-fn run_file(a: FileArgs) -> Result<()> {
-    let to = resolve(&a.to)?;
-    let key = a.key.as_ref().map(read_key).transpose()?;
-    let files = source::collect(&a.paths, a.kind)?;
-    let cfg = SenderConfig {
-        rate_bps: a.rate,
-        repair_percent: a.repair,
-        mtu: a.mtu,
-        key,
-        passes: a.passes,
-        ..SenderConfig::default()
+/// A session built from flags and the configuration file.
+fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
+    let to = link
+        .to
+        .clone()
+        .or(file.to.clone())
+        .context("--to is required (or `to` in --config)")?;
+    let to = resolve("--to", &to)?;
+    let bind = link
+        .bind
+        .clone()
+        .or(file.bind.clone())
+        .map(|b| resolve("--bind", &b))
+        .transpose()?;
+    let rate = match (link.rate, &file.rate) {
+        (Some(r), _) => r,
+        (None, Some(r)) => parse_rate(r).context("`rate` in --config")?,
+        (None, None) => SenderConfig::default().rate_bps,
     };
-    let sink: Box<dyn DatagramSink + Send> = match &a.pcap_out {
-        Some(path) => {
-            let src = a.bind.unwrap_or_else(|| default_source(to));
-            Box::new(
-                PcapSink::create(path, src, to)
-                    .with_context(|| format!("cannot create capture file {}", path.display()))?,
-            )
-        }
+    let key = link
+        .key
+        .clone()
+        .or(file.key.clone())
+        .as_ref()
+        .map(read_key)
+        .transpose()?;
+    let defaults = SenderConfig::default();
+    let cfg = SenderConfig {
+        rate_bps: rate,
+        repair_percent: link
+            .repair
+            .or(file.repair)
+            .unwrap_or(defaults.repair_percent),
+        mtu: link.mtu.or(file.mtu).unwrap_or(defaults.mtu),
+        key,
+        passes: link.passes.or(file.passes).unwrap_or(defaults.passes),
+        ..defaults
+    };
+    let sink: Box<dyn DatagramSink + Send> = match &link.pcap_out {
+        Some(path) => Box::new(
+            PcapSink::create(path, bind.unwrap_or_else(|| default_source(to)), to)
+                .with_context(|| format!("cannot create capture file {}", path.display()))?,
+        ),
         None => Box::new(
-            UdpSink::connect(to, a.bind)
+            UdpSink::connect(to, bind)
                 .with_context(|| format!("cannot open a UDP socket towards {to}"))?,
         ),
     };
-    let mut session = SenderSession::new(cfg, sink)?;
-    let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * a.passes as u64;
-    tracing::info!(
-        session = format_args!("{:016x}", session.id()),
-        files = files.len(),
-        bytes = total,
-        %to,
-        "sending"
-    );
-    let progress = Progress::new(total, !a.quiet);
+    let session = SenderSession::new(cfg, sink)?;
+    tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");
+    Ok(session)
+}
+
+fn load_config(link: &LinkArgs) -> Result<FileConfig> {
+    Ok(match &link.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    })
+}
+
+fn run_file(a: FileArgs) -> Result<()> {
+    let file = load_config(&a.link)?;
+    let kind = match (a.kind, &file.kind) {
+        (Some(k), _) => k,
+        (None, Some(k)) => k
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("`kind` in --config")?,
+        (None, None) => KindMode::Auto,
+    };
+    let files = source::collect(&a.paths, kind)?;
+    let mut session = open_session(&a.link, &file)?;
+    let passes = session.config().passes as u64;
+    let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
+    tracing::info!(objects = files.len(), bytes = total, "sending");
+    let progress = Progress::new(total, !a.link.quiet);
     let reports = session
         .send_files(&files, &progress)
         .context("sending stopped")?;
@@ -154,15 +232,52 @@ fn run_file(a: FileArgs) -> Result<()> {
                 "not sent: {} (object {}): {}",
                 r.name,
                 r.object,
-                r.error.as_ref().expect("failed")
+                r.error.as_deref().unwrap_or("")
             );
         }
         bail!(
-            "{} of {} files could not be sent",
+            "{} of {} objects could not be sent",
             failed.len(),
             reports.len()
         );
     }
+    Ok(())
+}
+
+fn run_watch(a: WatchArgs) -> Result<()> {
+    let file = load_config(&a.link)?;
+    let outbox = a
+        .outbox
+        .or(file.watch.outbox.clone())
+        .context("--outbox is required (or `outbox` under [watch] in --config)")?;
+    let mut cfg = WatchConfig::new(outbox.clone());
+    if let Some(s) = a.settle.or(file.watch.settle) {
+        cfg.settle = Duration::from_secs_f64(s.max(0.0));
+    }
+    if a.delete_sent || file.watch.delete_sent == Some(true) {
+        cfg.after_send = AfterSend::Delete;
+    } else if let Some(d) = a.sent_dir.or(file.watch.sent_dir.clone()) {
+        cfg.after_send = AfterSend::MoveTo(d);
+    }
+    let mut watcher =
+        Watcher::new(cfg).with_context(|| format!("cannot use the outbox {}", outbox.display()))?;
+    let mut session = open_session(&a.link, &file)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone())
+            .context("cannot install signal handlers")?;
+    }
+    tracing::info!(outbox = %outbox.display(), "watching");
+    let stats = watcher
+        .run(&mut session, &shutdown, &Progress::hidden())
+        .context("sending stopped")?;
+    session.finish().context("sending stopped")?;
+    tracing::info!(
+        sent = stats.files_sent,
+        recovered = stats.files_recovered,
+        failed = stats.files_failed,
+        "stopped"
+    );
     Ok(())
 }
 
@@ -176,6 +291,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::File(a) => run_file(a),
+        Command::Watch(a) => run_watch(a),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)
             .with_context(|| {
                 format!(

@@ -198,6 +198,30 @@ fn classify_file(
     }
 }
 
+/// The object(s) one file becomes under `name`, as [`collect`] would classify it.
+pub fn classify_named(
+    path: &Path,
+    name: String,
+    mode: KindMode,
+) -> Result<Vec<SourceFile>, SourceError> {
+    let mut out = Vec::new();
+    match mode {
+        // An image forced by its directory still takes its signature along.
+        KindMode::Force(ObjectKind::Image) => {
+            if let Some(sig) = gapferry_feeds::image_signature(path) {
+                out.push(whole_file(
+                    &sig,
+                    format!("{name}.sig"),
+                    ObjectKind::ImageSignature,
+                )?);
+            }
+            out.push(whole_file(path, name, ObjectKind::Image)?);
+        }
+        _ => classify_file(path, name, mode, false, &mut out)?,
+    }
+    Ok(out)
+}
+
 /// Lists the objects for `paths`: a file is sent under its file name, a directory's tree
 /// under names relative to that directory, a MISP feed directory as its events.
 /// Symbolic links inside directories are skipped.

@@ -1,0 +1,99 @@
+//! The sender's configuration file (TOML). Every command-line flag has a key here; a flag
+//! given on the command line wins over the file.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The configuration file's content.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--to`.
+    pub to: Option<String>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--rate`, e.g. "800M".
+    pub rate: Option<String>,
+    /// `--repair`, percent.
+    pub repair: Option<u32>,
+    /// `--mtu`.
+    pub mtu: Option<usize>,
+    /// `--key`.
+    pub key: Option<PathBuf>,
+    /// `--passes`.
+    pub passes: Option<u8>,
+    /// `--kind` (file command).
+    pub kind: Option<String>,
+    /// `[watch]`: the outbox service.
+    #[serde(default)]
+    pub watch: WatchOptions,
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchOptions {
+    /// `--outbox`.
+    pub outbox: Option<PathBuf>,
+    /// `--settle`, seconds.
+    pub settle: Option<f64>,
+    /// `--sent-dir`.
+    pub sent_dir: Option<PathBuf>,
+    /// `--delete-sent`.
+    pub delete_sent: Option<bool>,
+}
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its position.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "to = \"192.0.2.10:7000\"\nrate = \"800M\"\n[watch]\noutbox = \"/srv/outbox\"\nsettle = 1.5\n").unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.rate.as_deref(), Some("800M"));
+        assert_eq!(c.watch.settle, Some(1.5));
+        std::fs::write(&p, "[watch]\noutbx = 1\n").unwrap();
+        assert!(FileConfig::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("outbx"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The outbox service: files dropped while it runs are sent by kind, moved to `sent/`,
+//! survive a kill and restart without loss or double delivery, and small intel overtakes
+//! a large image.
+
+use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn realdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
+}
+
+fn watcher(outbox: &Path, to: std::net::SocketAddr, rate: &str) -> Child {
+    Command::new(binary("gapferry-send"))
+        .args([
+            "watch",
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--to",
+            &to.to_string(),
+            "--rate",
+            rate,
+            "--settle",
+            "0.3",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Drops a file the way a writer should: under a hidden name, then renamed into place.
+fn drop_file(outbox: &Path, rel: &str, content: &[u8]) {
+    let dest = outbox.join(rel);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let tmp = dest.with_file_name(format!(
+        ".{}.part",
+        dest.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(tmp, dest).unwrap();
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn delivered_names(records: &[Value]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in with_outcome(records, "delivered") {
+        *m.entry(r["name"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+fn pending(outbox: &Path) -> usize {
+    ["misp", "stix", "images", "files"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(outbox.join(d)).map_or(0, |r| {
+                r.filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')
+                })
+                .count()
+            })
+        })
+        .sum()
+}
+
+#[test]
+fn files_dropped_while_running_and_across_a_kill_arrive_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    let event = std::fs::read(
+        realdata().join("misp-feed/infoblox/0472809b-1582-4dde-88a9-d82848e9e660.json"),
+    )
+    .unwrap();
+    let bundle =
+        std::fs::read(realdata().join("stix21/oasis-examples/infrastructure.json")).unwrap();
+    let mut w = watcher(&outbox, rx.addr, "60M");
+    drop_file(&outbox, "misp/event.json", &event);
+    drop_file(&outbox, "stix/infra.json", &bundle);
+    let big = dir.path().join("big.bin");
+    random_file(&big, 24 << 20, 1);
+    drop_file(&outbox, "files/big.bin", &std::fs::read(&big).unwrap());
+    for i in 0..5 {
+        drop_file(
+            &outbox,
+            &format!("files/small-{i}.txt"),
+            format!("small {i}").as_bytes(),
+        );
+    }
+    // Kill it hard while the big file is on its way (24 MiB at 60 Mbit/s: ~3.5 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    w.kill().unwrap();
+    w.wait().unwrap();
+    drop_file(&outbox, "files/after-restart.txt", b"late");
+    let mut w = watcher(&outbox, rx.addr, "200M");
+    wait_until("the outbox to drain", Duration::from_secs(60), || {
+        pending(&outbox) == 0
+    });
+    let expected = [
+        "0472809b-1582-4dde-88a9-d82848e9e660.json",
+        "big.bin",
+        "after-restart.txt",
+        "small-0.txt",
+        "small-4.txt",
+    ];
+    wait_until("the deliveries", Duration::from_secs(30), || {
+        let names = delivered_names(&rx.records());
+        expected.iter().all(|n| names.contains_key(*n)) && names.len() >= 9
+    });
+    Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(w.wait().unwrap().success());
+    let records = rx.records();
+    let names = delivered_names(&records);
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(
+        names.values().all(|&n| n == 1),
+        "nothing delivered twice: {names:?}"
+    );
+    assert_eq!(
+        std::fs::read(rx.out.join("files/big.bin")).unwrap(),
+        std::fs::read(&big).unwrap()
+    );
+    assert!(rx
+        .out
+        .join("misp/0472809b-1582-4dde-88a9-d82848e9e660.json")
+        .exists());
+    assert_eq!(std::fs::read_dir(rx.out.join("stix")).unwrap().count(), 1);
+    for rel in [
+        "misp/event.json",
+        "stix/infra.json",
+        "files/big.bin",
+        "files/after-restart.txt",
+    ] {
+        assert!(
+            outbox.join("sent").join(rel).exists(),
+            "{rel} moved to sent/"
+        );
+    }
+}
+
+#[test]
+fn a_small_event_overtakes_a_large_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    let mut w = watcher(&outbox, rx.addr, "100M");
+    // An image of ~40 MB takes over 3 s at 100 Mbit/s.
+    let img = dir.path().join("MISP_v1_test.tar.gz");
+    write_image(&img, 40 << 20);
+    drop_file(
+        &outbox,
+        "images/MISP_v1_test.tar.gz",
+        &std::fs::read(&img).unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let event = std::fs::read(
+        realdata().join("misp-feed/infoblox/0985427f-ab14-4acb-b62f-d56529114048.json"),
+    )
+    .unwrap();
+    drop_file(&outbox, "misp/late-event.json", &event);
+    wait_until("both deliveries", Duration::from_secs(60), || {
+        delivered_names(&rx.records()).len() == 2
+    });
+    Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    w.wait().unwrap();
+    let records = rx.records();
+    let order: Vec<&str> = with_outcome(&records, "delivered")
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["misp", "image"],
+        "the event arrived before the image finished: {records:#?}"
+    );
+}
+
+fn write_image(path: &Path, rootfs: usize) {
+    use rand::{RngCore, SeedableRng};
+    let f = std::fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut t = tar::Builder::new(gz);
+    let meta = b"architecture: x86_64\ncreation_date: 1\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(meta.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append_data(&mut h, "metadata.yaml", &meta[..]).unwrap();
+    let mut data = vec![0u8; rootfs];
+    rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut data);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append_data(&mut h, "rootfs/blob", &data[..]).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+}
