@@ -81,6 +81,11 @@ pub enum Event {
         session: u64,
         /// The sender's counters.
         heartbeat: Heartbeat,
+        /// Datagrams of this session the receiver accepted so far.
+        received: u64,
+        /// Share of the session's datagrams lost on the way since the first heartbeat heard
+        /// (None until two heartbeats arrived).
+        loss_rate: Option<f64>,
     },
     /// An object's descriptor is known; its blocks follow.
     ObjectStarted {
@@ -211,6 +216,8 @@ struct Session {
     done_below: u32,
     done_below_since: Duration,
     ending: bool,
+    received: u64,
+    baseline: Option<(u64, u64)>,
 }
 
 /// The receive-side protocol state machine.
@@ -345,6 +352,8 @@ impl Assembler {
                 done_below: 0,
                 done_below_since: now,
                 ending: false,
+                received: 0,
+                baseline: None,
             },
         );
         self.events.push_back(Event::SessionStarted {
@@ -362,9 +371,16 @@ impl Assembler {
             s.done_below_since = now;
         }
         s.ending |= hb.ending;
+        let (sent0, received0) = *s.baseline.get_or_insert((hb.datagrams_sent, s.received));
+        let sent = hb.datagrams_sent.saturating_sub(sent0);
+        let got = s.received.saturating_sub(received0);
+        let loss_rate = (sent > 0).then(|| 1.0 - (got as f64 / sent as f64).min(1.0));
+        let received = s.received;
         self.events.push_back(Event::Heartbeat {
             session: session_id,
             heartbeat: hb,
+            received,
+            loss_rate,
         });
     }
 

@@ -168,7 +168,8 @@ max_object_size = 1000
 mod example {
     #[test]
     fn the_packaged_example_parses() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gapferry-recv.toml");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/gapferry-recv.toml");
         let c = super::FileConfig::load(&p).unwrap();
         assert_eq!(c.keys.len(), 1);
         assert_eq!(c.images.keep, Some(3));

@@ -53,6 +53,7 @@ pub struct Delivery {
     feed: MispFeed,
     stix: StixStore,
     images: ImageStore,
+    state_dir: PathBuf,
     staging_dir: PathBuf,
     signatures_dir: PathBuf,
     records: Arc<Mutex<RecordLog>>,
@@ -88,6 +89,7 @@ impl Delivery {
             stix: StixStore::new(&dest.stix),
             images: ImageStore::new(&dest.images, dest.keep_images),
             dest,
+            state_dir: state.clone(),
             staging_dir,
             signatures_dir,
             records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
@@ -125,12 +127,27 @@ impl Delivery {
             Event::SessionClosed { session, reason } => {
                 tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed")
             }
-            Event::Heartbeat { session, heartbeat } => tracing::debug!(
-                session = format_args!("{session:016x}"),
-                seq = heartbeat.seq,
-                datagrams_sent = heartbeat.datagrams_sent,
-                "heartbeat"
-            ),
+            Event::Heartbeat {
+                session,
+                heartbeat,
+                received,
+                loss_rate,
+            } => {
+                tracing::debug!(
+                    session = format_args!("{session:016x}"),
+                    seq = heartbeat.seq,
+                    datagrams_sent = heartbeat.datagrams_sent,
+                    received,
+                    loss_rate,
+                    "heartbeat"
+                );
+                let link = crate::status::LinkState::from_heartbeat(
+                    session, &heartbeat, received, loss_rate,
+                );
+                if let Err(e) = link.save(&self.state_dir) {
+                    tracing::warn!("cannot write the link state: {e}");
+                }
+            }
             Event::ObjectStarted { object, descriptor } => {
                 if let Err(e) = self.start(object, descriptor.clone()) {
                     self.record_failure(

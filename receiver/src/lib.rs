@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod records;
 pub mod replay;
 pub mod socket;
+pub mod status;
 
 pub use delivery::Summary;
 pub use pipeline::{listen, ReceiverConfig};

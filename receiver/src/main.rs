@@ -35,6 +35,17 @@ enum Command {
     /// Exits non-zero when an object failed or was lost, or a capture is truncated.
     /// Example: tcpdump -i any -w link.pcap udp port 7000; gapferry-recv replay link.pcap --out /srv/gapferry
     Replay(ReplayArgs),
+    /// Print the link's state and what was delivered, failed or lost, from the state on disk.
+    ///
+    /// Example: gapferry-recv status --out /srv/gapferry
+    Status {
+        /// The receiver's delivery root.
+        #[arg(long)]
+        out: PathBuf,
+        /// How many of the last failed or lost objects to name.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
 }
 
 #[derive(Args)]
@@ -216,6 +227,18 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Listen(a) => run_listen(a),
         Command::Replay(a) => run_replay(a),
+        Command::Status { out, last } => {
+            if !out.join(gapferry_receiver::records::STATE_DIR).is_dir() {
+                Err(anyhow::anyhow!(
+                    "{} holds no receiver state (is it the receiver's --out?)",
+                    out.display()
+                ))
+            } else {
+                gapferry_receiver::status::report(&out, last)
+                    .map(|t| print!("{t}"))
+                    .context("cannot read the receiver's state")
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

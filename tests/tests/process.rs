@@ -223,3 +223,48 @@ fn keygen_writes_a_key_both_sides_accept() {
     let records = rx.wait_records(1, Duration::from_secs(10));
     assert_eq!(with_outcome(&records, "delivered").len(), 1, "{records:#?}");
 }
+
+#[test]
+fn status_reports_the_link_the_loss_rate_and_names_what_failed() {
+    use gapferry_common::wire::{self, Datagram};
+    use gapferry_tests::relay::{Action, Relay};
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a-ok.bin"), 3 << 20, 1);
+    random_file(&src.path().join("b-doomed.bin"), 3 << 20, 2);
+    random_file(&src.path().join("c-ok.bin"), 3 << 20, 3);
+    let rx = TestReceiver::start(|_| {});
+    let keys = gapferry_common::KeyRing::default();
+    let mut n = 0u64;
+    let policy = Box::new(move |_: u64, d: &[u8]| {
+        n += 1;
+        match wire::parse(d, &keys) {
+            Ok(Datagram::Data { header, .. }) if header.object == 1 && n % 2 == 0 => Action::Drop,
+            _ if n % 50 == 0 => Action::Drop,
+            _ => Action::Forward,
+        }
+    });
+    let relay = Relay::start(rx.addr, policy).unwrap();
+    // Slow enough that several heartbeats arrive during the transfer.
+    send(
+        &[src.path().to_path_buf()],
+        relay.addr(),
+        sender_config(30_000_000),
+    );
+    rx.wait_records(3, Duration::from_secs(30));
+    let out = Command::new(binary("gapferry-recv"))
+        .args(["status", "--out", rx.out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("link: "), "{text}");
+    assert!(
+        text.contains("loss rate: ") && !text.contains("loss rate: n/a"),
+        "{text}"
+    );
+    assert!(text.contains("2 delivered, 1 failed, 0 lost"), "{text}");
+    assert!(
+        text.contains("b-doomed.bin") && text.contains("blocks decoded"),
+        "{text}"
+    );
+}
