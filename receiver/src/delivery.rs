@@ -21,6 +21,8 @@ use std::time::Instant;
 pub const STAGING_DIR: &str = "staging";
 /// Directory under the state directory holding image signatures until their image arrives.
 pub const SIGNATURES_DIR: &str = "signatures";
+/// Free space always left on the delivery filesystem, in bytes.
+pub const DISK_RESERVE: u64 = 8 << 20;
 /// Largest MISP event or STIX bundle read into memory for checking, in bytes.
 pub const MAX_DOCUMENT: u64 = 1 << 30;
 
@@ -203,6 +205,20 @@ impl Delivery {
     }
 
     fn start(&mut self, object: ObjectRef, descriptor: ObjectDescriptor) -> io::Result<()> {
+        // Refuse up front what cannot fit, rather than fill the disk and fail half-way.
+        let free = crate::disk::available_bytes(&self.staging_dir)?;
+        if descriptor.size.saturating_add(DISK_RESERVE) > free {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "not enough disk space: {} bytes needed plus a {} MiB reserve, {} available under {}; free space and the next pass or send will deliver it",
+                    descriptor.size,
+                    DISK_RESERVE >> 20,
+                    free,
+                    self.staging_dir.display()
+                ),
+            ));
+        }
         let path = self
             .staging_dir
             .join(format!("{:016x}-{}.part", object.session, object.object));
@@ -308,7 +324,25 @@ impl Delivery {
         let base = d.name.rsplit('/').next().unwrap_or(&d.name).to_string();
         match d.kind {
             ObjectKind::File => {
-                let dest = self.dest.files.join(&d.name);
+                let dest = safe_destination(&self.dest.files, &d.name)?;
+                if let Ok(existing) = std::fs::symlink_metadata(&dest) {
+                    let newer = existing
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |t| t.as_secs() as i64);
+                    if d.mtime < newer {
+                        return Err(format!(
+                            "{} already holds a newer version (modified {newer}, this one {}); not replaced",
+                            dest.display(),
+                            d.mtime
+                        ));
+                    }
+                }
+                if d.mtime > 0 {
+                    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.mtime as u64);
+                    let _ = s.file.set_modified(t);
+                }
                 publish(&s.file, &s.path, &dest)
                     .map_err(|e| format!("cannot publish to {}: {e}", dest.display()))?;
                 Ok(dest)
@@ -446,6 +480,35 @@ fn described(mut r: Record, d: &ObjectDescriptor) -> Record {
     r.size = Some(d.size);
     r.blake3 = Some(blake3::Hash::from(d.blake3).to_hex().to_string());
     r
+}
+
+/// `root/name`, refusing any symbolic link planted on the way (never followed) and any
+/// existing path component that is not a directory.
+fn safe_destination(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let mut path = root.to_path_buf();
+    let components: Vec<&str> = name.split('/').collect();
+    for (i, c) in components.iter().enumerate() {
+        path.push(c);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "refusing to deliver through the symbolic link {}; remove it",
+                    path.display()
+                ))
+            }
+            Ok(m) if i + 1 < components.len() && !m.is_dir() => {
+                return Err(format!(
+                    "{} is in the way: it is not a directory",
+                    path.display()
+                ))
+            }
+            Ok(m) if i + 1 == components.len() && m.is_dir() => {
+                return Err(format!("{} is a directory; not replaced", path.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(path)
 }
 
 /// fsyncs `staged`, renames it to `dest` (creating parents) and fsyncs the directory.
