@@ -17,7 +17,7 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the whole struct.
     let st = unsafe { st.assume_init() };
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 #[cfg(test)]
