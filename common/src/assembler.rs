@@ -338,7 +338,21 @@ impl Assembler {
             return Ok(());
         }
         if self.sessions.len() >= self.limits.max_sessions {
-            return Err(Reject::Refused("too many sender sessions"));
+            // Make room by closing the session that ended or went quiet longest ago; only
+            // when every tracked session is alive is the newcomer refused.
+            let grace = self.limits.grace;
+            let evictable = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.ending || now.saturating_sub(s.last_seen) >= grace)
+                .min_by_key(|(_, s)| (!s.ending, s.last_seen))
+                .map(|(&id, _)| id);
+            match evictable {
+                Some(old) => {
+                    self.close_session(old, "a newer sender session needed its place".into())
+                }
+                None => return Err(Reject::Refused("too many sender sessions")),
+            }
         }
         self.sessions.insert(
             id,
@@ -755,5 +769,60 @@ impl Assembler {
         for id in ids {
             self.close_session(id, reason.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::DatagramWriter;
+
+    fn heartbeat(session: u64, ending: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let hb = Heartbeat {
+            seq: 1,
+            next_object: 1,
+            done_below: 1,
+            ending,
+            ..Heartbeat::default()
+        };
+        DatagramWriter::new(session, None).heartbeat(&mut out, &hb);
+        out
+    }
+
+    #[test]
+    fn ended_sessions_make_room_for_new_ones() {
+        let limits = Limits {
+            max_sessions: 3,
+            ..Limits::default()
+        };
+        let mut a = Assembler::new(limits, KeyRing::default());
+        let t = Duration::from_secs(1);
+        for id in 1..=10u64 {
+            // Each sender run ends at once, faster than the grace time.
+            a.handle(t, &heartbeat(id, true)).unwrap();
+        }
+        assert!(a.sessions.len() <= 3);
+        // Three live sessions fill the table; a fourth is refused rather than evicting them.
+        let mut b = Assembler::new(
+            Limits {
+                max_sessions: 3,
+                ..Limits::default()
+            },
+            KeyRing::default(),
+        );
+        for id in 1..=3u64 {
+            b.handle(t, &heartbeat(id, false)).unwrap();
+        }
+        assert_eq!(
+            b.handle(t, &heartbeat(4, false)),
+            Err(Reject::Refused("too many sender sessions"))
+        );
+        // Once one has been quiet past the grace time, the newcomer takes its place.
+        let later = t + Limits::default().grace;
+        b.handle(later, &heartbeat(2, false)).unwrap();
+        b.handle(later, &heartbeat(3, false)).unwrap();
+        b.handle(later, &heartbeat(4, false)).unwrap();
+        assert!(b.sessions.contains_key(&4) && !b.sessions.contains_key(&1));
     }
 }
