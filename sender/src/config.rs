@@ -102,7 +102,8 @@ mod tests {
 mod example {
     #[test]
     fn the_packaged_example_parses() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gapferry-send.toml");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/gapferry-send.toml");
         let c = super::FileConfig::load(&p).unwrap();
         assert_eq!(c.rate.as_deref(), Some("800M"));
         assert!(crate::rate::parse_rate(c.rate.as_deref().unwrap()).is_ok());

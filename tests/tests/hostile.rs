@@ -130,7 +130,11 @@ fn an_older_version_does_not_replace_a_newer_file() {
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("report.txt");
     std::fs::write(&f, b"new").unwrap();
-    send(std::slice::from_ref(&f), rx.addr, sender_config(100_000_000));
+    send(
+        std::slice::from_ref(&f),
+        rx.addr,
+        sender_config(100_000_000),
+    );
     rx.wait_records(1, Duration::from_secs(10));
     std::fs::write(&f, b"old").unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(86_400);
@@ -140,7 +144,11 @@ fn an_older_version_does_not_replace_a_newer_file() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    send(std::slice::from_ref(&f), rx.addr, sender_config(100_000_000));
+    send(
+        std::slice::from_ref(&f),
+        rx.addr,
+        sender_config(100_000_000),
+    );
     let records = rx.wait_records(2, Duration::from_secs(10));
     assert_eq!(records[1]["outcome"], "failed", "{records:#?}");
     assert!(records[1]["reason"]
