@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub recv_buffer: Option<usize>,
     /// `--session-timeout`, seconds.
     pub session_timeout: Option<u64>,
+    /// `--metrics`, the Prometheus endpoint's address.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Delivery directories per kind (default: under `out`).
     #[serde(default)]
     pub dirs: Dirs,
@@ -72,12 +74,12 @@ pub struct LimitOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration file {path}: {source}")]
+    #[error("cannot read the configuration file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys.
     #[error("configuration file {path}: {message}")]
@@ -94,7 +96,7 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),

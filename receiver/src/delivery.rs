@@ -59,13 +59,18 @@ pub struct Delivery {
     staging_dir: PathBuf,
     signatures_dir: PathBuf,
     records: Arc<Mutex<RecordLog>>,
+    metrics: crate::metrics::ReceiverMetrics,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
 }
 
 impl Delivery {
     /// Prepares delivery under `out`, creating its directories and clearing stale staging files.
-    pub fn open(out: &Path, dest: Destinations) -> io::Result<Self> {
+    pub fn open(
+        out: &Path,
+        dest: Destinations,
+        metrics: crate::metrics::ReceiverMetrics,
+    ) -> io::Result<Self> {
         let state = out.join(STATE_DIR);
         let staging_dir = state.join(STAGING_DIR);
         let signatures_dir = state.join(SIGNATURES_DIR);
@@ -95,6 +100,7 @@ impl Delivery {
             staging_dir,
             signatures_dir,
             records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
+            metrics,
             staged: HashMap::new(),
             summary: Summary::default(),
         })
@@ -143,6 +149,7 @@ impl Delivery {
                     loss_rate,
                     "heartbeat"
                 );
+                self.metrics.heartbeat(loss_rate, heartbeat.rate_bps);
                 let link = crate::status::LinkState::from_heartbeat(
                     session, &heartbeat, received, loss_rate,
                 );
@@ -407,6 +414,14 @@ impl Delivery {
     }
 
     fn record(&mut self, r: Record) {
+        let outcome = serde_json::to_value(r.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.metrics.object(r.kind.as_deref(), &outcome);
+        if r.outcome == Outcome::Delivered {
+            self.metrics.delivered_bytes.inc_by(r.size.unwrap_or(0));
+        }
         append_record(&self.records, &r);
         self.summary.records.push(r);
     }

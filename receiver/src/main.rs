@@ -19,6 +19,15 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format: text, or json (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GAPFERRY_LOG_FORMAT"
+    )]
+    log_format: gapferry_metrics::logging::LogFormat,
     /// Log filter (e.g. info, debug, gapferry_receiver=trace).
     #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
     log: String,
@@ -26,6 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
     /// Receive and deliver until SIGINT or SIGTERM.
     ///
     /// Example: gapferry-recv listen --bind 0.0.0.0:7000 --out /srv/gapferry
@@ -90,6 +108,9 @@ struct ListenArgs {
     /// Image versions kept per image name [default: 3].
     #[arg(long)]
     keep_images: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
@@ -151,6 +172,13 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
+    if let Some(addr) = a.metrics.or(file.metrics) {
+        let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
+        cfg.metrics.register(&mut registry);
+        let m = cfg.metrics.clone();
+        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), move || m.refresh())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -218,13 +246,20 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    gapferry_metrics::logging::init(&cli.log, cli.log_format);
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                env!("CARGO_BIN_NAME"),
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("cannot write the man page"),
         Command::Listen(a) => run_listen(a),
         Command::Replay(a) => run_replay(a),
         Command::Status { out, last } => {

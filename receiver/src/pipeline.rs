@@ -35,6 +35,8 @@ pub struct ReceiverConfig {
     pub queue: usize,
     /// Where each kind is delivered.
     pub destinations: crate::destinations::Destinations,
+    /// Prometheus metrics, updated by every thread.
+    pub metrics: crate::metrics::ReceiverMetrics,
 }
 
 impl ReceiverConfig {
@@ -42,6 +44,7 @@ impl ReceiverConfig {
     pub fn new(out: PathBuf) -> Self {
         ReceiverConfig {
             destinations: crate::destinations::Destinations::under(&out),
+            metrics: crate::metrics::ReceiverMetrics::default(),
             out,
             keys: KeyRing::default(),
             limits: Limits::default(),
@@ -94,7 +97,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the assembler and delivery threads.
     pub fn start(cfg: &ReceiverConfig, clock: Clock, queue: usize) -> std::io::Result<Self> {
-        let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone())?;
+        let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone(), cfg.metrics.clone())?;
         let (input, input_rx) = bounded::<Input>(queue);
         let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
         let delivery = std::thread::Builder::new()
@@ -109,7 +112,10 @@ impl Engine {
         let assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
-            .spawn(move || run_assembler(assembler, input_rx, events, clock))?;
+            .spawn({
+                let metrics = cfg.metrics.clone();
+                move || run_assembler(assembler, input_rx, events, clock, metrics)
+            })?;
         Ok(Engine {
             input,
             assembler,
@@ -136,7 +142,9 @@ fn run_assembler(
     rx: Receiver<Input>,
     events: Sender<Event>,
     clock: Clock,
+    metrics: crate::metrics::ReceiverMetrics,
 ) -> Stats {
+    let mut published = (0u64, 0u64);
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
     loop {
@@ -156,6 +164,12 @@ fn run_assembler(
                 now = now.max(at);
                 if let Err(reject) = asm.handle(now, &bytes) {
                     tracing::trace!(%reject, "datagram rejected");
+                    metrics
+                        .rejected
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: reject.label().to_string(),
+                        })
+                        .inc();
                 }
             }
             Some(Input::Tick(t)) => now = now.max(t),
@@ -172,6 +186,19 @@ fn run_assembler(
         if now.saturating_sub(last_tick) >= TICK {
             asm.tick(now);
             last_tick = now;
+            let st = asm.stats();
+            metrics
+                .blocks_decoded
+                .inc_by(st.blocks_decoded - published.0);
+            metrics
+                .blocks_repaired
+                .inc_by(st.blocks_repaired - published.1);
+            published = (st.blocks_decoded, st.blocks_repaired);
+            metrics
+                .objects_in_flight
+                .set(asm.objects_in_flight() as i64);
+            metrics.held_bytes.set(asm.held_bytes() as i64);
+            metrics.queue_depth.set(rx.len() as i64);
         }
         while let Some(ev) = asm.poll_event() {
             if events.send(ev).is_err() {
@@ -240,6 +267,7 @@ impl Listener {
         let engine = Engine::start(&self.cfg, Clock::Live(start), self.cfg.queue)?;
         let input = engine.input().clone();
         let counters = self.counters.clone();
+        let metrics = self.cfg.metrics.clone();
         let source = self.source;
         let drain = std::thread::Builder::new()
             .name("gapferry-socket".into())
@@ -250,6 +278,8 @@ impl Listener {
                         continue;
                     };
                     counters.received.fetch_add(1, Ordering::Relaxed);
+                    metrics.datagrams.inc();
+                    metrics.bytes.inc_by(n as u64);
                     let item = Input::Datagram {
                         at: start.elapsed(),
                         bytes: buf[..n].to_vec(),
@@ -257,6 +287,7 @@ impl Listener {
                     // Never block the socket: a full queue is a counted drop.
                     if let Err(TrySendError::Full(_)) = input.try_send(item) {
                         counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                        metrics.queue_dropped.inc();
                     }
                 }
                 Ok(())

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub passes: Option<u8>,
     /// `--kind` (file command).
     pub kind: Option<String>,
+    /// `--metrics`, the Prometheus endpoint's address.
+    pub metrics: Option<std::net::SocketAddr>,
     /// `[watch]`: the outbox service.
     #[serde(default)]
     pub watch: WatchOptions,
@@ -47,12 +49,12 @@ pub struct WatchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration file {path}: {source}")]
+    #[error("cannot read the configuration file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys.
     #[error("configuration file {path}: {message}")]
@@ -69,7 +71,7 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod keygen;
+pub mod metrics;
 pub mod pacer;
 pub mod progress;
 pub mod rate;

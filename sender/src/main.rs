@@ -22,6 +22,15 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format: text, or json (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GAPFERRY_LOG_FORMAT"
+    )]
+    log_format: gapferry_metrics::logging::LogFormat,
     /// Log filter (e.g. info, debug, gapferry_sender=trace).
     #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
     log: String,
@@ -29,6 +38,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
     /// Send files or directory trees, then exit.
     ///
     /// Example: gapferry-send file export/ report.json --to 192.0.2.10:7000 --rate 800M
@@ -80,6 +98,9 @@ struct LinkArgs {
     /// pacing schedule) instead of sending them; --to and --bind only fill the addresses.
     #[arg(long, value_name = "FILE")]
     pcap_out: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -185,6 +206,12 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
         ),
     };
     let session = SenderSession::new(cfg, sink)?;
+    if let Some(addr) = link.metrics.or(file.metrics) {
+        let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
+        session.metrics().register(&mut registry);
+        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), || {})
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");
     Ok(session)
 }
@@ -283,13 +310,20 @@ fn run_watch(a: WatchArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    gapferry_metrics::logging::init(&cli.log, cli.log_format);
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                env!("CARGO_BIN_NAME"),
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("cannot write the man page"),
         Command::File(a) => run_file(a),
         Command::Watch(a) => run_watch(a),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)

@@ -86,6 +86,7 @@ pub struct SenderSession {
     bytes: u64,
     next_object: u32,
     in_progress: BTreeSet<u32>,
+    metrics: crate::metrics::SenderMetrics,
 }
 
 impl SenderSession {
@@ -110,6 +111,8 @@ impl SenderSession {
             return Err(SessionError::Config("--rate must be above zero"));
         }
         let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some())?;
+        let metrics = crate::metrics::SenderMetrics::default();
+        metrics.rate.set(cfg.rate_bps as i64);
         let now = Instant::now();
         Ok(SenderSession {
             writer: DatagramWriter::new(id, cfg.key.clone()),
@@ -125,8 +128,14 @@ impl SenderSession {
             bytes: 0,
             next_object: 0,
             in_progress: BTreeSet::new(),
+            metrics,
             cfg,
         })
+    }
+
+    /// The session's metrics (shared by clones).
+    pub fn metrics(&self) -> &crate::metrics::SenderMetrics {
+        &self.metrics
     }
 
     /// The session id.
@@ -209,6 +218,8 @@ impl SenderSession {
         self.sink.send(datagram, at)?;
         self.datagrams += 1;
         self.bytes += datagram.len() as u64;
+        self.metrics.datagrams.inc();
+        self.metrics.bytes.inc_by(datagram.len() as u64);
         Ok(())
     }
 
@@ -298,6 +309,12 @@ impl SenderSession {
                 }
                 if pass == passes {
                     self.object_done(*id);
+                    let outcome = if reports[i].error.is_some() {
+                        "failed"
+                    } else {
+                        "sent"
+                    };
+                    self.metrics.object(file.kind, outcome);
                 }
             }
         }

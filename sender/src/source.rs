@@ -68,12 +68,12 @@ impl AsRef<[u8]> for SharedBytes {
 #[derive(Debug, Error)]
 pub enum SourceError {
     /// A path cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Unreadable {
         /// The path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A path's name cannot be carried (not UTF-8, control characters, too long...).
     #[error("cannot send {path}: its name {name:?} is not a safe relative name ({reason})")]
@@ -104,7 +104,7 @@ pub enum SourceError {
 fn unreadable(path: &Path, source: std::io::Error) -> SourceError {
     SourceError::Unreadable {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 

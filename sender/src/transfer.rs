@@ -24,12 +24,12 @@ const MIN_DESCRIPTORS: u32 = 4;
 #[derive(Debug, Error)]
 pub enum TransferError {
     /// The source could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file changed while it was being sent; the high side will refuse it.
     #[error("{0} changed while it was being sent; send it again once it is complete")]
@@ -42,7 +42,7 @@ pub enum TransferError {
 fn read_err(file: &SourceFile) -> impl Fn(io::Error) -> TransferError + '_ {
     move |source| TransferError::Read {
         path: file.path.clone(),
-        source,
+        error: source,
     }
 }
 

@@ -176,6 +176,7 @@ pub struct Watcher {
     images: VecDeque<Job>,
     active: Option<(Job, usize, u8, ObjectTransfer)>,
     last_scan: Option<Instant>,
+    pending: usize,
 }
 
 /// Counters of what the service did, for logs and tests.
@@ -208,6 +209,7 @@ impl Watcher {
             images: VecDeque::new(),
             active: None,
             last_scan: None,
+            pending: 0,
         })
     }
 
@@ -221,6 +223,7 @@ impl Watcher {
         let mut stats = WatchStats::default();
         while !shutdown.load(Ordering::Relaxed) {
             self.scan_if_due(&mut stats);
+            session.metrics().outbox_pending.set(self.pending as i64);
             let mut intel_budget = INTEL_BYTES_PER_IMAGE_WINDOW;
             let mut worked = false;
             while let Some(job) = self.intel.pop_front() {
@@ -362,6 +365,7 @@ impl Watcher {
             }
         }
         self.seen.retain(|k, _| present.contains(k));
+        self.pending = present.len();
         Ok(())
     }
 
@@ -535,6 +539,9 @@ impl Watcher {
     fn complete(&mut self, session: &SenderSession, job: Job, stats: &mut WatchStats) {
         self.queued.remove(&job.rel);
         if job.failed {
+            for o in &job.objects {
+                session.metrics().object(o.kind, "failed");
+            }
             stats.files_failed += 1;
             tracing::warn!(file = %job.rel, "not sent in full; it stays in the outbox and is sent again when it changes or at the next start");
             return;
@@ -558,6 +565,9 @@ impl Watcher {
             );
         }
         tracing::info!(file = %job.rel, objects = ?job.ids, "sent");
+        for o in &job.objects {
+            session.metrics().object(o.kind, "sent");
+        }
         stats.files_sent += 1;
         self.dispose(&job.rel, &job.path, &job.stamp);
     }

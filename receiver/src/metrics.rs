@@ -1,0 +1,198 @@
+//! The receiver's Prometheus metrics: what the socket, the assembler and the delivery saw.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Label: why a datagram was rejected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reject reason (bad_tag, missing_tag, malformed, ...).
+    pub reason: String,
+}
+
+/// Labels: an object's kind and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// misp, stix, image, image-signature, file, or unknown.
+    pub kind: String,
+    /// delivered, failed, lost or hook_failed.
+    pub outcome: String,
+}
+
+/// Every receiver metric; clones share the same values.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiverMetrics {
+    /// Datagrams read from the socket.
+    pub datagrams: Counter,
+    /// UDP payload bytes read from the socket.
+    pub bytes: Counter,
+    /// Datagrams dropped because the assembler queue was full.
+    pub queue_dropped: Counter,
+    /// Datagrams rejected, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Objects by kind and outcome.
+    pub objects: Family<ObjectLabels, Counter>,
+    /// Bytes of objects delivered.
+    pub delivered_bytes: Counter,
+    /// Blocks decoded.
+    pub blocks_decoded: Counter,
+    /// Blocks that needed repair symbols.
+    pub blocks_repaired: Counter,
+    /// Seconds since the last heartbeat (refreshed at scrape time).
+    pub heartbeat_age: Gauge<f64, AtomicU64>,
+    /// Share of datagrams lost on the way, from heartbeat counters.
+    pub loss_ratio: Gauge<f64, AtomicU64>,
+    /// The sender's configured rate, from its heartbeat.
+    pub sender_rate: Gauge,
+    /// Datagrams waiting between the socket thread and the assembler.
+    pub queue_depth: Gauge,
+    /// Incomplete objects held.
+    pub objects_in_flight: Gauge,
+    /// Bytes of incomplete blocks held.
+    pub held_bytes: Gauge,
+    /// Host-wide UDP receive-buffer errors (/proc/net/snmp RcvbufErrors): kernel drops.
+    pub kernel_drops: Gauge,
+    /// Unix milliseconds of the last heartbeat, 0 before the first.
+    pub last_heartbeat_ms: Arc<AtomicU64>,
+}
+
+impl ReceiverMetrics {
+    /// Registers every metric under `gapferry_receiver_`.
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("gapferry_receiver");
+        r.register(
+            "datagrams_received",
+            "Datagrams read from the socket",
+            self.datagrams.clone(),
+        );
+        r.register_with_unit(
+            "received",
+            "UDP payload bytes read from the socket",
+            Unit::Bytes,
+            self.bytes.clone(),
+        );
+        r.register(
+            "datagrams_queue_dropped",
+            "Datagrams dropped because the assembler could not keep up",
+            self.queue_dropped.clone(),
+        );
+        r.register(
+            "datagrams_rejected",
+            "Datagrams rejected before decoding, by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "objects",
+            "Objects by kind and outcome",
+            self.objects.clone(),
+        );
+        r.register_with_unit(
+            "delivered",
+            "Bytes of objects delivered",
+            Unit::Bytes,
+            self.delivered_bytes.clone(),
+        );
+        r.register(
+            "blocks_decoded",
+            "Blocks decoded",
+            self.blocks_decoded.clone(),
+        );
+        r.register(
+            "blocks_repaired",
+            "Blocks that needed repair symbols",
+            self.blocks_repaired.clone(),
+        );
+        r.register_with_unit(
+            "heartbeat_age",
+            "Time since the last sender heartbeat",
+            Unit::Seconds,
+            self.heartbeat_age.clone(),
+        );
+        r.register(
+            "loss_ratio",
+            "Share of datagrams lost on the way (from heartbeat counters)",
+            self.loss_ratio.clone(),
+        );
+        r.register(
+            "sender_rate_bits_per_second",
+            "The sender's configured rate",
+            self.sender_rate.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Datagrams waiting for the assembler",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "objects_in_flight",
+            "Incomplete objects held",
+            self.objects_in_flight.clone(),
+        );
+        r.register_with_unit(
+            "held",
+            "Bytes of incomplete blocks held",
+            Unit::Bytes,
+            self.held_bytes.clone(),
+        );
+        r.register(
+            "kernel_udp_rcvbuf_errors",
+            "Host-wide UDP receive buffer overflows (kernel drops)",
+            self.kernel_drops.clone(),
+        );
+    }
+
+    /// Counts one object outcome.
+    pub fn object(&self, kind: Option<&str>, outcome: &str) {
+        self.objects
+            .get_or_create(&ObjectLabels {
+                kind: kind.unwrap_or("unknown").to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Notes a heartbeat arriving now.
+    pub fn heartbeat(&self, loss: Option<f64>, rate_bps: u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_heartbeat_ms.store(now, Ordering::Relaxed);
+        if let Some(l) = loss {
+            self.loss_ratio.set(l);
+        }
+        self.sender_rate.set(rate_bps as i64);
+    }
+
+    /// Updates the gauges computed on demand, before a scrape.
+    pub fn refresh(&self) {
+        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.heartbeat_age
+                .set(now.saturating_sub(last) as f64 / 1000.0);
+        } else {
+            self.heartbeat_age.set(f64::INFINITY);
+        }
+        if let Some(drops) = udp_rcvbuf_errors() {
+            self.kernel_drops.set(drops as i64);
+        }
+    }
+}
+
+/// RcvbufErrors from the Udp line of /proc/net/snmp.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
