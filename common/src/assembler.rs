@@ -125,6 +125,8 @@ pub enum Event {
     ObjectLost {
         /// Which object.
         object: ObjectRef,
+        /// Its kind and name, when the sender's inventory named it.
+        named: Option<(crate::ObjectKind, String)>,
     },
     /// A session ended: the sender finished, went silent or was replaced.
     SessionClosed {
@@ -218,7 +220,11 @@ struct Session {
     ending: bool,
     received: u64,
     baseline: Option<(u64, u64)>,
+    inventory: std::collections::BTreeMap<u32, (crate::ObjectKind, String)>,
 }
+
+/// Inventory names remembered per session.
+const INVENTORY_MEMORY: usize = 4096;
 
 /// The receive-side protocol state machine.
 pub struct Assembler {
@@ -309,6 +315,17 @@ impl Assembler {
             ),
             _ => None,
         };
+        if matches!(
+            d,
+            Datagram::Control {
+                kind: DatagramType::Inventory,
+                ..
+            }
+        ) && !self.sessions.contains_key(&session_id)
+        {
+            // An inventory alone does not open a session: its ids may predate this receiver.
+            return Ok(());
+        }
         let first = hint
             .or(heartbeat.as_ref().map(|h| h.done_below))
             .unwrap_or(0);
@@ -321,6 +338,24 @@ impl Assembler {
                 body,
                 ..
             } => self.on_descriptor(session_id, object, body),
+            Datagram::Control {
+                kind: DatagramType::Inventory,
+                body,
+                ..
+            } => {
+                let inv: crate::control::Inventory = control::decode(body)
+                    .map_err(|_| Reject::Malformed("inventory does not decode"))?;
+                let s = self.sessions.get_mut(&session_id).expect("touched");
+                for e in inv.entries {
+                    if !s.resolved.contains(e.object) || s.objects.contains_key(&e.object) {
+                        s.inventory.insert(e.object, (e.kind, e.name));
+                    }
+                }
+                while s.inventory.len() > INVENTORY_MEMORY {
+                    s.inventory.pop_first();
+                }
+                Ok(())
+            }
             Datagram::Control { .. } => {
                 let hb = heartbeat.expect("decoded above");
                 self.on_heartbeat(now, session_id, hb);
@@ -368,6 +403,7 @@ impl Assembler {
                 ending: false,
                 received: 0,
                 baseline: None,
+                inventory: Default::default(),
             },
         );
         self.events.push_back(Event::SessionStarted {
@@ -538,27 +574,40 @@ impl Assembler {
             self.stats.redundant += 1;
             return Ok(());
         }
-        if held_now + symbol.len() > limit {
-            return Err(Reject::Refused(
-                "memory limit for incomplete blocks reached",
-            ));
-        }
         let block = match state.blocks.entry(h.block) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let b = e.into_mut();
                 if b.block_len != h.block_len || b.plain_len != h.plain_len || b.codec != h.codec {
                     return Err(Reject::Refused("symbol disagrees with its block"));
                 }
+                if held_now + b.decoder.cost_of_symbol() > limit {
+                    return Err(Reject::Refused(
+                        "memory limit for incomplete blocks reached",
+                    ));
+                }
                 b
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let decoder =
-                    BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
-                        .map_err(|_| Reject::Refused("block parameters out of range"))?;
+            std::collections::hash_map::Entry::Vacant(_) => {
                 if symbol.len() > u16::MAX as usize {
                     return Err(Reject::Refused("block parameters out of range"));
                 }
-                e.insert(BlockState {
+                let decoder =
+                    BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
+                        .map_err(|_| Reject::Refused("block parameters out of range"))?;
+                if held_now + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
+                    return Err(Reject::Refused(
+                        "memory limit for incomplete blocks reached",
+                    ));
+                }
+                let opened = decoder.held_bytes();
+                state.held += opened;
+                self.held += opened;
+                let state = self
+                    .sessions
+                    .get_mut(&h.session)
+                    .and_then(|s| s.objects.get_mut(&h.object))
+                    .expect("object in flight");
+                state.blocks.entry(h.block).or_insert(BlockState {
                     decoder,
                     block_len: h.block_len,
                     plain_len: h.plain_len,
@@ -575,6 +624,7 @@ impl Assembler {
             .add(h.esi, symbol)
             .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
         let after = block.decoder.held_bytes();
+        let state = self.object_mut(oref);
         state.held += after - before;
         self.held += after - before;
         let Some(data) = decoded else {
@@ -716,7 +766,9 @@ impl Assembler {
                     .resolved
                     .insert(id);
                 if report {
-                    self.events.push_back(Event::ObjectLost { object: o });
+                    let named = self.sessions[&session].inventory.get(&id).cloned();
+                    self.events
+                        .push_back(Event::ObjectLost { object: o, named });
                 }
             }
         }

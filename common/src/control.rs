@@ -68,6 +68,71 @@ pub struct Heartbeat {
     pub ending: bool,
 }
 
+/// One object named in an [`Inventory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// Object id.
+    pub object: u32,
+    /// Its kind.
+    pub kind: ObjectKind,
+    /// Its relative name (may be cut short to fit the datagram).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The sender's recent objects, sent periodically so the receiver can name what it lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// The most recent objects, oldest first.
+    #[serde(deserialize_with = "cautious_vec")]
+    pub entries: Vec<InventoryEntry>,
+}
+
+/// Deserializes a sequence without trusting its declared length for preallocation: serde's
+/// own `Vec` reserves up to 1 MiB from the length field alone, before any element is read.
+fn cautious_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Cautious<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Cautious<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(x) = seq.next_element()? {
+                v.push(x);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(Cautious(std::marker::PhantomData))
+}
+
+impl Inventory {
+    /// Keeps the newest `entries` whose encoding fits a control body, cutting long names.
+    pub fn fitting(mut entries: Vec<InventoryEntry>) -> Inventory {
+        for e in &mut entries {
+            if e.name.len() > 120 {
+                let mut cut = 120;
+                while !e.name.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                e.name.truncate(cut);
+            }
+        }
+        let mut inv = Inventory { entries };
+        while !inv.entries.is_empty() && encode(&inv).is_err() {
+            inv.entries.remove(0);
+        }
+        inv
+    }
+}
+
 /// Why a control body could not be decoded.
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -140,6 +205,28 @@ mod tests {
         assert_eq!(d.block_plain_len(3), 0);
         let empty = ObjectDescriptor { size: 0, ..d };
         assert_eq!(empty.block_count(), 0);
+    }
+
+    #[test]
+    fn inventories_fit_a_control_body() {
+        let entries: Vec<InventoryEntry> = (0..100)
+            .map(|i| InventoryEntry {
+                object: i,
+                kind: ObjectKind::File,
+                name: "n".repeat(300),
+                size: 1,
+            })
+            .collect();
+        let inv = Inventory::fitting(entries);
+        assert!(!inv.entries.is_empty() && inv.entries.len() < 100);
+        assert_eq!(
+            inv.entries.last().unwrap().object,
+            99,
+            "the newest are kept"
+        );
+        let body = encode(&inv).unwrap();
+        assert!(body.len() <= MAX_CONTROL_BODY);
+        assert_eq!(decode::<Inventory>(&body).unwrap(), inv);
     }
 
     #[test]

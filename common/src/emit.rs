@@ -68,6 +68,19 @@ impl DatagramWriter {
         );
     }
 
+    /// Encodes an inventory datagram.
+    pub fn inventory(&self, out: &mut Vec<u8>, inv: &crate::control::Inventory) {
+        let body = control::encode(inv).expect("Inventory::fitting keeps it within the body limit");
+        wire::encode_control(
+            out,
+            DatagramType::Inventory,
+            self.session,
+            0,
+            &body,
+            self.key.as_ref(),
+        );
+    }
+
     /// Encodes one data datagram.
     pub fn data(&self, out: &mut Vec<u8>, header: &DataHeader, symbol: &[u8]) {
         debug_assert_eq!(header.session, self.session);

@@ -13,6 +13,12 @@ use thiserror::Error;
 
 /// Most source symbols per block RaptorQ supports (RFC 6330 K'max).
 pub const RAPTORQ_MAX_SYMBOLS: u32 = 56_403;
+/// Bytes a decoder holds per source symbol slot, besides the symbols themselves. Charged
+/// with [`SYMBOL_OVERHEAD`] so a forger sending tiny symbols for wide blocks reaches the
+/// receiver's memory limit as fast as the heap really grows.
+const SLOT_COST: usize = 32;
+/// Bytes of bookkeeping per symbol received (allocation, set entry, packet header).
+const SYMBOL_OVERHEAD: usize = 64;
 
 fn oti(block_len: usize, symbol_size: u16) -> ObjectTransmissionInformation {
     ObjectTransmissionInformation::new(block_len as u64, symbol_size, 1, 1, 1)
@@ -106,7 +112,7 @@ impl BlockDecoder {
     ///
     /// Refuses parameters RaptorQ cannot handle or that exceed `max_symbols`.
     pub fn new(block_len: usize, symbol_size: u16, max_symbols: u32) -> Result<Self, SymbolError> {
-        if block_len == 0 || symbol_size == 0 {
+        if block_len == 0 || symbol_size == 0 || block_len > u32::MAX as usize {
             return Err(SymbolError::BadBlock);
         }
         let k = layout::source_symbols(block_len, symbol_size);
@@ -137,9 +143,15 @@ impl BlockDecoder {
         self.received
     }
 
-    /// Bytes held for this block, for memory accounting.
+    /// Bytes held for this block, for memory accounting: its slots and every symbol received.
     pub fn held_bytes(&self) -> usize {
-        self.received as usize * self.symbol_size as usize
+        self.k as usize * SLOT_COST
+            + self.received as usize * (self.symbol_size as usize + SYMBOL_OVERHEAD)
+    }
+
+    /// What [`Self::held_bytes`] grows by with one more symbol.
+    pub fn cost_of_symbol(&self) -> usize {
+        self.symbol_size as usize + SYMBOL_OVERHEAD
     }
 
     /// Adds one symbol; returns the block's bytes once it decodes.

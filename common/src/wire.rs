@@ -34,6 +34,8 @@ pub enum DatagramType {
     Descriptor = 2,
     /// A heartbeat with the sender's counters (bincode body).
     Heartbeat = 3,
+    /// An inventory of the sender's recent objects (bincode body).
+    Inventory = 4,
 }
 
 /// How a block's bytes were compressed before RaptorQ encoding.
@@ -242,7 +244,7 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
                 symbol: &msg[DATA_HEADER_LEN..],
             })
         }
-        t if t == DatagramType::Descriptor as u8 || t == DatagramType::Heartbeat as u8 => {
+        t if (DatagramType::Descriptor as u8..=DatagramType::Inventory as u8).contains(&t) => {
             if msg.len() < CONTROL_HEADER_LEN {
                 return Err(Reject::TooShort);
             }
@@ -250,10 +252,10 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
             if msg.len() != CONTROL_HEADER_LEN + len {
                 return Err(Reject::Malformed("control body length mismatch"));
             }
-            let kind = if t == DatagramType::Descriptor as u8 {
-                DatagramType::Descriptor
-            } else {
-                DatagramType::Heartbeat
+            let kind = match t {
+                2 => DatagramType::Descriptor,
+                3 => DatagramType::Heartbeat,
+                _ => DatagramType::Inventory,
             };
             Ok(Datagram::Control {
                 kind,

@@ -203,10 +203,16 @@ impl Delivery {
                     self.record_failure(object, descriptor.as_ref(), reason);
                 }
             }
-            Event::ObjectLost { object } => {
-                tracing::warn!(object = %object, "object lost: sent but never seen");
+            Event::ObjectLost { object, named } => {
+                let name = named.as_ref().map(|(_, n)| n.as_str());
+                tracing::warn!(object = %object, name, "object lost: sent but never seen");
                 self.summary.lost += 1;
-                self.record(Record::new(Outcome::Lost, object.session, object.object));
+                let mut r = Record::new(Outcome::Lost, object.session, object.object);
+                if let Some((kind, name)) = named {
+                    r.kind = Some(kind.to_string());
+                    r.name = Some(name);
+                }
+                self.record(r);
             }
         }
     }

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 /// Interval between heartbeats.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// An inventory of recent objects goes out with every this many heartbeats.
+const INVENTORY_EVERY: u64 = 5;
+/// Recent objects named in inventories.
+const INVENTORY_OBJECTS: usize = 32;
 /// Heartbeats sent when a session ends, so one of them survives loss.
 const ENDING_HEARTBEATS: u32 = 3;
 
@@ -87,6 +91,7 @@ pub struct SenderSession {
     next_object: u32,
     in_progress: BTreeSet<u32>,
     metrics: crate::metrics::SenderMetrics,
+    recent: std::collections::VecDeque<gapferry_common::control::InventoryEntry>,
 }
 
 impl SenderSession {
@@ -129,6 +134,7 @@ impl SenderSession {
             next_object: 0,
             in_progress: BTreeSet::new(),
             metrics,
+            recent: Default::default(),
             cfg,
         })
     }
@@ -225,6 +231,18 @@ impl SenderSession {
 
     /// Sends a copy of `object`'s descriptor.
     pub fn emit_descriptor(&mut self, object: u32, d: &ObjectDescriptor) -> io::Result<()> {
+        if !self.recent.iter().any(|e| e.object == object) {
+            self.recent
+                .push_back(gapferry_common::control::InventoryEntry {
+                    object,
+                    kind: d.kind,
+                    name: d.name.clone(),
+                    size: d.size,
+                });
+            if self.recent.len() > INVENTORY_OBJECTS {
+                self.recent.pop_front();
+            }
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let r = self
             .writer
@@ -258,7 +276,13 @@ impl SenderSession {
         };
         let mut buf = std::mem::take(&mut self.buf);
         self.writer.heartbeat(&mut buf, &hb);
-        let r = self.send_buf(&buf);
+        let mut r = self.send_buf(&buf);
+        if r.is_ok() && (ending || hb.seq % INVENTORY_EVERY == 0) && !self.recent.is_empty() {
+            let entries = self.recent.iter().cloned().collect();
+            let inv = gapferry_common::control::Inventory::fitting(entries);
+            self.writer.inventory(&mut buf, &inv);
+            r = self.send_buf(&buf);
+        }
         self.buf = buf;
         r
     }

@@ -143,3 +143,38 @@ fn loss_beyond_repair_fails_the_object_cleanly_and_the_next_arrives() {
         .collect();
     assert!(staging.is_empty(), "no partial file is left behind");
 }
+
+#[test]
+fn an_object_of_which_nothing_arrives_is_recorded_lost_by_name() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a.bin"), 200_000, 1);
+    random_file(&src.path().join("b-vanished.bin"), 300_000, 2);
+    random_file(&src.path().join("c.bin"), 200_000, 3);
+    let rx = TestReceiver::start(|_| {});
+    let keys = KeyRing::default();
+    // Every datagram of object 1, descriptors included, disappears.
+    let policy = Box::new(move |_: u64, d: &[u8]| match wire::parse(d, &keys) {
+        Ok(Datagram::Data { header, .. }) if header.object == 1 => Action::Drop,
+        Ok(Datagram::Control {
+            object: 1,
+            kind: wire::DatagramType::Descriptor,
+            ..
+        }) => Action::Drop,
+        _ => Action::Forward,
+    });
+    let relay = Relay::start(rx.addr, policy).unwrap();
+    send(
+        &[src.path().to_path_buf()],
+        relay.addr(),
+        sender_config(100_000_000),
+    );
+    let records = rx.wait_records(3, Duration::from_secs(20));
+    let lost = with_outcome(&records, "lost");
+    assert_eq!(lost.len(), 1, "{records:#?}");
+    assert_eq!(lost[0]["object"], 1);
+    assert_eq!(
+        lost[0]["name"], "b-vanished.bin",
+        "named by the sender's inventory"
+    );
+    assert_eq!(with_outcome(&records, "delivered").len(), 2);
+}
