@@ -65,6 +65,14 @@ impl Default for Limits {
     }
 }
 
+/// What the receiver already delivered, consulted when a descriptor arrives so an object
+/// delivered before (by an earlier session, a carousel, or before a receiver restart) is
+/// ignored without decoding it again.
+pub trait Ledger: Send + Sync {
+    /// Whether an object with this name and content was delivered and is still in place.
+    fn already_delivered(&self, d: &ObjectDescriptor) -> bool;
+}
+
 /// Something the delivery side must act on or record.
 #[derive(Debug)]
 pub enum Event {
@@ -120,6 +128,13 @@ pub enum Event {
         descriptor: Option<ObjectDescriptor>,
         /// Why, for the operator.
         reason: String,
+    },
+    /// The object was delivered before; its datagrams are ignored.
+    ObjectAlreadyDelivered {
+        /// Which object.
+        object: ObjectRef,
+        /// Its descriptor.
+        descriptor: ObjectDescriptor,
     },
     /// Nothing of the object ever arrived, though the sender sent it.
     ObjectLost {
@@ -235,6 +250,7 @@ pub struct Assembler {
     events: VecDeque<Event>,
     held: usize,
     stats: Stats,
+    ledger: Option<std::sync::Arc<dyn Ledger>>,
 }
 
 /// Most lost or failed ids resolved per session per tick, so a lying heartbeat costs little.
@@ -253,7 +269,13 @@ impl Assembler {
             events: VecDeque::new(),
             held: 0,
             stats: Stats::default(),
+            ledger: None,
         }
+    }
+
+    /// Consults `ledger` for every new object's descriptor.
+    pub fn set_ledger(&mut self, ledger: std::sync::Arc<dyn Ledger>) {
+        self.ledger = Some(ledger);
     }
 
     /// Counters so far.
@@ -464,6 +486,23 @@ impl Assembler {
         }
         if let Err(reason) = self.check_descriptor(&descriptor) {
             self.fail(oref, Some(descriptor), reason);
+            return Ok(());
+        }
+        if self
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.already_delivered(&descriptor))
+        {
+            self.remove_object(oref);
+            self.sessions
+                .get_mut(&session_id)
+                .expect("touched")
+                .resolved
+                .insert(object);
+            self.events.push_back(Event::ObjectAlreadyDelivered {
+                object: oref,
+                descriptor,
+            });
             return Ok(());
         }
         if !self.sessions[&session_id].objects.contains_key(&object) {

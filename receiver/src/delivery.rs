@@ -60,6 +60,7 @@ pub struct Delivery {
     signatures_dir: PathBuf,
     records: Arc<Mutex<RecordLog>>,
     metrics: crate::metrics::ReceiverMetrics,
+    ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
 }
@@ -101,9 +102,15 @@ impl Delivery {
             signatures_dir,
             records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
             metrics,
+            ledger: None,
             staged: HashMap::new(),
             summary: Summary::default(),
         })
+    }
+
+    /// Notes every delivery in `ledger`.
+    pub fn set_ledger(&mut self, ledger: Arc<crate::ledger::DeliveredLedger>) {
+        self.ledger = Some(ledger);
     }
 
     /// What happened so far.
@@ -202,6 +209,18 @@ impl Delivery {
                 } else {
                     self.record_failure(object, descriptor.as_ref(), reason);
                 }
+            }
+            Event::ObjectAlreadyDelivered { object, descriptor } => {
+                tracing::info!(object = %object, name = %descriptor.name, "already delivered; ignored");
+                let mut r = described(
+                    Record::new(Outcome::Skipped, object.session, object.object),
+                    &descriptor,
+                );
+                r.reason = Some(
+                    "already delivered (same name and content); not decoded or written again"
+                        .into(),
+                );
+                self.record(r);
             }
             Event::ObjectLost { object, named } => {
                 let name = named.as_ref().map(|(_, n)| n.as_str());
@@ -313,6 +332,9 @@ impl Delivery {
                     "delivered"
                 );
                 self.summary.delivered += 1;
+                if let Some(l) = &self.ledger {
+                    l.insert(d, &dest);
+                }
                 let mut r = described(
                     Record::new(Outcome::Delivered, object.session, object.object),
                     d,

@@ -97,7 +97,9 @@ pub struct Engine {
 impl Engine {
     /// Starts the assembler and delivery threads.
     pub fn start(cfg: &ReceiverConfig, clock: Clock, queue: usize) -> std::io::Result<Self> {
+        let ledger = std::sync::Arc::new(crate::ledger::DeliveredLedger::load(&cfg.out));
         let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone(), cfg.metrics.clone())?;
+        delivery.set_ledger(ledger.clone());
         let (input, input_rx) = bounded::<Input>(queue);
         let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
         let delivery = std::thread::Builder::new()
@@ -109,7 +111,8 @@ impl Engine {
                 delivery.abandon_all("the receiver stopped before the object completed");
                 delivery.into_summary()
             })?;
-        let assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
+        let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
+        assembler.set_ledger(ledger);
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({

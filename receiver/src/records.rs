@@ -22,6 +22,8 @@ pub enum Outcome {
     Failed,
     /// Sent by the sender but never seen.
     Lost,
+    /// Delivered before (same name and content); ignored without decoding it again.
+    Skipped,
     /// Delivered, but its post-delivery hook failed (the file stays delivered).
     #[serde(rename = "hook_failed")]
     HookFailed,

@@ -268,3 +268,46 @@ fn status_reports_the_link_the_loss_rate_and_names_what_failed() {
         "{text}"
     );
 }
+
+#[test]
+fn objects_already_delivered_are_skipped_across_receiver_restarts() {
+    let out = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("once.bin"), 2 << 20, 7);
+    let rx = TestReceiver::start_in(out.path(), |_| {});
+    send(
+        &[src.path().to_path_buf()],
+        rx.addr,
+        sender_config(200_000_000),
+    );
+    assert_eq!(
+        with_outcome(&rx.wait_records(1, Duration::from_secs(20)), "delivered").len(),
+        1
+    );
+    drop(rx);
+    // A restarted receiver, the same content sent again: ignored, not decoded or written.
+    let rx = TestReceiver::start_in(out.path(), |_| {});
+    send(
+        &[src.path().to_path_buf()],
+        rx.addr,
+        sender_config(200_000_000),
+    );
+    let records = rx.wait_records(2, Duration::from_secs(20));
+    assert_eq!(records[1]["outcome"], "skipped", "{records:#?}");
+    let report = rx.stop();
+    assert_eq!(
+        report.report.assembler.blocks_decoded, 0,
+        "nothing was decoded again"
+    );
+    // Once the operator removes the delivered file, the next send delivers it again.
+    std::fs::remove_file(out.path().join("files/once.bin")).unwrap();
+    let rx = TestReceiver::start_in(out.path(), |_| {});
+    send(
+        &[src.path().to_path_buf()],
+        rx.addr,
+        sender_config(200_000_000),
+    );
+    let records = rx.wait_records(3, Duration::from_secs(20));
+    assert_eq!(records[2]["outcome"], "delivered", "{records:#?}");
+    assert!(out.path().join("files/once.bin").exists());
+}
