@@ -43,6 +43,10 @@ pub struct WatchOptions {
     pub sent_dir: Option<PathBuf>,
     /// `--delete-sent`.
     pub delete_sent: Option<bool>,
+    /// `--resend-last`: carousel size.
+    pub resend_last: Option<usize>,
+    /// `--resend-every`: carousel period, seconds.
+    pub resend_every: Option<f64>,
 }
 
 /// Why the configuration file could not be used.

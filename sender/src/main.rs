@@ -132,6 +132,12 @@ struct WatchArgs {
     /// Delete sent files instead of moving them.
     #[arg(long)]
     delete_sent: bool,
+    /// Carousel: send the last N files again every --resend-every seconds (0: off) [default: 0].
+    #[arg(long)]
+    resend_last: Option<usize>,
+    /// Carousel period in seconds [default: 600].
+    #[arg(long)]
+    resend_every: Option<f64>,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -285,6 +291,10 @@ fn run_watch(a: WatchArgs) -> Result<()> {
         cfg.after_send = AfterSend::Delete;
     } else if let Some(d) = a.sent_dir.or(file.watch.sent_dir.clone()) {
         cfg.after_send = AfterSend::MoveTo(d);
+    }
+    cfg.resend_last = a.resend_last.or(file.watch.resend_last).unwrap_or(0);
+    if let Some(s) = a.resend_every.or(file.watch.resend_every) {
+        cfg.resend_every = Duration::from_secs_f64(s.max(0.1));
     }
     let mut watcher =
         Watcher::new(cfg).with_context(|| format!("cannot use the outbox {}", outbox.display()))?;

@@ -48,6 +48,11 @@ pub struct WatchConfig {
     pub settle: Duration,
     /// What happens to sent files.
     pub after_send: AfterSend,
+    /// Carousel: the last this many files sent are sent again every `resend_every`
+    /// (0: off). The receiver skips what it already has, so this only fills gaps.
+    pub resend_last: usize,
+    /// Carousel period.
+    pub resend_every: Duration,
 }
 
 impl WatchConfig {
@@ -57,6 +62,8 @@ impl WatchConfig {
             after_send: AfterSend::MoveTo(outbox.join("sent")),
             outbox,
             settle: Duration::from_secs(2),
+            resend_last: 0,
+            resend_every: Duration::from_secs(600),
         }
     }
 }
@@ -177,6 +184,8 @@ pub struct Watcher {
     active: Option<(Job, usize, u8, ObjectTransfer)>,
     last_scan: Option<Instant>,
     pending: usize,
+    recent: VecDeque<(String, PathBuf)>,
+    last_resend: Instant,
 }
 
 /// Counters of what the service did, for logs and tests.
@@ -210,6 +219,8 @@ impl Watcher {
             active: None,
             last_scan: None,
             pending: 0,
+            recent: VecDeque::new(),
+            last_resend: Instant::now(),
         })
     }
 
@@ -242,6 +253,10 @@ impl Watcher {
             if self.step_image(session, progress, &mut stats)? {
                 worked = true;
             }
+            if !worked && self.resend_due() {
+                self.resend(session, progress)?;
+                worked = true;
+            }
             if !worked {
                 session.tick()?;
                 std::thread::sleep(SCAN_EVERY / 2);
@@ -254,6 +269,40 @@ impl Watcher {
             tracing::info!(file = %job.rel, "stopping: the image in progress stays in the outbox and is sent again at the next start");
         }
         Ok(stats)
+    }
+
+    fn resend_due(&self) -> bool {
+        self.cfg.resend_last > 0
+            && !self.recent.is_empty()
+            && self.active.is_none()
+            && self.last_resend.elapsed() >= self.cfg.resend_every
+    }
+
+    /// The carousel: sends the last files again from where they were moved.
+    fn resend(&mut self, session: &mut SenderSession, progress: &Progress) -> io::Result<()> {
+        self.last_resend = Instant::now();
+        let recent: Vec<(String, PathBuf)> = self.recent.iter().cloned().collect();
+        tracing::info!(
+            files = recent.len(),
+            "carousel: sending the last files again"
+        );
+        for (rel, path) in recent {
+            let Ok(objects) = self.plan(&rel, &path) else {
+                continue;
+            };
+            for o in objects {
+                let id = session.allocate_object();
+                let r = transfer::describe(&o, session.max_symbol(), 1)
+                    .and_then(|d| transfer::send_object(session, id, &o, &d, progress));
+                session.object_done(id);
+                match r {
+                    Err(TransferError::Sink(e)) => return Err(e),
+                    Err(e) => tracing::debug!(file = %rel, "carousel: {e}"),
+                    Ok(()) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn scan_if_due(&mut self, stats: &mut WatchStats) {
@@ -577,9 +626,17 @@ impl Watcher {
             AfterSend::Delete => std::fs::remove_file(path),
             AfterSend::MoveTo(dir) => {
                 let dest = dir.join(rel);
-                dest.parent()
+                let moved = dest
+                    .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::rename(path, &dest))
+                    .and_then(|()| std::fs::rename(path, &dest));
+                if moved.is_ok() && self.cfg.resend_last > 0 {
+                    self.recent.push_back((rel.to_string(), dest));
+                    while self.recent.len() > self.cfg.resend_last {
+                        self.recent.pop_front();
+                    }
+                }
+                moved
             }
         };
         match result {

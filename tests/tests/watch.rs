@@ -217,3 +217,57 @@ fn write_image(path: &Path, rootfs: usize) {
     t.append_data(&mut h, "rootfs/blob", &data[..]).unwrap();
     t.into_inner().unwrap().finish().unwrap();
 }
+
+#[test]
+fn the_carousel_fills_a_gap_and_is_then_ignored_cheaply() {
+    use gapferry_tests::relay::{burst_loss, Relay};
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    // The first 400 datagrams vanish: the file's first transmission is lost whole.
+    let relay = Relay::start(rx.addr, burst_loss(0, 400)).unwrap();
+    let mut w = Command::new(binary("gapferry-send"))
+        .args([
+            "watch",
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--to",
+            &relay.addr().to_string(),
+        ])
+        .args([
+            "--rate",
+            "50M",
+            "--settle",
+            "0.2",
+            "--resend-last",
+            "4",
+            "--resend-every",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let f = dir.path().join("report.bin");
+    random_file(&f, 300_000, 9);
+    drop_file(&outbox, "files/report.bin", &std::fs::read(&f).unwrap());
+    wait_until(
+        "a delivery and a skipped repeat",
+        Duration::from_secs(30),
+        || {
+            let r = rx.records();
+            !with_outcome(&r, "delivered").is_empty() && !with_outcome(&r, "skipped").is_empty()
+        },
+    );
+    Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    w.wait().unwrap();
+    assert_eq!(relay.counts().1, 400);
+    assert_eq!(
+        std::fs::read(rx.files_dir().join("report.bin")).unwrap(),
+        std::fs::read(&f).unwrap()
+    );
+    let records = rx.records();
+    assert_eq!(with_outcome(&records, "delivered").len(), 1, "{records:#?}");
+}
