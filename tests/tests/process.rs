@@ -311,3 +311,85 @@ fn objects_already_delivered_are_skipped_across_receiver_restarts() {
     assert_eq!(records[2]["outcome"], "delivered", "{records:#?}");
     assert!(out.path().join("files/once.bin").exists());
 }
+
+#[test]
+fn a_receiver_killed_mid_transfer_completes_the_object_on_the_next_pass() {
+    use gapferry_tests::harness::ChildGuard;
+    let out = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a-small.bin"), 100_000, 1);
+    random_file(&src.path().join("b-large.bin"), 12 << 20, 2);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let start_rx = || {
+        ChildGuard(
+            Command::new(binary("gapferry-recv"))
+                .args([
+                    "listen",
+                    "--bind",
+                    &bind,
+                    "--out",
+                    out.path().to_str().unwrap(),
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut rx = start_rx();
+    std::thread::sleep(Duration::from_millis(300));
+    // Two passes at 40 Mbit/s: each pass of the large file takes about 2.6 s.
+    let mut tx = ChildGuard(
+        Command::new(binary("gapferry-send"))
+            .args([
+                "file",
+                src.path().to_str().unwrap(),
+                "--to",
+                &bind,
+                "--rate",
+                "40M",
+                "--passes",
+                "2",
+                "--quiet",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    rx.0.kill().unwrap(); // SIGKILL: no chance to clean up
+    rx.0.wait().unwrap();
+    let staged: Vec<_> = std::fs::read_dir(out.path().join(".gapferry/staging"))
+        .unwrap()
+        .collect();
+    assert!(
+        !staged.is_empty(),
+        "the large object was being staged when the receiver died"
+    );
+    assert!(
+        !out.path().join("files/b-large.bin").exists(),
+        "nothing half-written is visible"
+    );
+    let _rx = start_rx();
+    assert!(tx.0.wait().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && !out.path().join("files/b-large.bin").exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read(out.path().join("files/b-large.bin")).unwrap(),
+        std::fs::read(src.path().join("b-large.bin")).unwrap(),
+        "the second pass completed the interrupted object"
+    );
+    let records = read_records(out.path());
+    let a_delivered = records
+        .iter()
+        .filter(|r| r["name"] == "a-small.bin" && r["outcome"] == "delivered")
+        .count();
+    assert_eq!(a_delivered, 1, "delivered once, not twice: {records:#?}");
+}
