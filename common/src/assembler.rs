@@ -251,7 +251,23 @@ pub struct Assembler {
     held: usize,
     stats: Stats,
     ledger: Option<std::sync::Arc<dyn Ledger>>,
+    parked: HashMap<(String, [u8; 32]), Parked>,
+    now: Duration,
 }
+
+/// Undecoded blocks of an object its session gave up on, kept so that a later session
+/// sending the same content (a restarted sender, a carousel) adds to them.
+struct Parked {
+    block_plain_size: u32,
+    blocks: HashMap<u32, BlockState>,
+    held: usize,
+    since: Duration,
+}
+
+/// How long parked blocks wait for the same content to come again.
+const PARK_TIME: Duration = Duration::from_secs(600);
+/// Most objects parked at once.
+const PARK_MAX: usize = 64;
 
 /// Most lost or failed ids resolved per session per tick, so a lying heartbeat costs little.
 const RESOLVE_PER_TICK: u32 = 10_000;
@@ -270,6 +286,8 @@ impl Assembler {
             held: 0,
             stats: Stats::default(),
             ledger: None,
+            parked: HashMap::new(),
+            now: Duration::ZERO,
         }
     }
 
@@ -300,6 +318,7 @@ impl Assembler {
 
     /// Processes one received UDP payload at time `now`.
     pub fn handle(&mut self, now: Duration, bytes: &[u8]) -> Result<(), Reject> {
+        self.now = self.now.max(now);
         self.stats.datagrams += 1;
         let result = wire::parse(bytes, &self.keys).and_then(|d| self.handle_datagram(now, d));
         match result {
@@ -512,6 +531,7 @@ impl Assembler {
         let state = s.objects.get_mut(&object).expect("admitted");
         state.descriptor = Some(descriptor.clone());
         let early = std::mem::take(&mut state.early);
+        self.adopt_parked(oref, &descriptor);
         self.events.push_back(Event::ObjectStarted {
             object: oref,
             descriptor: descriptor.clone(),
@@ -735,6 +755,78 @@ impl Assembler {
         });
     }
 
+    /// Gives a new object the undecoded blocks an earlier session left of the same content.
+    fn adopt_parked(&mut self, o: ObjectRef, d: &ObjectDescriptor) {
+        let key = (d.name.clone(), d.blake3);
+        let Some(p) = self.parked.remove(&key) else {
+            return;
+        };
+        self.held -= p.held;
+        if p.block_plain_size != d.block_plain_size {
+            return;
+        }
+        let state = self.object_mut(o);
+        let mut adopted = 0;
+        for (index, block) in p.blocks {
+            if state.decoded.contains(&index) || state.blocks.contains_key(&index) {
+                continue;
+            }
+            adopted += block.decoder.held_bytes();
+            state.blocks.insert(index, block);
+        }
+        state.held += adopted;
+        self.held += adopted;
+    }
+
+    /// Keeps the undecoded blocks of a failing object with a descriptor, within limits.
+    fn park(&mut self, state: ObjectState, now: Duration) {
+        let Some(d) = state.descriptor else { return };
+        if state.blocks.is_empty() {
+            return;
+        }
+        let held: usize = state.blocks.values().map(|b| b.decoder.held_bytes()).sum();
+        if self.held + held > self.limits.max_held_bytes / 2 {
+            return;
+        }
+        if self.parked.len() >= PARK_MAX {
+            let oldest = self
+                .parked
+                .iter()
+                .min_by_key(|(_, p)| p.since)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                let p = self.parked.remove(&k).expect("present");
+                self.held -= p.held;
+            }
+        }
+        self.held += held;
+        let key = (d.name.clone(), d.blake3);
+        if let Some(old) = self.parked.insert(
+            key,
+            Parked {
+                block_plain_size: d.block_plain_size,
+                blocks: state.blocks,
+                held,
+                since: now,
+            },
+        ) {
+            self.held -= old.held;
+        }
+    }
+
+    fn expire_parked(&mut self, now: Duration) {
+        let expired: Vec<(String, [u8; 32])> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.since) >= PARK_TIME)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            let p = self.parked.remove(&k).expect("present");
+            self.held -= p.held;
+        }
+    }
+
     fn fail_incomplete(&mut self, o: ObjectRef, why: &str) {
         let s = &self.sessions[&o.session];
         let state = &s.objects[&o.object];
@@ -746,11 +838,23 @@ impl Assembler {
             ),
             None => format!("{why}; its descriptor never arrived"),
         };
-        self.fail(o, None, reason);
+        let now = self.now;
+        let state = self.remove_object(o);
+        let descriptor = state.as_ref().and_then(|s| s.descriptor.clone());
+        if let Some(state) = state {
+            self.park(state, now);
+        }
+        self.events.push_back(Event::ObjectFailed {
+            object: o,
+            descriptor,
+            reason,
+        });
     }
 
     /// Advances time to `now`: fails, loses and closes what waited too long.
     pub fn tick(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        self.expire_parked(now);
         let grace = self.limits.grace;
         let timeout = self.limits.session_timeout;
         let newest_start = self.sessions.values().map(|s| s.started).max();

@@ -178,3 +178,47 @@ fn an_object_of_which_nothing_arrives_is_recorded_lost_by_name() {
     );
     assert_eq!(with_outcome(&records, "delivered").len(), 2);
 }
+
+#[test]
+fn symbols_add_up_across_sender_sessions_of_the_same_content() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("image.bin"), 3 << 20, 8);
+    let rx = TestReceiver::start(|_| {});
+    let keys = KeyRing::default();
+    let mut sessions: Vec<u64> = Vec::new();
+    // Each session loses a quarter of its symbols, a different quarter: neither decodes
+    // alone (25 % lost > 10 % repair), together they hold every symbol.
+    let policy = Box::new(move |_: u64, d: &[u8]| match wire::parse(d, &keys) {
+        Ok(Datagram::Data { header, .. }) => {
+            if !sessions.contains(&header.session) {
+                sessions.push(header.session);
+            }
+            let nth = sessions.iter().position(|&s| s == header.session).unwrap() as u32;
+            if header.esi % 4 == nth % 4 {
+                Action::Drop
+            } else {
+                Action::Forward
+            }
+        }
+        _ => Action::Forward,
+    });
+    let relay = Relay::start(rx.addr, policy).unwrap();
+    send(
+        &[src.path().to_path_buf()],
+        relay.addr(),
+        sender_config(200_000_000),
+    );
+    let first = rx.wait_records(1, Duration::from_secs(20));
+    assert_eq!(first[0]["outcome"], "failed", "{first:#?}");
+    send(
+        &[src.path().to_path_buf()],
+        relay.addr(),
+        sender_config(200_000_000),
+    );
+    let records = rx.wait_records(2, Duration::from_secs(20));
+    assert_eq!(
+        records[1]["outcome"], "delivered",
+        "the second session completed what the first began: {records:#?}"
+    );
+    assert_same_tree(src.path(), &rx.files_dir());
+}
