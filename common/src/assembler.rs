@@ -964,6 +964,10 @@ impl Assembler {
         for id in ids {
             self.close_session(id, reason.to_string());
         }
+        // Nothing can come after a finish: parked blocks would wait for nobody.
+        for (_, p) in self.parked.drain() {
+            self.held -= p.held;
+        }
     }
 }
 
