@@ -371,6 +371,9 @@ impl Assembler {
             .or(heartbeat.as_ref().map(|h| h.done_below))
             .unwrap_or(0);
         self.touch_session(now, session_id, first)?;
+        if let Some(s) = self.sessions.get_mut(&session_id) {
+            s.received += 1;
+        }
         match d {
             Datagram::Data { header, symbol } => self.on_data(now, header, symbol),
             Datagram::Control {

@@ -109,15 +109,16 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
         .collect();
     let count = |o: &str| rows.iter().filter(|r| r["outcome"] == o).count();
     text += &format!(
-        "objects: {} delivered, {} failed, {} lost, {} hooks failed\n",
+        "objects: {} delivered, {} failed, {} lost, {} skipped (already delivered), {} hooks failed\n",
         count("delivered"),
         count("failed"),
         count("lost"),
+        count("skipped"),
         count("hook_failed")
     );
     let bad: Vec<&serde_json::Value> = rows
         .iter()
-        .filter(|r| r["outcome"] != "delivered")
+        .filter(|r| r["outcome"] != "delivered" && r["outcome"] != "skipped")
         .collect();
     if !bad.is_empty() {
         text += &format!("last {} not delivered:\n", bad.len().min(last));

@@ -258,10 +258,14 @@ fn status_reports_the_link_the_loss_rate_and_names_what_failed() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("link: "), "{text}");
-    assert!(
-        text.contains("loss rate: ") && !text.contains("loss rate: n/a"),
-        "{text}"
-    );
+    let loss: f64 = text
+        .split("loss rate: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no loss rate: {text}"));
+    // Half of one object's data of three plus 2 % of the rest: roughly 15 %.
+    assert!((3.0..40.0).contains(&loss), "loss rate {loss} %: {text}");
     assert!(text.contains("2 delivered, 1 failed, 0 lost"), "{text}");
     assert!(
         text.contains("b-doomed.bin") && text.contains("blocks decoded"),
