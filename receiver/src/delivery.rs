@@ -21,6 +21,8 @@ use std::time::Instant;
 pub const STAGING_DIR: &str = "staging";
 /// Directory under the state directory holding image signatures until their image arrives.
 pub const SIGNATURES_DIR: &str = "signatures";
+/// Most MISP events delivered in one batch (one manifest and hashes rewrite).
+const MISP_BATCH: usize = 256;
 /// Free space always left on the delivery filesystem, in bytes.
 pub const DISK_RESERVE: u64 = 8 << 20;
 /// Largest MISP event or STIX bundle read into memory for checking, in bytes.
@@ -61,6 +63,7 @@ pub struct Delivery {
     records: Arc<Mutex<RecordLog>>,
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
+    pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
 }
@@ -103,6 +106,7 @@ impl Delivery {
             records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
             metrics,
             ledger: None,
+            pending_misp: Vec::new(),
             staged: HashMap::new(),
             summary: Summary::default(),
         })
@@ -318,9 +322,68 @@ impl Delivery {
             );
             return;
         }
-        match self.place(&s) {
+        if d.kind == ObjectKind::Misp {
+            // Events are batched: the feed's manifest and hashes are rewritten once per batch.
+            let doc = read_document(&s.path, d.size);
+            let _ = std::fs::remove_file(&s.path);
+            match doc {
+                Ok(bytes) => {
+                    self.pending_misp
+                        .push((object, s.descriptor.clone(), s.started, bytes))
+                }
+                Err(reason) => self.record_failure(object, Some(d), reason),
+            }
+            if self.pending_misp.len() >= MISP_BATCH {
+                self.flush();
+            }
+            return;
+        }
+        let placed = self.place(&s);
+        self.placed(object, d, s.started, placed, &s.path);
+    }
+
+    /// Delivers the MISP events waiting for a batch; call when no event is queued.
+    pub fn flush(&mut self) {
+        if self.pending_misp.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_misp);
+        let results = self
+            .feed
+            .deliver_batch(pending.iter().map(|(_, _, _, b)| b.as_slice()));
+        match results {
+            Ok(results) => {
+                for ((object, d, started, _), r) in pending.iter().zip(results) {
+                    let placed = r
+                        .map(|e| e.path)
+                        .map_err(|e| format!("refused by the MISP feed: {e}"));
+                    self.placed(*object, d, *started, placed, Path::new(""));
+                }
+            }
+            Err(e) => {
+                for (object, d, _, _) in &pending {
+                    self.record_failure(
+                        *object,
+                        Some(d),
+                        format!("the MISP feed could not be updated: {e}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records where a verified object went (or why it could not go there), runs its hook.
+    fn placed(
+        &mut self,
+        object: ObjectRef,
+        d: &ObjectDescriptor,
+        started: Instant,
+        placed: Result<PathBuf, String>,
+        staged: &Path,
+    ) {
+        match placed {
             Ok(dest) => {
-                let elapsed = s.started.elapsed();
+                let elapsed = started.elapsed();
                 tracing::info!(
                     object = %object,
                     name = %d.name,
@@ -347,7 +410,9 @@ impl Delivery {
                 }
             }
             Err(reason) => {
-                let _ = std::fs::remove_file(&s.path);
+                if !staged.as_os_str().is_empty() {
+                    let _ = std::fs::remove_file(staged);
+                }
                 self.record_failure(object, Some(d), reason);
             }
         }
@@ -382,14 +447,7 @@ impl Delivery {
                     .map_err(|e| format!("cannot publish to {}: {e}", dest.display()))?;
                 Ok(dest)
             }
-            ObjectKind::Misp => {
-                let bytes = read_document(&s.path, d.size)?;
-                let _ = std::fs::remove_file(&s.path);
-                self.feed
-                    .deliver_event(&bytes)
-                    .map(|e| e.path)
-                    .map_err(|e| format!("refused by the MISP feed: {e}"))
-            }
+            ObjectKind::Misp => unreachable!("MISP events are delivered in batches by flush"),
             ObjectKind::Stix => {
                 let bytes = read_document(&s.path, d.size)?;
                 let _ = std::fs::remove_file(&s.path);
@@ -456,6 +514,7 @@ impl Delivery {
 
     /// Drops every incomplete object's staging file (at shutdown).
     pub fn abandon_all(&mut self, reason: &str) {
+        self.flush();
         let objects: Vec<ObjectRef> = self.staged.keys().copied().collect();
         for o in objects {
             self.abort(o, reason.to_string());

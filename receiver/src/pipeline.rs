@@ -105,7 +105,19 @@ impl Engine {
         let delivery = std::thread::Builder::new()
             .name("gapferry-delivery".into())
             .spawn(move || {
-                for ev in events_rx {
+                loop {
+                    let ev = match events_rx.try_recv() {
+                        Ok(ev) => ev,
+                        Err(crossbeam_channel::TryRecvError::Empty) => {
+                            // Idle for a moment: deliver the batched MISP events now.
+                            delivery.flush();
+                            match events_rx.recv() {
+                                Ok(ev) => ev,
+                                Err(_) => break,
+                            }
+                        }
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                    };
                     delivery.handle(ev);
                 }
                 delivery.abandon_all("the receiver stopped before the object completed");
