@@ -1,0 +1,207 @@
+//! Criterion micro-benchmarks of gapferry's hot paths: per-datagram header encode/parse
+//! (with and without the keyed-blake3 tag), RaptorQ block encode and decode at several
+//! block and symbol sizes with 0 % and 5 % loss, zstd per block, and the cost of putting
+//! datagrams on loopback with `send`, `sendmmsg` and UDP GSO.
+//!
+//! Kept short (10 samples, ~2 s each) so the suite runs in a few minutes on 2 cores:
+//! `cargo bench -p gapferry-bench` (add a filter such as `-- fec_decode` to run a part).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gapferry_bench::{data, udpcost};
+use gapferry_common::compress::{self, DEFAULT_LEVEL};
+use gapferry_common::fec::{BlockDecoder, BlockEncoder};
+use gapferry_common::layout;
+use gapferry_common::wire::{self, Codec, DataHeader};
+use gapferry_common::{Key, KeyRing};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Repair percentage the sender uses by default.
+const REPAIR: u32 = 10;
+
+fn configure() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .without_plots()
+}
+
+fn header(symbol: u16) -> DataHeader {
+    DataHeader {
+        session: 0x0123_4567_89ab_cdef,
+        object: 7,
+        block: 3,
+        esi: 1000,
+        block_len: symbol as u32 * 1024,
+        plain_len: symbol as u32 * 1024,
+        codec: Codec::None,
+    }
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let key = Key::from_bytes([7; 32]);
+    let mut g = c.benchmark_group("wire");
+    for mtu in [1500usize, 9000] {
+        for tagged in [false, true] {
+            let t = layout::max_symbol_size(mtu, tagged).expect("valid MTU");
+            let symbol = data::random_bytes(t as usize, 1);
+            let h = header(t);
+            let k = tagged.then_some(&key);
+            let ring = KeyRing::new(k.into_iter().cloned().collect());
+            let label = format!("mtu{mtu}/{}", if tagged { "tagged" } else { "plain" });
+            g.throughput(Throughput::Elements(1));
+            let mut buf = Vec::with_capacity(mtu);
+            g.bench_function(BenchmarkId::new("encode_data", &label), |b| {
+                b.iter(|| {
+                    wire::encode_data(&mut buf, black_box(&h), black_box(&symbol), k);
+                    black_box(buf.len())
+                })
+            });
+            let mut datagram = Vec::new();
+            wire::encode_data(&mut datagram, &h, &symbol, k);
+            g.bench_function(BenchmarkId::new("parse", &label), |b| {
+                b.iter(|| wire::parse(black_box(&datagram), &ring).expect("valid datagram"))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// (label, block bytes, max symbol) combinations: a 64 KiB block and a full block per MTU.
+fn blocks() -> Vec<(String, usize, u16)> {
+    let mut out = Vec::new();
+    for mtu in [1500usize, 9000] {
+        let t = layout::max_symbol_size(mtu, false).expect("valid MTU");
+        let full = layout::block_plain_size(t) as usize;
+        out.push((format!("64KiB/t{t}"), 64 << 10, t));
+        out.push((format!("{:.1}MiB/t{t}", full as f64 / 1048576.0), full, t));
+    }
+    out
+}
+
+fn bench_fec_encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fec_encode");
+    for (label, len, t) in blocks() {
+        let block = data::random_bytes(len, 2);
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(BenchmarkId::new("source+repair", &label), |b| {
+            b.iter(|| {
+                let mut enc = BlockEncoder::new(block.clone(), t);
+                let k = enc.source_symbols();
+                let r = layout::repair_symbols(k, REPAIR);
+                black_box(enc.repair_symbols(k, r))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Every symbol of one block (source then repair) with `loss` of them removed at random.
+fn symbols(block: &[u8], t: u16, loss: f64) -> (u16, Vec<(u32, Vec<u8>)>) {
+    let mut enc = BlockEncoder::new(block.to_vec(), t);
+    let k = enc.source_symbols();
+    let r = layout::repair_symbols(k, REPAIR);
+    let mut all: Vec<(u32, Vec<u8>)> = (0..k).map(|e| (e, enc.source_symbol(e).to_vec())).collect();
+    all.extend(
+        enc.repair_symbols(k, r)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (k + i as u32, s)),
+    );
+    let mut rng = StdRng::seed_from_u64(5);
+    all.retain(|_| rng.random::<f64>() >= loss);
+    (enc.symbol_size(), all)
+}
+
+fn bench_fec_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fec_decode");
+    for (label, len, t) in blocks() {
+        let block = data::random_bytes(len, 3);
+        g.throughput(Throughput::Bytes(len as u64));
+        for loss in [0.0, 0.05] {
+            let (ts, syms) = symbols(&block, t, loss);
+            let id = BenchmarkId::new(format!("loss{:.0}%", loss * 100.0), &label);
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    let mut dec =
+                        BlockDecoder::new(len, ts, layout::BLOCK_SYMBOLS * 8).expect("valid block");
+                    for (esi, s) in &syms {
+                        if let Some(out) = dec.add(*esi, s).expect("valid symbol") {
+                            return out.len();
+                        }
+                    }
+                    panic!("block did not decode")
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_compress(c: &mut Criterion) {
+    let t = layout::max_symbol_size(1500, false).expect("valid MTU");
+    let len = layout::block_plain_size(t) as usize;
+    let json = data::json_block(len, 4);
+    let random = data::random_bytes(len, 4);
+    let mut g = c.benchmark_group("zstd_block");
+    g.throughput(Throughput::Bytes(len as u64));
+    for (name, plain) in [("json", &json), ("random", &random)] {
+        g.bench_function(BenchmarkId::new("compress", name), |b| {
+            b.iter(|| compress::compress_block(black_box(plain), DEFAULT_LEVEL))
+        });
+    }
+    let (codec, packed) = compress::compress_block(&json, DEFAULT_LEVEL);
+    eprintln!(
+        "zstd level {DEFAULT_LEVEL}: JSON block {len} B -> {} B ({codec:?})",
+        packed.len()
+    );
+    g.bench_function(BenchmarkId::new("decompress", "json"), |b| {
+        b.iter(|| compress::decompress_block(codec, packed.clone(), len as u32).expect("valid"))
+    });
+    g.finish();
+}
+
+/// Datagrams per GSO send: 44 × 1 452 B stays under the 65 507-byte UDP limit.
+const GSO_SEGMENTS: usize = 44;
+
+fn bench_udp_send(c: &mut Criterion) {
+    // 1 452 B: a full data datagram at MTU 1500 (40 B header + 1 408 B symbol + 4 B spare).
+    let datagram = data::random_bytes(1452, 6);
+    let mut g = c.benchmark_group("udp_send_loopback");
+    g.throughput(Throughput::Elements(GSO_SEGMENTS as u64));
+    let drain = udpcost::Drain::start(false).expect("loopback socket");
+    let s = drain.connect().expect("loopback socket");
+    g.bench_function(BenchmarkId::new("send_per_datagram", GSO_SEGMENTS), |b| {
+        b.iter(|| {
+            for _ in 0..GSO_SEGMENTS {
+                udpcost::send_one(&s, &datagram).expect("send");
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("sendmmsg", GSO_SEGMENTS), |b| {
+        b.iter(|| udpcost::send_mmsg(&s, &datagram, GSO_SEGMENTS).expect("sendmmsg"))
+    });
+    drop(s);
+    drop(drain);
+    let super_datagram = datagram.repeat(GSO_SEGMENTS);
+    // Without UDP_GRO on the receiving socket the kernel segments on receive, per datagram.
+    for (name, gro) in [("gso_to_plain_socket", false), ("gso_to_gro_socket", true)] {
+        let drain = udpcost::Drain::start(gro).expect("loopback socket");
+        let s = drain.connect().expect("loopback socket");
+        udpcost::enable_gso(&s, datagram.len()).expect("UDP_SEGMENT");
+        g.bench_function(BenchmarkId::new(name, GSO_SEGMENTS), |b| {
+            b.iter(|| udpcost::send_one(&s, &super_datagram).expect("GSO send"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = hotpaths;
+    config = configure();
+    targets = bench_wire, bench_fec_encode, bench_fec_decode, bench_compress, bench_udp_send
+}
+criterion_main!(hotpaths);

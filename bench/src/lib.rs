@@ -1,0 +1,11 @@
+//! gapferry's benchmark harness: test data, a lossy relay, process accounting, the
+//! end-to-end scenarios and the table they print.
+
+pub mod data;
+pub mod iperf;
+pub mod procs;
+pub mod records;
+pub mod relay;
+pub mod scenario;
+pub mod table;
+pub mod udpcost;

@@ -1,0 +1,298 @@
+//! `gapferry-bench`: end-to-end throughput, loss and memory scenarios on loopback, driving
+//! the real release binaries, with iperf3's raw UDP as the ceiling. Prints one table.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use gapferry_bench::iperf::{self, Ceiling};
+use gapferry_bench::scenario::{self, Env, RunResult, Scenario};
+use gapferry_bench::{procs, table};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs gapferry-send and gapferry-recv as real processes on loopback and prints goodput,
+/// CPU, memory, datagram and drop figures as one Markdown table (medians of --runs runs).
+#[derive(Parser)]
+#[command(name = "gapferry-bench", version)]
+struct Cli {
+    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, big, defaultbuf, or all.
+    #[arg(required = true)]
+    scenarios: Vec<String>,
+    /// Runs per scenario; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// Smaller payloads (128 MiB bulk, 1 GiB big, ...) for a run of a minute or two.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds of each iperf3 measurement.
+    #[arg(long, default_value_t = 5)]
+    iperf_secs: u32,
+    /// Socket buffer for both iperf3 ends (`-w`, e.g. 4M); by default iperf3's own, as in the plain command.
+    #[arg(long)]
+    iperf_window: Option<String>,
+    /// Skip the iperf3 ceiling.
+    #[arg(long)]
+    no_iperf: bool,
+    /// Directory holding gapferry-send and gapferry-recv (default: the workspace's target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Rebuild the release binaries first even if they exist.
+    #[arg(long)]
+    rebuild: bool,
+    /// Scratch directory for data, outputs and logs (default: a fresh temporary directory).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Keep the scratch directory (logs, data) afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Run both processes under `perf record -g` and keep the perf.data files in this directory.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Call-graph mode for --perf: fp (frame pointers, perf's -g) or dwarf (Rust frames too, larger files).
+    #[arg(long, default_value = "fp", value_parser = ["fp", "dwarf", "lbr"])]
+    perf_call_graph: String,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ lives in the workspace")
+        .to_path_buf()
+}
+
+fn binaries(cli: &Cli) -> Result<(PathBuf, PathBuf)> {
+    let root = workspace_root();
+    let dir = match &cli.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("release"),
+    };
+    let (send, recv) = (dir.join("gapferry-send"), dir.join("gapferry-recv"));
+    if cli.rebuild || !send.exists() || !recv.exists() {
+        if cli.bin_dir.is_some() && !cli.rebuild {
+            bail!("{} or {} is missing", send.display(), recv.display());
+        }
+        eprintln!("building the release binaries…");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "gapferry-sender",
+                "-p",
+                "gapferry-receiver",
+            ])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --release failed");
+        }
+    }
+    Ok((send, recv))
+}
+
+fn select(names: &[String], quick: bool) -> Result<Vec<Scenario>> {
+    let all = scenario::all(quick);
+    if names.iter().any(|n| n == "all") {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|s| s.name == n).cloned().with_context(|| {
+                let known: Vec<_> = all.iter().map(|s| s.name).collect();
+                format!("unknown scenario {n:?}; known: {} or all", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn ceiling(cli: &Cli) -> Vec<Ceiling> {
+    if cli.no_iperf {
+        return Vec::new();
+    }
+    if !iperf::available() {
+        eprintln!("iperf3 not found: the ceiling is n/a. Install it with: apt-get install iperf3");
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 1..=cli.runs {
+        let port = match std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("iperf3: no free port: {e}");
+                break;
+            }
+        };
+        match iperf::measure(port, cli.iperf_secs, cli.iperf_window.as_deref()) {
+            Ok(c) => {
+                eprintln!(
+                    "iperf3 run {i}/{}: {:.0} MB/s received ({:.0} MB/s sent, {:.1} % lost)",
+                    cli.runs,
+                    c.received_bps / 1e6,
+                    c.sent_bps / 1e6,
+                    c.lost_percent
+                );
+                out.push(c);
+            }
+            Err(e) => eprintln!("iperf3 run {i} failed: {e:#}"),
+        }
+    }
+    out
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// The workspace's commit, with "+ local changes" when the tree differs from it.
+fn git_state() -> Option<String> {
+    let root = workspace_root();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(format!(
+        "commit {head}{}",
+        if dirty { " + local changes" } else { "" }
+    ))
+}
+
+fn describe_run(r: &RunResult) -> String {
+    format!(
+        "{}/{} delivered, {} MB/s, send {:.2} CPU-s, recv {:.2} CPU-s, sent {} recv {} datagrams, kernel drops {}{}",
+        r.delivered,
+        r.objects,
+        r.goodput_mbs().map_or("–".into(), |g| format!("{g:.0}")),
+        r.sender.cpu_seconds,
+        r.receiver.cpu_seconds,
+        r.sent_datagrams.map_or("?".into(), |x| x.to_string()),
+        r.recv_datagrams.map_or("?".into(), |x| x.to_string()),
+        r.kernel_drops.map_or("?".into(), |x| x.to_string()),
+        if r.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.reasons.join("; "))
+        }
+    )
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let scenarios = select(&cli.scenarios, cli.quick)?;
+    let (send, recv) = binaries(&cli)?;
+    let load_start = procs::load_average();
+    if let Some(load) = load_start.filter(|&l| l > 0.5) {
+        eprintln!(
+            "warning: load average {load:.2}: other work on this machine will skew the figures"
+        );
+    }
+    let temp;
+    let work = match &cli.work {
+        Some(w) => {
+            std::fs::create_dir_all(w)?;
+            w.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("gapferry-bench-")
+                .tempdir()
+                .context("creating a scratch directory")?;
+            if cli.keep {
+                temp.keep()
+            } else {
+                temp.path().to_path_buf()
+            }
+        }
+    };
+    eprintln!("scratch directory: {}", work.display());
+    let mut env = Env::new(send, recv, work.clone());
+    if let Some(p) = &cli.perf {
+        std::fs::create_dir_all(p)?;
+        env.perf_dir = Some(std::fs::canonicalize(p)?);
+        env.perf_call_graph = cli.perf_call_graph.clone();
+    }
+
+    let ceilings = ceiling(&cli);
+    let ceiling_mbs = table::median(ceilings.iter().map(|c| c.received_bps / 1e6).collect());
+
+    let mut rows = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        eprintln!("{}: {} ({})", s.name, s.about, s.payload.describe());
+        let mut runs = Vec::new();
+        for run in 1..=cli.runs as usize {
+            match scenario::run_once(&mut env, s, run) {
+                Ok(r) => {
+                    eprintln!("  run {run}/{}: {}", cli.runs, describe_run(&r));
+                    runs.push(r);
+                }
+                Err(e) => eprintln!("  run {run}/{} failed: {e:#}", cli.runs),
+            }
+        }
+        if !scenarios[i + 1..].iter().any(|t| t.payload == s.payload) {
+            env.drop_payload(s.payload);
+        }
+        if !runs.is_empty() {
+            rows.push(table::row(s, &runs, ceiling_mbs));
+        } else {
+            rows.push(format!(
+                "| {} | {} | every run failed | | | | | | | | | | | | see the log above |",
+                s.name,
+                s.payload.describe()
+            ));
+        }
+    }
+
+    println!();
+    println!("{}", table::header());
+    if !cli.no_iperf {
+        println!(
+            "{}",
+            table::iperf_row(&ceilings, cli.iperf_secs, cli.iperf_window.as_deref())
+        );
+    }
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    println!(
+        "Medians of {} runs per scenario (each column on its own). MB = 10^6 bytes of file content delivered and blake3-verified, \
+         from the sender's start to the receiver's last `delivered` record. CPU = user + system of the whole process (wait4). \
+         Wire bytes = UDP payload + 28 B IPv4/UDP header per datagram. Kernel drops = /proc/net/snmp Udp RcvbufErrors delta. \
+         × iperf3 = goodput / the MB/s iperf3's server received.",
+        cli.runs
+    );
+    println!();
+    println!(
+        "Machine: {}, {} CPUs; load average {} at start, {} at end; {}.",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_start.map_or("?".into(), |l| format!("{l:.2}")),
+        procs::load_average().map_or("?".into(), |l| format!("{l:.2}")),
+        match &cli.bin_dir {
+            Some(d) => format!("binaries from {}", d.display()),
+            None => git_state().unwrap_or_else(|| "unknown commit".into()),
+        }
+    );
+    if cli.keep || cli.work.is_some() {
+        eprintln!("logs kept in {}", work.join("logs").display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}

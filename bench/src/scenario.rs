@@ -1,0 +1,481 @@
+//! The end-to-end scenarios and one run of one of them: data, receiver, optional lossy
+//! relay, sender, then the outcome as the receiver's records and the kernel tell it.
+
+use crate::data;
+use crate::procs::{self, Exit, Proc};
+use crate::records::{log_field, RecordTail};
+use crate::relay::{Loss, Relay, RelayReport};
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// What a scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Payload {
+    /// One file of random (incompressible) bytes.
+    Random {
+        /// Its size.
+        bytes: u64,
+    },
+    /// A directory of MISP-event-like JSON files.
+    Json {
+        /// How many files.
+        count: usize,
+        /// Bytes of each.
+        size: usize,
+    },
+}
+
+impl Payload {
+    /// Bytes of all files.
+    pub fn bytes(&self) -> u64 {
+        match *self {
+            Payload::Random { bytes } => bytes,
+            Payload::Json { count, size } => (count * size) as u64,
+        }
+    }
+
+    /// Number of objects.
+    pub fn objects(&self) -> u64 {
+        match *self {
+            Payload::Random { .. } => 1,
+            Payload::Json { count, .. } => count as u64,
+        }
+    }
+
+    /// A short description for the table.
+    pub fn describe(&self) -> String {
+        match *self {
+            Payload::Random { bytes } => format!("{} random", human_size(bytes)),
+            Payload::Json { count, size } => format!("{count} × {} B JSON", size),
+        }
+    }
+}
+
+/// `bytes` as "1 GiB" / "256 MiB" / "10 KB".
+pub fn human_size(bytes: u64) -> String {
+    if bytes >= GIB && bytes % GIB == 0 {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// One end-to-end scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it shows.
+    pub about: &'static str,
+    /// What is sent.
+    pub payload: Payload,
+    /// The sender's `--rate`.
+    pub rate: &'static str,
+    /// The sender's `--repair`.
+    pub repair: u32,
+    /// The sender's `--mtu`.
+    pub mtu: u32,
+    /// The sender's `--passes`.
+    pub passes: u8,
+    /// The receiver's `--recv-buffer`, when not its default.
+    pub recv_buffer: Option<usize>,
+    /// Loss injected by a relay between the two, if any.
+    pub loss: Option<Loss>,
+    /// The sender's `--kind`, when given (`None`: the sender's default, detection from content).
+    pub kind: Option<&'static str>,
+}
+
+/// Every scenario, at full size or (`quick`) at sizes that run in seconds.
+pub fn all(quick: bool) -> Vec<Scenario> {
+    let q = |full: u64, small: u64| if quick { small } else { full };
+    let base = Scenario {
+        name: "",
+        about: "",
+        payload: Payload::Random { bytes: 0 },
+        rate: "4G",
+        repair: 10,
+        mtu: 1500,
+        passes: 1,
+        recv_buffer: None,
+        loss: None,
+        kind: Some("file"),
+    };
+    vec![
+        Scenario {
+            name: "bulk",
+            about: "one incompressible file, no loss, pacer above the machine's ceiling",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            ..base.clone()
+        },
+        Scenario {
+            name: "small",
+            about: "many 10 KB MISP-like JSON objects",
+            payload: Payload::Json {
+                count: 1000,
+                size: 10_000,
+            },
+            ..base.clone()
+        },
+        Scenario {
+            name: "misp",
+            about: "the same 10 KB JSON objects as MISP events (--kind auto): delivered into the MISP feed",
+            payload: Payload::Json {
+                count: 1000,
+                size: 10_000,
+            },
+            kind: None,
+            ..base.clone()
+        },
+        Scenario {
+            name: "loss2",
+            about: "2 % random loss in a relay",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            loss: Some(Loss::Random { p: 0.02, seed: 2 }),
+            ..base.clone()
+        },
+        Scenario {
+            name: "loss5",
+            about: "5 % random loss in a relay",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            loss: Some(Loss::Random { p: 0.05, seed: 5 }),
+            ..base.clone()
+        },
+        Scenario {
+            name: "burst",
+            about: "3 000 consecutive datagrams lost; --passes 2 sends fresh repair symbols",
+            payload: Payload::Random {
+                bytes: q(256 * MIB, 64 * MIB),
+            },
+            passes: 2,
+            loss: Some(Loss::Burst {
+                start: 20_000,
+                len: 3_000,
+            }),
+            ..base.clone()
+        },
+        Scenario {
+            name: "big",
+            about: "one 4 GiB object: peak memory of both sides",
+            payload: Payload::Random {
+                bytes: q(4 * GIB, GIB),
+            },
+            ..base.clone()
+        },
+        Scenario {
+            name: "defaultbuf",
+            about: "receiver with a kernel-default 212 992-byte socket buffer at 800 Mbit/s",
+            payload: Payload::Random {
+                bytes: q(256 * MIB, 64 * MIB),
+            },
+            rate: "800M",
+            recv_buffer: Some(212_992),
+            ..base
+        },
+    ]
+}
+
+/// Paths and options shared by every run.
+pub struct Env {
+    /// `gapferry-send`.
+    pub send_bin: PathBuf,
+    /// `gapferry-recv`.
+    pub recv_bin: PathBuf,
+    /// Scratch directory: data, outputs, logs.
+    pub work: PathBuf,
+    /// When set, both processes run under `perf record -g`, data files written here.
+    pub perf_dir: Option<PathBuf>,
+    /// `perf record --call-graph` mode when profiling.
+    pub perf_call_graph: String,
+    cache: HashMap<Payload, PathBuf>,
+}
+
+impl Env {
+    /// An environment using the two binaries and scratch directory `work`.
+    pub fn new(send_bin: PathBuf, recv_bin: PathBuf, work: PathBuf) -> Self {
+        Env {
+            send_bin,
+            recv_bin,
+            work,
+            perf_dir: None,
+            perf_call_graph: "fp".into(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The file or directory holding `payload`, generated on first use.
+    pub fn payload_path(&mut self, payload: Payload) -> Result<PathBuf> {
+        if let Some(p) = self.cache.get(&payload) {
+            return Ok(p.clone());
+        }
+        let dir = self.work.join("data");
+        std::fs::create_dir_all(&dir)?;
+        let t = Instant::now();
+        let path = match payload {
+            Payload::Random { bytes } => {
+                let p = dir.join(format!("random-{bytes}.bin"));
+                data::write_random_file(&p, bytes, bytes)?;
+                p
+            }
+            Payload::Json { count, size } => {
+                let p = dir.join(format!("json-{count}x{size}"));
+                std::fs::create_dir_all(&p)?;
+                for i in 0..count {
+                    let doc = data::json_object(size, i as u64);
+                    std::fs::write(p.join(format!("event-{i:05}.json")), doc)?;
+                }
+                p
+            }
+        };
+        eprintln!(
+            "  generated {} in {:.1} s",
+            payload.describe(),
+            t.elapsed().as_secs_f64()
+        );
+        self.cache.insert(payload, path.clone());
+        Ok(path)
+    }
+
+    /// Deletes generated data no remaining scenario needs.
+    pub fn drop_payload(&mut self, payload: Payload) {
+        if let Some(p) = self.cache.remove(&payload) {
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    /// Objects the scenario sends.
+    pub objects: u64,
+    /// File bytes the scenario sends.
+    pub payload_bytes: u64,
+    /// Objects delivered and verified.
+    pub delivered: u64,
+    /// Their bytes.
+    pub delivered_bytes: u64,
+    /// Objects failed or lost.
+    pub not_delivered: u64,
+    /// Seconds from the sender's start to the last delivery.
+    pub elapsed: Option<f64>,
+    /// The sender's exit record.
+    pub sender: Exit,
+    /// The receiver's exit record.
+    pub receiver: Exit,
+    /// Datagrams the sender says it sent.
+    pub sent_datagrams: Option<u64>,
+    /// UDP payload bytes the sender says it sent.
+    pub sent_bytes: Option<u64>,
+    /// Datagrams the receiver says it read from its socket.
+    pub recv_datagrams: Option<u64>,
+    /// Datagrams the receiver dropped because its assembler queue was full.
+    pub queue_full: Option<u64>,
+    /// System-wide UDP RcvbufErrors during the run.
+    pub kernel_drops: Option<u64>,
+    /// The receiver socket's own drop counter.
+    pub socket_drops: Option<u64>,
+    /// What the relay did, when there was one.
+    pub relay: Option<RelayReport>,
+    /// The first failure reasons.
+    pub reasons: Vec<String>,
+}
+
+impl RunResult {
+    /// Delivered file bytes per second, in MB/s (10^6).
+    pub fn goodput_mbs(&self) -> Option<f64> {
+        self.elapsed
+            .filter(|&e| e > 0.0)
+            .map(|e| self.delivered_bytes as f64 / e / 1e6)
+    }
+
+    /// Whether every object was delivered.
+    pub fn complete(&self) -> bool {
+        self.delivered == self.objects
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn command(env: &Env, bin: &Path, perf_name: &str) -> Command {
+    let mut cmd = match &env.perf_dir {
+        Some(dir) => {
+            let mut c = Command::new("perf");
+            c.args(["record", "--call-graph", &env.perf_call_graph])
+                .args(["-F", "999", "-q", "-o"])
+                .arg(dir.join(format!("{perf_name}.perf.data")))
+                .arg("--")
+                .arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.env("GAPFERRY_LOG", "info").env("NO_COLOR", "1");
+    cmd
+}
+
+fn wait_for_line(log: &Path, marker: &str, proc: &mut Proc, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(marker) {
+            return Ok(());
+        }
+        if proc.try_exit()?.is_some() {
+            bail!("the receiver exited before listening:\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("the receiver did not log {marker:?} within {timeout:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `s` once (run number `run`, for file names).
+pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
+    let input = env.payload_path(s.payload)?;
+    let tag = format!("{}-{run}", s.name);
+    let out = env.work.join("out").join(&tag);
+    let logs = env.work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let (send_log, recv_log) = (
+        logs.join(format!("{tag}-send.log")),
+        logs.join(format!("{tag}-recv.log")),
+    );
+
+    let port = free_port()?;
+    let mut rcmd = command(env, &env.recv_bin, &format!("{tag}-recv"));
+    rcmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--out")
+        .arg(&out)
+        .args(["--session-timeout", "10"]);
+    if let Some(b) = s.recv_buffer {
+        rcmd.args(["--recv-buffer", &b.to_string()]);
+    }
+    let mut receiver = Proc::spawn("gapferry-recv", rcmd, &recv_log)?;
+    wait_for_line(
+        &recv_log,
+        "listening",
+        &mut receiver,
+        Duration::from_secs(20),
+    )?;
+
+    let recv_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let relay = s.loss.map(|l| Relay::start(recv_addr, l)).transpose()?;
+    let to = relay.as_ref().map_or(recv_addr, Relay::addr);
+
+    let bytes = s.payload.bytes();
+    let objects = s.payload.objects();
+    let mut tail = RecordTail::new(out.join(".gapferry").join("records.jsonl"));
+    let drops_before = procs::udp_rcvbuf_errors();
+
+    let mut scmd = command(env, &env.send_bin, &format!("{tag}-send"));
+    scmd.arg("file")
+        .arg(&input)
+        .args(["--to", &to.to_string(), "--rate", s.rate])
+        .args(["--repair", &s.repair.to_string()])
+        .args(["--mtu", &s.mtu.to_string()])
+        .args(["--passes", &s.passes.to_string(), "--quiet"]);
+    if let Some(kind) = s.kind {
+        scmd.args(["--kind", kind]);
+    }
+    let t0_wall = SystemTime::now();
+    let t0 = Instant::now();
+    let mut sender = Proc::spawn("gapferry-send", scmd, &send_log)?;
+
+    // Generous: 20 MB/s would be a disaster worth seeing rather than a hang.
+    let budget = Duration::from_secs(60 + bytes * s.passes as u64 / 20_000_000);
+    // Once the sender is done, wait while records keep coming; give up after `grace` without one.
+    let grace = Duration::from_secs(15 + bytes / 200_000_000);
+    let mut progress = (0, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        tail.poll();
+        if tail.resolved() != progress.0 {
+            progress = (tail.resolved(), Instant::now());
+        }
+        let sent = sender.try_exit()?;
+        if tail.resolved() >= objects && sent.is_some() {
+            break;
+        }
+        if let Some(at) = sent.and_then(|e| e.at) {
+            if at.max(progress.1).elapsed() > grace {
+                eprintln!(
+                    "  timeout: {} of {objects} objects resolved, none for {grace:?} after the sender exited",
+                    tail.resolved()
+                );
+                break;
+            }
+        }
+        if t0.elapsed() > budget {
+            eprintln!("  timeout: the run exceeded {budget:?}");
+            sender.signal(libc::SIGTERM);
+            break;
+        }
+    }
+    let sender_exit = sender.wait(Duration::from_secs(30))?;
+    // Let the last datagrams in flight land before reading the drop counters.
+    std::thread::sleep(Duration::from_millis(200));
+    let socket_drops = procs::udp_socket_drops(port);
+    let drops_after = procs::udp_rcvbuf_errors();
+    let hwm = receiver.vm_hwm();
+    receiver.signal(libc::SIGTERM);
+    let mut receiver_exit = receiver.wait(Duration::from_secs(120))?;
+    if let Some(h) = hwm {
+        receiver_exit.max_rss = receiver_exit.max_rss.max(h);
+    }
+    let relay = relay.map(Relay::stop).transpose()?;
+    tail.poll();
+
+    let send_text = std::fs::read_to_string(&send_log).unwrap_or_default();
+    let recv_text = std::fs::read_to_string(&recv_log).unwrap_or_default();
+    if sender_exit.code != 0 {
+        eprintln!(
+            "  the sender exited with {}:\n{send_text}",
+            sender_exit.code
+        );
+    }
+    let result = RunResult {
+        objects,
+        payload_bytes: bytes,
+        delivered: tail.delivered,
+        delivered_bytes: tail.delivered_bytes,
+        not_delivered: objects.saturating_sub(tail.delivered),
+        elapsed: tail
+            .last_delivered
+            .and_then(|t| t.duration_since(t0_wall).ok())
+            .map(|d| d.as_secs_f64()),
+        sender: sender_exit,
+        receiver: receiver_exit,
+        sent_datagrams: log_field(&send_text, " done", "datagrams"),
+        sent_bytes: log_field(&send_text, " done", "bytes"),
+        recv_datagrams: log_field(&recv_text, " stopped", "datagrams"),
+        queue_full: log_field(&recv_text, " stopped", "queue_full"),
+        kernel_drops: drops_before
+            .zip(drops_after)
+            .map(|(a, b)| b.saturating_sub(a)),
+        socket_drops,
+        relay,
+        reasons: tail.reasons.clone(),
+    };
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(result)
+}
