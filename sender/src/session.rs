@@ -289,7 +289,8 @@ impl SenderSession {
 
     /// Sends a heartbeat now if one is due (for idle services).
     pub fn tick(&mut self) -> io::Result<()> {
-        self.heartbeat_if_due(false)
+        self.heartbeat_if_due(false)?;
+        self.sink.flush()
     }
 
     /// Sends `files`, each as one object, in every pass (pass 1 of all, then pass 2...).
