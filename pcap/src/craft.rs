@@ -76,7 +76,7 @@ impl FrameBuilder {
         payload: &[u8],
         size: usize,
     ) -> Result<Vec<Vec<u8>>, WriteError> {
-        if size == 0 || size % 8 != 0 {
+        if size == 0 || !size.is_multiple_of(8) {
             return Err(WriteError::BadFragmentSize(size));
         }
         self.check_len(payload)?;

@@ -316,7 +316,7 @@ fn check_len<R: Read>(
     if len < min {
         return Err(input.malformed(format!("{what} length {len} is shorter than {min} bytes")));
     }
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Err(input.malformed(format!("{what} length {len} is not a multiple of 4")));
     }
     Ok(())

@@ -277,7 +277,10 @@ impl SenderSession {
         let mut buf = std::mem::take(&mut self.buf);
         self.writer.heartbeat(&mut buf, &hb);
         let mut r = self.send_buf(&buf);
-        if r.is_ok() && (ending || hb.seq % INVENTORY_EVERY == 0) && !self.recent.is_empty() {
+        if r.is_ok()
+            && (ending || hb.seq.is_multiple_of(INVENTORY_EVERY))
+            && !self.recent.is_empty()
+        {
             let entries = self.recent.iter().cloned().collect();
             let inv = gapferry_common::control::Inventory::fitting(entries);
             self.writer.inventory(&mut buf, &inv);

@@ -181,7 +181,7 @@ impl ObjectTransfer {
             .map_err(TransferError::Sink)?
         {
             self.sent_since_descriptor += 1;
-            if self.sent_since_descriptor % DESCRIPTOR_EVERY == 0
+            if self.sent_since_descriptor.is_multiple_of(DESCRIPTOR_EVERY)
                 || Some(self.sent_since_descriptor) == halfway
             {
                 session

@@ -170,7 +170,7 @@ fn drops_beyond_the_budget_fail_the_object_with_a_record_and_a_nonzero_exit() {
         |_, p| match gapferry_common::wire::parse(p, &keys) {
             Ok(gapferry_common::Datagram::Data { header, .. }) if header.object == 0 => {
                 n += 1;
-                n % 3 != 0
+                !n.is_multiple_of(3)
             }
             _ => true,
         },

@@ -238,8 +238,10 @@ fn status_reports_the_link_the_loss_rate_and_names_what_failed() {
     let policy = Box::new(move |_: u64, d: &[u8]| {
         n += 1;
         match wire::parse(d, &keys) {
-            Ok(Datagram::Data { header, .. }) if header.object == 1 && n % 2 == 0 => Action::Drop,
-            _ if n % 50 == 0 => Action::Drop,
+            Ok(Datagram::Data { header, .. }) if header.object == 1 && n.is_multiple_of(2) => {
+                Action::Drop
+            }
+            _ if n.is_multiple_of(50) => Action::Drop,
             _ => Action::Forward,
         }
     });

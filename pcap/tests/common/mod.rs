@@ -187,7 +187,7 @@ impl Ng {
     /// A whole block: type, length, body (padded to 4), length.
     pub fn block(&mut self, block_type: u32, body: &[u8]) -> &mut Self {
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let len = (body.len() + 12) as u32;
