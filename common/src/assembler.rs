@@ -618,6 +618,22 @@ impl Assembler {
             return Err(Reject::Refused("block larger than the receiver's limit"));
         }
         if !s.objects.contains_key(&h.object) {
+            // A datagram that would be refused anyway must not take an object slot.
+            let cost = u16::try_from(symbol.len())
+                .map_err(|_| Reject::Refused("block parameters out of range"))
+                .and_then(|t| {
+                    BlockDecoder::opening_cost(
+                        h.block_len as usize,
+                        t,
+                        self.limits.max_block_symbols,
+                    )
+                    .map_err(|_| Reject::Refused("block parameters out of range"))
+                })?;
+            if self.held + cost > self.limits.max_held_bytes {
+                return Err(Reject::Refused(
+                    "memory limit for incomplete blocks reached",
+                ));
+            }
             self.admit_object(h.session, h.object)?;
         }
         let max_symbols = self.limits.max_block_symbols;
@@ -990,6 +1006,33 @@ mod tests {
         };
         DatagramWriter::new(session, None).heartbeat(&mut out, &hb);
         out
+    }
+
+    #[test]
+    fn refused_data_takes_no_object_slot() {
+        let limits = Limits {
+            max_objects_in_flight: 2,
+            max_block_symbols: 16,
+            ..Limits::default()
+        };
+        let mut a = Assembler::new(limits, KeyRing::default());
+        let w = DatagramWriter::new(9, None);
+        // Blocks of 1 000 one-byte symbols: above the 16-symbol limit, so refused.
+        for object in 0..10u32 {
+            let h = crate::wire::DataHeader {
+                session: 9,
+                object,
+                block: 0,
+                esi: 0,
+                block_len: 1000,
+                plain_len: 1000,
+                codec: crate::wire::Codec::None,
+            };
+            let mut out = Vec::new();
+            w.data(&mut out, &h, &[1]);
+            assert!(a.handle(Duration::ZERO, &out).is_err());
+        }
+        assert_eq!(a.objects_in_flight(), 0);
     }
 
     #[test]

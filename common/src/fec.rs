@@ -112,6 +112,28 @@ impl BlockDecoder {
     ///
     /// Refuses parameters RaptorQ cannot handle or that exceed `max_symbols`.
     pub fn new(block_len: usize, symbol_size: u16, max_symbols: u32) -> Result<Self, SymbolError> {
+        let k = Self::check(block_len, symbol_size, max_symbols)?;
+        Ok(BlockDecoder {
+            inner: SourceBlockDecoder::new(0, &oti(block_len, symbol_size), block_len as u64),
+            block_len,
+            symbol_size,
+            k,
+            received: 0,
+        })
+    }
+
+    /// Checks block parameters as [`Self::new`] does, without allocating; returns what
+    /// a decoder for them would hold before its first symbol, and its source symbols.
+    pub fn opening_cost(
+        block_len: usize,
+        symbol_size: u16,
+        max_symbols: u32,
+    ) -> Result<usize, SymbolError> {
+        let k = Self::check(block_len, symbol_size, max_symbols)?;
+        Ok(k as usize * SLOT_COST + symbol_size as usize + SYMBOL_OVERHEAD)
+    }
+
+    fn check(block_len: usize, symbol_size: u16, max_symbols: u32) -> Result<u32, SymbolError> {
         if block_len == 0 || symbol_size == 0 || block_len > u32::MAX as usize {
             return Err(SymbolError::BadBlock);
         }
@@ -124,13 +146,7 @@ impl BlockDecoder {
         if layout::symbol_size(block_len, symbol_size) != symbol_size {
             return Err(SymbolError::BadBlock);
         }
-        Ok(BlockDecoder {
-            inner: SourceBlockDecoder::new(0, &oti(block_len, symbol_size), block_len as u64),
-            block_len,
-            symbol_size,
-            k,
-            received: 0,
-        })
+        Ok(k)
     }
 
     /// Source symbols needed at least.
