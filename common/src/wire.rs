@@ -268,6 +268,54 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
     }
 }
 
+/// Splits a buffer that holds several data datagrams back to back, as a UDP GSO batch
+/// does before segmentation (what a capture taken on the sending host shows), into its
+/// datagrams; anything else comes back whole.
+///
+/// Every datagram of a batch but the last has the same size `S`, and each starts with
+/// the same 16 bytes (magic, version, type, flags, session): the smallest `S` at which
+/// all of them line up is the segment size.
+pub fn split_coalesced(buf: &[u8]) -> Vec<&[u8]> {
+    const PREFIX: usize = 16;
+    let whole = vec![buf];
+    if buf.len() < 2 * CONTROL_HEADER_LEN || buf[0..2] != MAGIC {
+        return whole;
+    }
+    if buf[3] != DatagramType::Data as u8 {
+        // Control datagrams state their length: a batch of copies splits exactly.
+        let tag = if buf[4] & FLAG_TAGGED != 0 {
+            TAG_LEN
+        } else {
+            0
+        };
+        let size = CONTROL_HEADER_LEN + u16::from_be_bytes([buf[20], buf[21]]) as usize + tag;
+        let prefix = &buf[..PREFIX];
+        let aligned = (0..buf.len())
+            .step_by(size)
+            .all(|at| buf[at..].starts_with(prefix));
+        return if size < buf.len() && aligned {
+            buf.chunks(size).collect()
+        } else {
+            whole
+        };
+    }
+    if buf.len() < 2 * (DATA_HEADER_LEN + 1) {
+        return whole;
+    }
+    let prefix = &buf[..PREFIX];
+    let aligned = |s: usize| {
+        (s..buf.len())
+            .step_by(s)
+            .all(|at| buf.len() - at > DATA_HEADER_LEN && buf[at..].starts_with(prefix))
+    };
+    let Some(segment) =
+        (DATA_HEADER_LEN + 1..=buf.len() / 2).find(|&s| buf[s..].starts_with(prefix) && aligned(s))
+    else {
+        return whole;
+    };
+    buf.chunks(segment).collect()
+}
+
 /// Writes the common header into `out` (which it clears first).
 fn put_common(out: &mut Vec<u8>, kind: DatagramType, tagged: bool, session: u64, object: u32) {
     out.clear();
@@ -387,6 +435,47 @@ mod tests {
         assert_eq!(parse(&plain, &ring), Err(Reject::MissingTag));
         let wrong = KeyRing::new(vec![Key::from_bytes([8; 32])]);
         assert_eq!(parse(&buf, &wrong), Err(Reject::BadTag));
+    }
+
+    #[test]
+    fn coalesced_batches_split_back_into_datagrams() {
+        let mut batch = Vec::new();
+        let mut one = Vec::new();
+        for esi in 0..5 {
+            encode_data(
+                &mut one,
+                &DataHeader { esi, ..header() },
+                &[esi as u8; 100],
+                None,
+            );
+            batch.extend_from_slice(&one);
+        }
+        // A shorter last segment, as GSO allows.
+        encode_data(&mut one, &DataHeader { esi: 5, ..header() }, &[5; 20], None);
+        batch.extend_from_slice(&one);
+        let parts = split_coalesced(&batch);
+        assert_eq!(parts.len(), 6);
+        for (i, p) in parts.iter().enumerate() {
+            let Ok(Datagram::Data { header: h, symbol }) = parse(p, &KeyRing::default()) else {
+                panic!()
+            };
+            assert_eq!(h.esi, i as u32);
+            assert!(symbol.iter().all(|&b| b == i as u8));
+        }
+        // A single datagram, or one whose symbol happens to hold a magic, stays whole.
+        encode_data(
+            &mut one,
+            &header(),
+            b"GF\x01\x01 not a second datagram at all, just bytes...",
+            None,
+        );
+        assert_eq!(split_coalesced(&one), vec![&one[..]]);
+        assert_eq!(split_coalesced(b"short"), vec![&b"short"[..]]);
+        // Copies of a control datagram split by their stated length.
+        let mut c = Vec::new();
+        encode_control(&mut c, DatagramType::Descriptor, 7, 1, b"body", None);
+        let three = [c.clone(), c.clone(), c.clone()].concat();
+        assert_eq!(split_coalesced(&three), vec![&c[..], &c[..], &c[..]]);
     }
 
     #[test]

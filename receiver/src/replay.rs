@@ -85,12 +85,15 @@ pub fn replay(
                 }
             }
             last = last.max(d.timestamp);
-            let input = Input::Datagram {
-                at: d.timestamp,
-                bytes: d.payload,
-            };
-            if engine.input().send(input).is_err() {
-                break 'files;
+            // A capture taken on the sending host holds GSO batches unsegmented.
+            for part in gapferry_common::wire::split_coalesced(&d.payload) {
+                let input = Input::Datagram {
+                    at: d.timestamp,
+                    bytes: part.to_vec(),
+                };
+                if engine.input().send(input).is_err() {
+                    break 'files;
+                }
             }
         }
         frames_ignored += reader.stats().frames_ignored();
