@@ -43,6 +43,10 @@ pub struct Limits {
     pub max_block_plain: u32,
     /// Most sender sessions tracked at once.
     pub max_sessions: usize,
+    /// Longest object name accepted, in bytes (at most 1 024).
+    pub max_name_bytes: usize,
+    /// Most path components in an object name (at most 32).
+    pub max_name_depth: usize,
     /// How long after the sender says it finished an object the receiver still waits for
     /// reordered datagrams before declaring it failed or lost.
     pub grace: Duration,
@@ -59,6 +63,8 @@ impl Default for Limits {
             max_block_symbols: 8192,
             max_block_plain: 64 << 20,
             max_sessions: 8,
+            max_name_bytes: name::MAX_NAME_BYTES,
+            max_name_depth: name::MAX_NAME_DEPTH,
             grace: Duration::from_secs(2),
             session_timeout: Duration::from_secs(30),
         }
@@ -566,7 +572,12 @@ impl Assembler {
     }
 
     fn check_descriptor(&self, d: &ObjectDescriptor) -> Result<(), String> {
-        name::validate(&d.name).map_err(|e| format!("unsafe name {:?}: {e}", d.name))?;
+        name::validate_within(
+            &d.name,
+            self.limits.max_name_bytes,
+            self.limits.max_name_depth,
+        )
+        .map_err(|e| format!("unsafe name {:?}: {e}", d.name))?;
         if d.size > self.limits.max_object_size {
             return Err(format!(
                 "declared size {} exceeds the receiver's limit of {} bytes",

@@ -16,10 +16,10 @@ pub enum NameError {
     #[error("empty name")]
     Empty,
     /// The name is longer than [`MAX_NAME_BYTES`].
-    #[error("name is {0} bytes long, more than the {MAX_NAME_BYTES} allowed")]
+    #[error("name is {0} bytes long, more than allowed")]
     TooLong(usize),
     /// The name has more than [`MAX_NAME_DEPTH`] components.
-    #[error("name has {0} path components, more than the {MAX_NAME_DEPTH} allowed")]
+    #[error("name has {0} path components, more than allowed")]
     TooDeep(usize),
     /// The name starts with `/`.
     #[error("absolute name")]
@@ -39,10 +39,16 @@ pub enum NameError {
 ///
 /// Safe means: joined under a delivery directory it can only name a path inside it.
 pub fn validate(name: &str) -> Result<(), NameError> {
+    validate_within(name, MAX_NAME_BYTES, MAX_NAME_DEPTH)
+}
+
+/// [`validate`] with tighter bounds on length and depth (never looser than the defaults).
+pub fn validate_within(name: &str, max_bytes: usize, max_depth: usize) -> Result<(), NameError> {
+    let (max_bytes, max_depth) = (max_bytes.min(MAX_NAME_BYTES), max_depth.min(MAX_NAME_DEPTH));
     if name.is_empty() {
         return Err(NameError::Empty);
     }
-    if name.len() > MAX_NAME_BYTES {
+    if name.len() > max_bytes {
         return Err(NameError::TooLong(name.len()));
     }
     if name.starts_with('/') {
@@ -61,7 +67,7 @@ pub fn validate(name: &str) -> Result<(), NameError> {
             return Err(NameError::ComponentTooLong);
         }
     }
-    if depth > MAX_NAME_DEPTH {
+    if depth > max_depth {
         return Err(NameError::TooDeep(depth));
     }
     Ok(())
@@ -97,6 +103,16 @@ mod tests {
         assert_eq!(validate(&"y".repeat(256)), Err(NameError::ComponentTooLong));
         assert!(matches!(
             validate(&["d"; 40].join("/")),
+            Err(NameError::TooDeep(40))
+        ));
+        assert_eq!(
+            validate_within("a/b/c", 1024, 2),
+            Err(NameError::TooDeep(3))
+        );
+        assert_eq!(validate_within("abcdef", 4, 32), Err(NameError::TooLong(6)));
+        // Configured limits only tighten the defaults.
+        assert!(matches!(
+            validate_within(&["d"; 40].join("/"), 9999, 9999),
             Err(NameError::TooDeep(40))
         ));
     }

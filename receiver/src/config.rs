@@ -68,6 +68,14 @@ pub struct LimitOptions {
     pub max_objects_in_flight: Option<usize>,
     /// Most bytes of incomplete blocks held.
     pub max_held_bytes: Option<usize>,
+    /// Largest block once decompressed, bytes: a zstd bomb stops there.
+    pub max_block_plain: Option<u32>,
+    /// Longest object name, bytes (at most 1024).
+    pub max_name_bytes: Option<usize>,
+    /// Most path components in an object name (at most 32).
+    pub max_name_depth: Option<usize>,
+    /// Most sender sessions tracked at once.
+    pub max_sessions: Option<usize>,
 }
 
 /// Why the configuration file could not be used.

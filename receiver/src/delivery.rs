@@ -64,6 +64,7 @@ pub struct Delivery {
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
     pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
+    loss: HashMap<u64, f64>,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
 }
@@ -107,6 +108,7 @@ impl Delivery {
             metrics,
             ledger: None,
             pending_misp: Vec::new(),
+            loss: HashMap::new(),
             staged: HashMap::new(),
             summary: Summary::default(),
         })
@@ -161,6 +163,9 @@ impl Delivery {
                     "heartbeat"
                 );
                 self.metrics.heartbeat(loss_rate, heartbeat.rate_bps);
+                if let Some(l) = loss_rate {
+                    self.loss.insert(session, l);
+                }
                 let link = crate::status::LinkState::from_heartbeat(
                     session, &heartbeat, received, loss_rate,
                 );
@@ -392,6 +397,7 @@ impl Delivery {
                     blake3 = %blake3::Hash::from(d.blake3).to_hex(),
                     path = %dest.display(),
                     ms = elapsed.as_millis() as u64,
+                    loss_rate = self.loss.get(&object.session).copied(),
                     "delivered"
                 );
                 self.summary.delivered += 1;
@@ -489,7 +495,16 @@ impl Delivery {
     }
 
     fn record_failure(&mut self, object: ObjectRef, d: Option<&ObjectDescriptor>, reason: String) {
-        tracing::warn!(object = %object, name = d.map(|d| d.name.as_str()), %reason, "object failed");
+        tracing::warn!(
+            object = %object,
+            name = d.map(|d| d.name.as_str()),
+            kind = d.map(|d| d.kind.as_str()),
+            size = d.map(|d| d.size),
+            blake3 = d.map(|d| blake3::Hash::from(d.blake3).to_hex().to_string()),
+            loss_rate = self.loss.get(&object.session).copied(),
+            %reason,
+            "object failed"
+        );
         self.summary.failed += 1;
         let mut r = Record::new(Outcome::Failed, object.session, object.object);
         if let Some(d) = d {

@@ -170,6 +170,18 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     if let Some(v) = file.limits.max_held_bytes {
         cfg.limits.max_held_bytes = v;
     }
+    if let Some(v) = file.limits.max_block_plain {
+        cfg.limits.max_block_plain = v;
+    }
+    if let Some(v) = file.limits.max_name_bytes {
+        cfg.limits.max_name_bytes = v;
+    }
+    if let Some(v) = file.limits.max_name_depth {
+        cfg.limits.max_name_depth = v;
+    }
+    if let Some(v) = file.limits.max_sessions {
+        cfg.limits.max_sessions = v.max(1);
+    }
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
     if let Some(addr) = a.metrics.or(file.metrics) {

@@ -145,6 +145,10 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
         .filter(|l| l["message"] == "delivered")
         .collect();
     assert_eq!(delivered.len(), 3, "{text}");
+    assert!(
+        delivered.iter().any(|d| d["loss_rate"].is_number()),
+        "delivered lines carry the loss seen on the link: {text}"
+    );
     for d in delivered {
         assert!(
             d["name"].is_string()
