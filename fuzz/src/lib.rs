@@ -245,6 +245,7 @@ pub fn small_limits() -> Limits {
         max_sessions: 2,
         grace: Duration::from_secs(2),
         session_timeout: Duration::from_secs(30),
+        ..Limits::default()
     }
 }
 
