@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// Datagrams queued between the socket thread and the assembler.
 pub const DEFAULT_QUEUE: usize = 1 << 16;
+/// Datagrams the socket thread hands over at once at most.
+const BATCH: usize = 64;
+/// How long a partly filled batch waits for more datagrams.
+const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Events queued between the assembler and the disk writer.
 const EVENT_QUEUE: usize = 256;
 
@@ -63,6 +67,8 @@ pub enum Input {
         /// Its bytes.
         bytes: Vec<u8>,
     },
+    /// Datagrams received back to back, each with its arrival time.
+    Batch(Vec<(Duration, Vec<u8>)>),
     /// Time passed without datagrams.
     Tick(Duration),
     /// No more input will come: close every session for this reason.
@@ -187,6 +193,25 @@ fn run_assembler(
                         .inc();
                 }
             }
+            Some(Input::Batch(batch)) => {
+                for (at, bytes) in batch {
+                    now = now.max(at);
+                    if let Err(reject) = asm.handle(now, &bytes) {
+                        tracing::trace!(%reject, "datagram rejected");
+                        metrics
+                            .rejected
+                            .get_or_create(&crate::metrics::ReasonLabel {
+                                reason: reject.label().to_string(),
+                            })
+                            .inc();
+                    }
+                    while let Some(ev) = asm.poll_event() {
+                        if events.send(ev).is_err() {
+                            return asm.stats().clone();
+                        }
+                    }
+                }
+            }
             Some(Input::Tick(t)) => now = now.max(t),
             Some(Input::End(reason)) => {
                 asm.tick(now);
@@ -279,7 +304,11 @@ impl Listener {
     /// Receives and delivers until `shutdown` is set, then finishes what it is writing.
     pub fn run(self, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
         let start = Instant::now();
-        let engine = Engine::start(&self.cfg, Clock::Live(start), self.cfg.queue)?;
+        let engine = Engine::start(
+            &self.cfg,
+            Clock::Live(start),
+            (self.cfg.queue / BATCH).max(16),
+        )?;
         let input = engine.input().clone();
         let counters = self.counters.clone();
         let metrics = self.cfg.metrics.clone();
@@ -288,23 +317,45 @@ impl Listener {
             .name("gapferry-socket".into())
             .spawn(move || -> std::io::Result<()> {
                 let mut buf = vec![0u8; 65_536];
+                let mut batch: Vec<(Duration, Vec<u8>)> = Vec::with_capacity(BATCH);
+                let mut waiting_short = false;
+                // Datagrams go to the assembler in batches: one queue operation and one
+                // wake-up per batch rather than per datagram. A batch leaves when full or
+                // as soon as the socket has been quiet for BATCH_WAIT.
+                let flush = |batch: &mut Vec<(Duration, Vec<u8>)>| {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let n = batch.len() as u64;
+                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                    // Never block the socket: a full queue is a counted drop.
+                    if let Err(TrySendError::Full(_)) = input.try_send(Input::Batch(full)) {
+                        counters.queue_full.fetch_add(n, Ordering::Relaxed);
+                        metrics.queue_dropped.inc_by(n);
+                    }
+                };
                 while !shutdown.load(Ordering::Relaxed) {
+                    if batch.is_empty() == waiting_short {
+                        waiting_short = !batch.is_empty();
+                        source.set_wait(if waiting_short {
+                            BATCH_WAIT
+                        } else {
+                            crate::socket::POLL_INTERVAL
+                        })?;
+                    }
                     let Some(n) = source.recv(&mut buf)? else {
+                        flush(&mut batch);
                         continue;
                     };
                     counters.received.fetch_add(1, Ordering::Relaxed);
                     metrics.datagrams.inc();
                     metrics.bytes.inc_by(n as u64);
-                    let item = Input::Datagram {
-                        at: start.elapsed(),
-                        bytes: buf[..n].to_vec(),
-                    };
-                    // Never block the socket: a full queue is a counted drop.
-                    if let Err(TrySendError::Full(_)) = input.try_send(item) {
-                        counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                        metrics.queue_dropped.inc();
+                    batch.push((start.elapsed(), buf[..n].to_vec()));
+                    if batch.len() >= BATCH {
+                        flush(&mut batch);
                     }
                 }
+                flush(&mut batch);
                 Ok(())
             })?;
         let drained = drain.join().expect("socket thread panicked");

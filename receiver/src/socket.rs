@@ -57,6 +57,11 @@ impl UdpSource {
         self.granted
     }
 
+    /// Sets how long [`Self::recv`] waits before reporting an idle socket.
+    pub fn set_wait(&self, wait: Duration) -> io::Result<()> {
+        self.socket.set_read_timeout(Some(wait))
+    }
+
     /// Receives one datagram into `buf`; `Ok(None)` when the poll interval passed idle.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self.socket.recv(buf) {
