@@ -202,6 +202,15 @@ impl Resolved {
         while self.above.remove(&self.below) {
             self.below += 1;
         }
+        // Ids resolved far ahead of the watermark (only a forger scattering object ids
+        // makes many) are bounded: the oldest gap is given up as resolved.
+        while self.above.len() > MAX_RESOLVED_AHEAD {
+            let first = self.above.pop_first().expect("non-empty");
+            self.below = first.saturating_add(1);
+            while self.above.remove(&self.below) {
+                self.below += 1;
+            }
+        }
     }
 }
 
@@ -275,6 +284,8 @@ const PARK_TIME: Duration = Duration::from_secs(600);
 /// Most objects parked at once.
 const PARK_MAX: usize = 64;
 
+/// Ids remembered as resolved above a session's contiguous watermark at most.
+const MAX_RESOLVED_AHEAD: usize = 65_536;
 /// Most lost or failed ids resolved per session per tick, so a lying heartbeat costs little.
 const RESOLVE_PER_TICK: u32 = 10_000;
 /// Closed session ids remembered, to ignore their late datagrams.
@@ -1017,6 +1028,19 @@ mod tests {
         };
         DatagramWriter::new(session, None).heartbeat(&mut out, &hb);
         out
+    }
+
+    #[test]
+    fn resolved_ids_ahead_of_the_watermark_are_bounded() {
+        let mut r = Resolved::default();
+        for id in (1..=3 * MAX_RESOLVED_AHEAD as u32).map(|i| i * 2) {
+            r.insert(id);
+        }
+        assert!(r.above.len() <= MAX_RESOLVED_AHEAD);
+        assert!(r.contains(6 * MAX_RESOLVED_AHEAD as u32));
+        assert!(!r.contains(6 * MAX_RESOLVED_AHEAD as u32 + 1));
+        r.insert(0);
+        assert!(r.contains(0));
     }
 
     #[test]
