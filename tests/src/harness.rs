@@ -106,7 +106,11 @@ pub fn read_records(out: &Path) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
+    // The receiver may be appending right now: a last line without its newline is not
+    // written yet. Every complete line must be JSON.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .map(|l| serde_json::from_str(l).expect("every record line is JSON"))
         .collect()
 }
