@@ -349,6 +349,25 @@ impl SenderSession {
         Ok(reports)
     }
 
+    /// Sends `file` whole under a new object id, its `passes` passes back to back.
+    pub fn send_whole(
+        &mut self,
+        file: &SourceFile,
+        passes: u8,
+        progress: &Progress,
+    ) -> (u32, Result<(), TransferError>) {
+        let id = self.allocate_object();
+        let result = transfer::describe(file, self.max_symbol, passes).and_then(|d| {
+            for pass in 1..=passes {
+                let d = ObjectDescriptor { pass, ..d.clone() };
+                transfer::send_object(self, id, file, &d, progress)?;
+            }
+            Ok(())
+        });
+        self.object_done(id);
+        (id, result)
+    }
+
     /// Ends the session: the receiver learns every object was sent in full.
     pub fn finish(&mut self) -> io::Result<()> {
         self.in_progress.clear();

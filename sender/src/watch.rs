@@ -291,11 +291,7 @@ impl Watcher {
                 continue;
             };
             for o in objects {
-                let id = session.allocate_object();
-                let r = transfer::describe(&o, session.max_symbol(), 1)
-                    .and_then(|d| transfer::send_object(session, id, &o, &d, progress));
-                session.object_done(id);
-                match r {
+                match session.send_whole(&o, 1, progress).1 {
                     Err(TransferError::Sink(e)) => return Err(e),
                     Err(e) => tracing::debug!(file = %rel, "carousel: {e}"),
                     Ok(()) => {}
@@ -446,16 +442,8 @@ impl Watcher {
     ) -> io::Result<()> {
         let passes = session.config().passes;
         for o in job.objects.clone() {
-            let id = session.allocate_object();
+            let (id, result) = session.send_whole(&o, passes, progress);
             job.ids.push(id);
-            let result = transfer::describe(&o, session.max_symbol(), passes).and_then(|d| {
-                for pass in 1..=passes {
-                    let d = gapferry_common::ObjectDescriptor { pass, ..d.clone() };
-                    transfer::send_object(session, id, &o, &d, progress)?;
-                }
-                Ok(())
-            });
-            session.object_done(id);
             if let Err(e) = result {
                 if let TransferError::Sink(e) = e {
                     return Err(e);
@@ -487,11 +475,8 @@ impl Watcher {
                 .expect("an image job");
             let before: Vec<SourceFile> = job.objects[..image_at].to_vec();
             for o in before {
-                let id = session.allocate_object();
+                let (id, r) = session.send_whole(&o, session.config().passes, progress);
                 job.ids.push(id);
-                let r = transfer::describe(&o, session.max_symbol(), session.config().passes)
-                    .and_then(|d| transfer::send_object(session, id, &o, &d, progress));
-                session.object_done(id);
                 match r {
                     Err(TransferError::Sink(e)) => return Err(e),
                     Err(e) => {
