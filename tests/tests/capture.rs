@@ -76,16 +76,20 @@ fn rewrite(
     let mut w = CaptureWriter::with_options(file, src, dst, options).unwrap();
     let (mut i, mut dropped) = (0u64, 0u64);
     while let Some(d) = r.next_datagram().unwrap() {
-        if keep(i, &d.payload) {
-            if fragment {
-                w.write_fragmented(d.timestamp, &d.payload, 512).unwrap();
+        // A live capture on the sending host holds GSO batches: thin datagram by datagram,
+        // not frame by frame, or one dropped frame is a burst of up to 64 datagrams.
+        for part in gapferry_common::wire::split_coalesced(&d.payload) {
+            if keep(i, part) {
+                if fragment {
+                    w.write_fragmented(d.timestamp, part, 512).unwrap();
+                } else {
+                    w.write_datagram(d.timestamp, part).unwrap();
+                }
             } else {
-                w.write_datagram(d.timestamp, &d.payload).unwrap();
+                dropped += 1;
             }
-        } else {
-            dropped += 1;
+            i += 1;
         }
-        i += 1;
     }
     w.flush().unwrap();
     (i, dropped)
@@ -408,10 +412,11 @@ fn live_tcpdump_captures_on_lo_and_any_and_their_pcapng_replay_byte_identical() 
             );
             assert_same_tree(&src, &out.join("files"));
         }
-        // Frames removed within the repair budget: every 25th datagram.
+        // Datagrams removed within the repair budget: every 25th, counted after a GSO
+        // batch in the capture is split into the datagrams the wire carried.
         let (s, d) = v4();
         let thinned = dir.path().join(format!("{iface}-thinned.pcap"));
-        rewrite(
+        let (n, dropped) = rewrite(
             &pcap,
             &thinned,
             s,
@@ -419,6 +424,10 @@ fn live_tcpdump_captures_on_lo_and_any_and_their_pcapng_replay_byte_identical() 
             WriterOptions::default(),
             false,
             |i, _| i % 25 != 7,
+        );
+        assert!(
+            n > 4000 && dropped == n / 25 + u64::from(n % 25 > 7),
+            "{n} {dropped}"
         );
         let out = dir.path().join(format!("out-{iface}-thinned"));
         let o = replay(&[&thinned], &out, &[]);
