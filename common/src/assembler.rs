@@ -724,9 +724,10 @@ impl Assembler {
             .add(h.esi, symbol)
             .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
         let after = block.decoder.held_bytes();
+        // A decoder that just handed its buffer over holds less than before.
         let state = self.object_mut(oref);
-        state.held += after - before;
-        self.held += after - before;
+        state.held = (state.held + after).saturating_sub(before);
+        self.held = (self.held + after).saturating_sub(before);
         let Some(data) = decoded else {
             return Ok(());
         };

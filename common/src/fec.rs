@@ -99,12 +99,27 @@ pub enum SymbolError {
 }
 
 /// Collects symbols of one block until it decodes.
+///
+/// Source symbols are copied straight into the block's buffer, so a block that lost
+/// nothing is never handed to RaptorQ and costs one copy per symbol. Only when source
+/// symbols are missing and enough repair symbols arrived does RaptorQ solve the block.
 pub struct BlockDecoder {
-    inner: SourceBlockDecoder,
     block_len: usize,
     symbol_size: u16,
     k: u32,
     received: u32,
+    /// Source symbols in place, grown as far as the highest one received.
+    data: Vec<u8>,
+    /// Which source symbols `data` holds.
+    present: Vec<bool>,
+    /// Distinct source symbols held.
+    sources: u32,
+    /// Distinct repair symbols held before RaptorQ takes over.
+    repairs: Vec<(u32, Vec<u8>)>,
+    /// RaptorQ, once source symbols are missing and enough symbols arrived to try.
+    solver: Option<SourceBlockDecoder>,
+    /// Distinct symbols the solver holds.
+    solver_symbols: u32,
 }
 
 impl BlockDecoder {
@@ -114,11 +129,16 @@ impl BlockDecoder {
     pub fn new(block_len: usize, symbol_size: u16, max_symbols: u32) -> Result<Self, SymbolError> {
         let k = Self::check(block_len, symbol_size, max_symbols)?;
         Ok(BlockDecoder {
-            inner: SourceBlockDecoder::new(0, &oti(block_len, symbol_size), block_len as u64),
             block_len,
             symbol_size,
             k,
             received: 0,
+            data: Vec::new(),
+            present: vec![false; k as usize],
+            sources: 0,
+            repairs: Vec::new(),
+            solver: None,
+            solver_symbols: 0,
         })
     }
 
@@ -159,15 +179,25 @@ impl BlockDecoder {
         self.received
     }
 
-    /// Bytes held for this block, for memory accounting: its slots and every symbol received.
+    /// Bytes held for this block, for memory accounting: its slots, the source symbols'
+    /// buffer and every other symbol kept.
     pub fn held_bytes(&self) -> usize {
+        let t = self.symbol_size as usize + SYMBOL_OVERHEAD;
         self.k as usize * SLOT_COST
-            + self.received as usize * (self.symbol_size as usize + SYMBOL_OVERHEAD)
+            + self.data.capacity()
+            + self.repairs.len() * t
+            + self.solver_symbols as usize * t
     }
 
-    /// What [`Self::held_bytes`] grows by with one more symbol.
+    /// What [`Self::held_bytes`] grows by at most with one more symbol.
     pub fn cost_of_symbol(&self) -> usize {
-        self.symbol_size as usize + SYMBOL_OVERHEAD
+        let t = self.symbol_size as usize;
+        if self.solver.is_none() {
+            // A source symbol may grow the buffer by at most the whole block.
+            (self.k as usize * t - self.data.capacity()).max(t + SYMBOL_OVERHEAD)
+        } else {
+            t + SYMBOL_OVERHEAD
+        }
     }
 
     /// Adds one symbol; returns the block's bytes once it decodes.
@@ -179,11 +209,87 @@ impl BlockDecoder {
             return Err(SymbolError::BadBlock);
         }
         self.received += 1;
-        let packet = EncodingPacket::new(PayloadId::new(0, esi), symbol.to_vec());
-        Ok(self.inner.decode([packet]).map(|mut data| {
-            data.truncate(self.block_len);
-            data
-        }))
+        if let Some(solver) = &mut self.solver {
+            if esi < self.k && self.present[esi as usize] {
+                return Ok(None);
+            }
+            if esi < self.k {
+                self.present[esi as usize] = true;
+            }
+            self.solver_symbols += 1;
+            let packet = EncodingPacket::new(PayloadId::new(0, esi), symbol.to_vec());
+            return Ok(solver.decode([packet]).map(|data| self.finish(data)));
+        }
+        if esi < self.k {
+            if !self.present[esi as usize] {
+                self.place(esi, symbol);
+            }
+            if self.sources == self.k {
+                let data = std::mem::take(&mut self.data);
+                return Ok(Some(self.finish(data)));
+            }
+        } else if !self.repairs.iter().any(|(e, _)| *e == esi) {
+            self.repairs.push((esi, symbol.to_vec()));
+        }
+        if self.sources + self.repairs.len() as u32 >= self.k {
+            return Ok(self.solve());
+        }
+        Ok(None)
+    }
+
+    /// Copies source symbol `esi` into place, growing the buffer as far as it needs.
+    fn place(&mut self, esi: u32, symbol: &[u8]) {
+        let t = self.symbol_size as usize;
+        let (at, end) = (esi as usize * t, (esi as usize + 1) * t);
+        if self.data.len() < end {
+            if self.data.capacity() < end {
+                let whole = self.k as usize * t;
+                let want = end.max(self.data.capacity().saturating_mul(2)).min(whole);
+                self.data.reserve_exact(want - self.data.len());
+            }
+            self.data.resize(end, 0);
+        }
+        self.data[at..end].copy_from_slice(symbol);
+        self.present[esi as usize] = true;
+        self.sources += 1;
+    }
+
+    /// Hands every symbol held to RaptorQ and tries to solve the block.
+    fn solve(&mut self) -> Option<Vec<u8>> {
+        let t = self.symbol_size as usize;
+        let data = std::mem::take(&mut self.data);
+        let sources = self
+            .present
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(esi, _)| {
+                let at = esi * t;
+                EncodingPacket::new(PayloadId::new(0, esi as u32), data[at..at + t].to_vec())
+            });
+        let repairs = std::mem::take(&mut self.repairs)
+            .into_iter()
+            .map(|(esi, s)| EncodingPacket::new(PayloadId::new(0, esi), s));
+        let mut solver = SourceBlockDecoder::new(
+            0,
+            &oti(self.block_len, self.symbol_size),
+            self.block_len as u64,
+        );
+        let packets: Vec<EncodingPacket> = sources.chain(repairs).collect();
+        self.solver_symbols = packets.len() as u32;
+        drop(data);
+        match solver.decode(packets) {
+            Some(out) => Some(self.finish(out)),
+            None => {
+                self.solver = Some(solver);
+                None
+            }
+        }
+    }
+
+    fn finish(&self, mut data: Vec<u8>) -> Vec<u8> {
+        data.truncate(self.block_len);
+        data
     }
 }
 
@@ -231,6 +337,39 @@ mod tests {
         round_trip(100_000, 1408, 0);
         round_trip(100_000, 1408, 10);
         round_trip(50_000, 1408, 7);
+    }
+
+    #[test]
+    fn duplicates_reverse_order_and_late_sources_decode_with_bounded_memory() {
+        let original = data(300_000);
+        let mut enc = BlockEncoder::new(original.clone(), 1408);
+        let (k, t) = (enc.source_symbols(), enc.symbol_size() as usize);
+        // Every source symbol twice, highest first: the buffer grows once to the block.
+        let mut dec = BlockDecoder::new(original.len(), enc.symbol_size(), 4096).unwrap();
+        for esi in (1..k).rev() {
+            assert_eq!(dec.add(esi, enc.source_symbol(esi)).unwrap(), None);
+            assert_eq!(dec.add(esi, enc.source_symbol(esi)).unwrap(), None);
+        }
+        assert!(dec.held_bytes() <= k as usize * (SLOT_COST + t));
+        assert_eq!(
+            dec.add(0, enc.source_symbol(0)).unwrap(),
+            Some(original.clone())
+        );
+
+        // Two sources missing and one repair: too few to try; a duplicate repair does not
+        // count; the late source symbol makes k and RaptorQ recovers the other one.
+        let mut dec = BlockDecoder::new(original.len(), enc.symbol_size(), 4096).unwrap();
+        for esi in 2..k {
+            assert_eq!(dec.add(esi, enc.source_symbol(esi)).unwrap(), None);
+        }
+        let repair = enc.repair_symbols(k, 1).remove(0);
+        assert_eq!(dec.add(k, &repair).unwrap(), None);
+        assert_eq!(
+            dec.add(k, &repair).unwrap(),
+            None,
+            "a duplicate repair adds nothing"
+        );
+        assert_eq!(dec.add(1, enc.source_symbol(1)).unwrap(), Some(original));
     }
 
     #[test]

@@ -48,6 +48,8 @@ struct Staged {
     hasher: blake3::Hasher,
     next_hash_block: u32,
     written_ahead: BTreeSet<u32>,
+    written: u64,
+    writeback: crate::writeback::Writeback,
     started: Instant,
 }
 
@@ -278,6 +280,8 @@ impl Delivery {
                 hasher: blake3::Hasher::new(),
                 next_hash_block: 0,
                 written_ahead: BTreeSet::new(),
+                written: 0,
+                writeback: Default::default(),
                 started: Instant::now(),
             },
         );
@@ -288,6 +292,7 @@ impl Delivery {
         let s = self.staged.get_mut(&object).expect("checked");
         let offset = block as u64 * s.descriptor.block_plain_size as u64;
         s.file.write_all_at(plain, offset)?;
+        s.written += plain.len() as u64;
         if block != s.next_hash_block {
             s.written_ahead.insert(block);
             return Ok(());
@@ -304,6 +309,9 @@ impl Delivery {
             s.hasher.update(&buf);
             s.next_hash_block += 1;
         }
+        // Bytes below the hashed blocks are never read again.
+        let settled = s.next_hash_block as u64 * s.descriptor.block_plain_size as u64;
+        s.writeback.wrote(&s.file, s.written, settled);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod records;
 pub mod replay;
 pub mod socket;
 pub mod status;
+pub mod writeback;
 
 pub use delivery::Summary;
 pub use pipeline::{listen, ReceiverConfig};
