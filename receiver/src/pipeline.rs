@@ -67,12 +67,34 @@ pub enum Input {
         /// Its bytes.
         bytes: Vec<u8>,
     },
-    /// Datagrams received back to back, each with its arrival time.
-    Batch(Vec<(Duration, Vec<u8>)>),
+    /// Datagrams received back to back.
+    Batch(Vec<Arrival>),
     /// Time passed without datagrams.
     Tick(Duration),
     /// No more input will come: close every session for this reason.
     End(String),
+}
+
+/// Datagrams of one socket read, as the kernel handed them over.
+pub struct Arrival {
+    /// When they arrived.
+    pub at: Duration,
+    /// One datagram, or several of `stride` bytes back to back (a GRO read).
+    pub bytes: Vec<u8>,
+    /// Bytes of each datagram but the last.
+    pub stride: usize,
+}
+
+impl Arrival {
+    /// The datagrams it holds.
+    pub fn datagrams(&self) -> std::slice::Chunks<'_, u8> {
+        self.bytes.chunks(self.stride.max(1))
+    }
+
+    /// How many datagrams it holds.
+    pub fn count(&self) -> usize {
+        self.bytes.len().div_ceil(self.stride.max(1))
+    }
 }
 
 /// Whose clock the pipeline runs on.
@@ -194,20 +216,22 @@ fn run_assembler(
                 }
             }
             Some(Input::Batch(batch)) => {
-                for (at, bytes) in batch {
-                    now = now.max(at);
-                    if let Err(reject) = asm.handle(now, &bytes) {
-                        tracing::trace!(%reject, "datagram rejected");
-                        metrics
-                            .rejected
-                            .get_or_create(&crate::metrics::ReasonLabel {
-                                reason: reject.label().to_string(),
-                            })
-                            .inc();
-                    }
-                    while let Some(ev) = asm.poll_event() {
-                        if events.send(ev).is_err() {
-                            return asm.stats().clone();
+                for arrival in batch {
+                    now = now.max(arrival.at);
+                    for bytes in arrival.datagrams() {
+                        if let Err(reject) = asm.handle(now, bytes) {
+                            tracing::trace!(%reject, "datagram rejected");
+                            metrics
+                                .rejected
+                                .get_or_create(&crate::metrics::ReasonLabel {
+                                    reason: reject.label().to_string(),
+                                })
+                                .inc();
+                        }
+                        while let Some(ev) = asm.poll_event() {
+                            if events.send(ev).is_err() {
+                                return asm.stats().clone();
+                            }
                         }
                     }
                 }
@@ -312,22 +336,23 @@ impl Listener {
         let input = engine.input().clone();
         let counters = self.counters.clone();
         let metrics = self.cfg.metrics.clone();
-        let source = self.source;
+        let mut source = self.source;
         let drain = std::thread::Builder::new()
             .name("gapferry-socket".into())
             .spawn(move || -> std::io::Result<()> {
-                let mut buf = vec![0u8; 65_536];
-                let mut batch: Vec<(Duration, Vec<u8>)> = Vec::with_capacity(BATCH);
+                let mut reads = crate::socket::RecvBatch::default();
+                let mut batch: Vec<Arrival> = Vec::new();
+                let mut queued = 0usize;
                 let mut waiting_short = false;
                 // Datagrams go to the assembler in batches: one queue operation and one
-                // wake-up per batch rather than per datagram. A batch leaves when full or
-                // as soon as the socket has been quiet for BATCH_WAIT.
-                let flush = |batch: &mut Vec<(Duration, Vec<u8>)>| {
+                // wake-up per batch rather than per datagram. A batch leaves when it holds
+                // BATCH datagrams or as soon as the socket has been quiet for BATCH_WAIT.
+                let flush = |batch: &mut Vec<Arrival>, queued: &mut usize| {
                     if batch.is_empty() {
                         return;
                     }
-                    let n = batch.len() as u64;
-                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                    let n = std::mem::take(queued) as u64;
+                    let full = std::mem::take(batch);
                     // Never block the socket: a full queue is a counted drop.
                     if let Err(TrySendError::Full(_)) = input.try_send(Input::Batch(full)) {
                         counters.queue_full.fetch_add(n, Ordering::Relaxed);
@@ -341,21 +366,31 @@ impl Listener {
                             BATCH_WAIT
                         } else {
                             crate::socket::POLL_INTERVAL
-                        })?;
+                        });
                     }
-                    let Some(n) = source.recv(&mut buf)? else {
-                        flush(&mut batch);
+                    if !source.recv(&mut reads)? {
+                        flush(&mut batch, &mut queued);
                         continue;
-                    };
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    metrics.datagrams.inc();
-                    metrics.bytes.inc_by(n as u64);
-                    batch.push((start.elapsed(), buf[..n].to_vec()));
-                    if batch.len() >= BATCH {
-                        flush(&mut batch);
+                    }
+                    let at = start.elapsed();
+                    for (bytes, stride) in reads.messages() {
+                        let arrival = Arrival {
+                            at,
+                            bytes: bytes.to_vec(),
+                            stride,
+                        };
+                        let n = arrival.count();
+                        counters.received.fetch_add(n as u64, Ordering::Relaxed);
+                        metrics.datagrams.inc_by(n as u64);
+                        metrics.bytes.inc_by(bytes.len() as u64);
+                        queued += n;
+                        batch.push(arrival);
+                    }
+                    if queued >= BATCH {
+                        flush(&mut batch, &mut queued);
                     }
                 }
-                flush(&mut batch);
+                flush(&mut batch, &mut queued);
                 Ok(())
             })?;
         let drained = drain.join().expect("socket thread panicked");

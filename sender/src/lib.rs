@@ -1,13 +1,14 @@
 //! gapferry's low side: reads files, cuts them into compressed RaptorQ blocks, and sends
 //! them as paced UDP datagrams (or into a capture file) through a one-way link.
 //!
-//! Data flows outbox → [`source`] → [`transfer`] → [`pacer`] → [`sink`]; the wire format
+//! Data flows outbox → [`source`] → [`prepare`] → [`transfer`] → [`pacer`] → [`sink`]; the wire format
 //! itself lives in `gapferry-common`.
 
 pub mod config;
 pub mod keygen;
 pub mod metrics;
 pub mod pacer;
+pub mod prepare;
 pub mod progress;
 pub mod rate;
 pub mod session;

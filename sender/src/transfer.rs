@@ -4,14 +4,14 @@
 //! [`ObjectTransfer`] sends one window per call, so a scheduler can slip small objects
 //! between the windows of a multi-GB image.
 
+use crate::prepare::{Encoding, Preparer};
 use crate::progress::Progress;
 use crate::session::SenderSession;
 use crate::source::SourceFile;
-use gapferry_common::compress;
 use gapferry_common::control::ObjectDescriptor;
-use gapferry_common::emit::{Interleaver, OutgoingBlock, DESCRIPTOR_EVERY, INTERLEAVE_DEPTH};
+use gapferry_common::emit::{Interleaver, DESCRIPTOR_EVERY};
 use gapferry_common::layout;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 use thiserror::Error;
@@ -84,8 +84,7 @@ pub struct ObjectTransfer {
     id: u32,
     file: SourceFile,
     descriptor: ObjectDescriptor,
-    reader: Box<dyn Read + Send>,
-    hasher: blake3::Hasher,
+    windows: Preparer,
     next_block: u32,
     sent_since_descriptor: u64,
     copies: u32,
@@ -99,7 +98,14 @@ impl ObjectTransfer {
         file: &SourceFile,
         d: &ObjectDescriptor,
     ) -> Result<Self, TransferError> {
-        let reader = file.open().map_err(read_err(file))?;
+        let encoding = Encoding {
+            session: session.id(),
+            object: id,
+            max_symbol: session.max_symbol(),
+            zstd_level: session.config().zstd_level,
+            repair_percent: session.config().repair_percent,
+        };
+        let windows = Preparer::start(file, d, encoding)?;
         session
             .emit_descriptor(id, d)
             .map_err(TransferError::Sink)?;
@@ -107,8 +113,7 @@ impl ObjectTransfer {
             id,
             file: file.clone(),
             descriptor: d.clone(),
-            reader,
-            hasher: blake3::Hasher::new(),
+            windows,
             next_block: 0,
             sent_since_descriptor: 0,
             copies: 1,
@@ -138,39 +143,15 @@ impl ObjectTransfer {
     ) -> Result<bool, TransferError> {
         let d = &self.descriptor;
         let blocks = d.block_count() as u32;
-        if self.next_block >= blocks {
+        let Some(prepared) = self.windows.next_window() else {
             return Ok(false);
-        }
-        let cfg = session.config().clone();
-        let (max_symbol, sid) = (session.max_symbol(), session.id());
-        let start = self.next_block;
-        let end = (start + INTERLEAVE_DEPTH as u32).min(blocks);
+        };
+        let prepared = prepared?;
+        let (start, count) = (self.next_block, prepared.blocks.len() as u32);
+        let end = start + count;
         let mut window = Interleaver::new();
-        let mut window_bytes = 0u64;
-        for b in start..end {
-            let plain_len = d.block_plain_len(b) as usize;
-            let mut plain = vec![0u8; plain_len];
-            self.reader.read_exact(&mut plain).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    TransferError::Changed(self.file.path.clone())
-                } else {
-                    read_err(&self.file)(e)
-                }
-            })?;
-            self.hasher.update(&plain);
-            let (codec, data) = compress::compress_block(&plain, cfg.zstd_level);
-            window_bytes += plain_len as u64;
-            window.push(OutgoingBlock::new(
-                sid,
-                self.id,
-                b,
-                codec,
-                plain_len as u32,
-                data,
-                max_symbol,
-                cfg.repair_percent,
-                d.pass as u32,
-            ));
+        for block in prepared.blocks {
+            window.push(block);
         }
         // A small object gets a copy half-way through too, so copies are spread out.
         let halfway = (start == 0 && end == blocks)
@@ -190,24 +171,19 @@ impl ObjectTransfer {
                 self.copies += 1;
             }
         }
-        progress.advance(window_bytes);
+        progress.advance(prepared.plain_bytes);
         self.next_block = end;
         Ok(end < blocks)
     }
 
     /// Sends the closing descriptor copies and checks the source did not change.
-    pub fn finish(mut self, session: &mut SenderSession) -> Result<(), TransferError> {
+    pub fn finish(self, session: &mut SenderSession) -> Result<(), TransferError> {
         for _ in 0..MIN_DESCRIPTORS.saturating_sub(self.copies).max(1) {
             session
                 .emit_descriptor(self.id, &self.descriptor)
                 .map_err(TransferError::Sink)?;
         }
-        let mut extra = [0u8; 1];
-        let grew = self.reader.read(&mut extra).map_err(read_err(&self.file))? > 0;
-        if grew || *self.hasher.finalize().as_bytes() != self.descriptor.blake3 {
-            return Err(TransferError::Changed(self.file.path.clone()));
-        }
-        Ok(())
+        self.windows.verify()
     }
 }
 
