@@ -1,6 +1,6 @@
 //! A lossy UDP relay between the sender and the receiver: one thread, a seeded random
-//! generator, `recvmmsg`/`sendmmsg` in batches so its own cost stays small, and its CPU
-//! time measured so the table can say what it cost.
+//! generator, `recvmmsg` with UDP GRO in and GSO sends out so its own cost stays small,
+//! and its CPU time measured so the table can say what it cost.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Datagrams moved per `recvmmsg`/`sendmmsg` call at most.
-const BATCH: usize = 64;
-/// Largest datagram the relay carries.
-const SLOT: usize = 65_536;
+/// Bytes of one receive buffer: a GRO read of 64 full-size datagrams at MTU 1500.
+const SLOT: usize = 64 * 1500;
 /// Receive buffer the relay asks for (forced past `rmem_max` when running as root).
 const RELAY_RCVBUF: usize = 64 << 20;
 
@@ -61,7 +59,6 @@ impl Relay {
     pub fn start(to: SocketAddr, loss: Loss) -> io::Result<Relay> {
         let rx = UdpSocket::bind("127.0.0.1:0")?;
         set_rcvbuf(&rx, RELAY_RCVBUF);
-        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
         let tx = UdpSocket::bind("127.0.0.1:0")?;
         tx.connect(to)?;
         let addr = rx.local_addr()?;
@@ -133,126 +130,105 @@ pub fn thread_cpu_seconds() -> f64 {
 }
 
 fn run(rx: UdpSocket, tx: UdpSocket, loss: Loss, stop: Arc<AtomicBool>) -> io::Result<RelayReport> {
-    let mut bufs = vec![0u8; BATCH * SLOT];
-    let mut lens = [0usize; BATCH];
-    let mut keep = Vec::with_capacity(BATCH);
+    // Both sockets non-blocking, with UDP GRO on the receiving one: a GSO batch from the
+    // sender arrives whole, loses its datagrams one by one, and leaves as one GSO send.
+    let rx_state = quinn_udp::UdpSocketState::new((&rx).into())?;
+    let tx_state = quinn_udp::UdpSocketState::new((&tx).into())?;
+    let to = tx.peer_addr()?;
+    let mut bufs = vec![vec![0u8; SLOT]; quinn_udp::BATCH_SIZE];
+    let mut meta = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
+    let mut out: Vec<u8> = Vec::with_capacity(SLOT);
     let mut rng = match loss {
         Loss::Random { seed, .. } => StdRng::seed_from_u64(seed),
         Loss::Burst { .. } => StdRng::seed_from_u64(0),
     };
     let mut report = RelayReport::default();
     while !stop.load(Ordering::Relaxed) {
-        let n = match recv_batch(&rx, &mut bufs, &mut lens) {
+        let mut slices: Vec<io::IoSliceMut<'_>> =
+            bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+        let n = match rx_state.recv((&rx).into(), &mut slices, &mut meta) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(&rx, 50);
+                continue;
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        keep.clear();
-        for (i, &len) in lens.iter().enumerate().take(n) {
-            let index = report.seen;
-            report.seen += 1;
-            let lose = match loss {
-                Loss::Random { p, .. } => rng.random::<f64>() < p,
-                Loss::Burst { start, len } => (start..start + len).contains(&index),
-            };
-            if lose {
-                report.dropped += 1;
-            } else {
-                keep.push((i, len));
+        for (buf, m) in bufs.iter().zip(&meta).take(n) {
+            let stride = m.stride.max(1);
+            out.clear();
+            let mut kept = 0;
+            for datagram in buf[..m.len].chunks(stride) {
+                let index = report.seen;
+                report.seen += 1;
+                let lose = match loss {
+                    Loss::Random { p, .. } => rng.random::<f64>() < p,
+                    Loss::Burst { start, len } => (start..start + len).contains(&index),
+                };
+                if lose {
+                    report.dropped += 1;
+                } else {
+                    out.extend_from_slice(datagram);
+                    kept += 1;
+                }
+            }
+            if kept > 0 {
+                send(&tx_state, &tx, to, &out, (kept > 1).then_some(stride))?;
             }
         }
-        send_batch(&tx, &bufs, &keep)?;
     }
     report.cpu_seconds = thread_cpu_seconds();
     Ok(report)
 }
 
-/// Receives up to [`BATCH`] datagrams (blocking for the first one, up to the read timeout).
-fn recv_batch(rx: &UdpSocket, bufs: &mut [u8], lens: &mut [usize; BATCH]) -> io::Result<usize> {
-    // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
-    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
-        v.iov_base = bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void;
-        v.iov_len = SLOT;
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: every mmsghdr points at one iovec covering a distinct SLOT-byte region of
-    // `bufs`, all of which outlive the call; the kernel writes at most BATCH entries.
-    let n = unsafe {
-        libc::recvmmsg(
-            rx.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            BATCH as libc::c_uint,
-            libc::MSG_WAITFORONE,
-            std::ptr::null_mut(),
-        )
+/// Waits up to `ms` milliseconds for `socket` to become readable.
+fn wait_readable(socket: &UdpSocket, ms: libc::c_int) {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    for (len, m) in lens.iter_mut().zip(&msgs).take(n as usize) {
-        *len = m.msg_len as usize;
-    }
-    Ok(n as usize)
+    // SAFETY: one live pollfd and a count of 1; the fd is open for the call.
+    unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
-/// Sends the datagrams `keep` names (slot index, length) on the connected socket.
-fn send_batch(tx: &UdpSocket, bufs: &[u8], keep: &[(usize, usize)]) -> io::Result<()> {
-    // SAFETY: all-zero iovec and mmsghdr are valid values.
-    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for ((v, m), &(slot, len)) in iov.iter_mut().zip(msgs.iter_mut()).zip(keep) {
-        v.iov_base = bufs[slot * SLOT..].as_ptr() as *mut libc::c_void;
-        v.iov_len = len;
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    let mut done = 0;
-    let mut retries = 0;
-    while done < keep.len() {
-        // SAFETY: entries done..keep.len() point at live regions of `bufs` (only read).
-        let n = unsafe {
-            libc::sendmmsg(
-                tx.as_raw_fd(),
-                msgs[done..].as_mut_ptr(),
-                (keep.len() - done) as libc::c_uint,
-                0,
-            )
-        };
-        if n >= 0 {
-            done += n as usize;
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        retries += 1;
-        match e.raw_os_error() {
-            // A pending ICMP error from an earlier datagram (nobody listening then): it is
-            // cleared by being reported, so retry; give up on one datagram if it persists.
-            Some(libc::ECONNREFUSED) => {
-                if retries % 100 == 0 {
-                    done += 1;
+/// Sends `contents` to `to`: one datagram, or several of `segment` bytes in one GSO send.
+fn send(
+    state: &quinn_udp::UdpSocketState,
+    tx: &UdpSocket,
+    to: SocketAddr,
+    contents: &[u8],
+    segment: Option<usize>,
+) -> io::Result<()> {
+    let t = quinn_udp::Transmit {
+        destination: to,
+        ecn: None,
+        contents,
+        segment_size: segment,
+        src_ip: None,
+    };
+    let mut retries = 0u32;
+    loop {
+        match state.try_send(tx.into(), &t) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                retries += 1;
+                match e.raw_os_error() {
+                    // A pending ICMP error from an earlier datagram (nobody listening
+                    // then): reporting it clears it; give up on this batch if it persists.
+                    Some(libc::ECONNREFUSED) if retries < 100 => {}
+                    Some(libc::ECONNREFUSED) => return Ok(()),
+                    Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                        if retries < 10_000 =>
+                    {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                    _ => return Err(e),
                 }
             }
-            Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) if retries < 10_000 => {
-                std::thread::sleep(Duration::from_micros(20));
-            }
-            _ => return Err(e),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

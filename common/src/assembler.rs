@@ -7,7 +7,7 @@
 
 use crate::auth::KeyRing;
 use crate::control::{self, Heartbeat, ObjectDescriptor};
-use crate::fec::BlockDecoder;
+use crate::fec::{Added, BlockDecoder, SolveJob};
 use crate::name;
 use crate::wire::{self, Codec, DataHeader, Datagram, DatagramType, Reject};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -158,6 +158,21 @@ pub enum Event {
     },
 }
 
+/// A block with enough symbols for a RaptorQ solve, handed out by
+/// [`Assembler::poll_solve`] when solves run elsewhere; report back with
+/// [`Assembler::solved`].
+#[derive(Debug)]
+pub struct SolveRequest {
+    /// Identifies this request in [`Assembler::solved`].
+    pub ticket: u64,
+    /// Which object.
+    pub object: ObjectRef,
+    /// Block index.
+    pub block: u32,
+    /// The work: run it on any thread.
+    pub job: SolveJob,
+}
+
 /// Counters of what the assembler saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -220,6 +235,8 @@ struct BlockState {
     plain_len: u32,
     codec: Codec,
     repair_seen: bool,
+    /// The solve request out for this block.
+    ticket: Option<u64>,
 }
 
 struct EarlyBlock {
@@ -236,6 +253,8 @@ struct ObjectState {
     decoded: HashSet<u32>,
     early: Vec<EarlyBlock>,
     held: usize,
+    /// Blocks with a solve request out: the object is not failed while any is.
+    solving: u32,
 }
 
 struct Session {
@@ -268,6 +287,9 @@ pub struct Assembler {
     ledger: Option<std::sync::Arc<dyn Ledger>>,
     parked: HashMap<(String, [u8; 32]), Parked>,
     now: Duration,
+    solve_elsewhere: bool,
+    solves: VecDeque<SolveRequest>,
+    next_ticket: u64,
 }
 
 /// Undecoded blocks of an object its session gave up on, kept so that a later session
@@ -305,6 +327,9 @@ impl Assembler {
             ledger: None,
             parked: HashMap::new(),
             now: Duration::ZERO,
+            solve_elsewhere: false,
+            solves: VecDeque::new(),
+            next_ticket: 0,
         }
     }
 
@@ -713,29 +738,115 @@ impl Assembler {
                     plain_len: h.plain_len,
                     codec: h.codec,
                     repair_seen: false,
+                    ticket: None,
                 })
             }
         };
         let k = block.decoder.source_symbols();
         block.repair_seen |= h.esi >= k;
         let before = block.decoder.held_bytes();
-        let decoded = block
+        let added = block
             .decoder
-            .add(h.esi, symbol)
+            .offer(h.esi, symbol)
             .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
         let after = block.decoder.held_bytes();
+        self.adjust_held(oref, before, after);
+        match added {
+            Added::Pending => {}
+            Added::Decoded(data) => self.block_done(oref, h.block, data),
+            Added::Solve(job) => self.dispatch(oref, h.block, job),
+        }
+        Ok(())
+    }
+
+    /// Moves the held-bytes accounting of one block of `o` from `before` to `after`.
+    fn adjust_held(&mut self, o: ObjectRef, before: usize, after: usize) {
         // A decoder that just handed its buffer over holds less than before.
-        let state = self.object_mut(oref);
+        let state = self.object_mut(o);
         state.held = (state.held + after).saturating_sub(before);
         self.held = (self.held + after).saturating_sub(before);
-        let Some(data) = decoded else {
-            return Ok(());
+    }
+
+    /// Solves a block here, or hands the job out when solves run elsewhere.
+    fn dispatch(&mut self, o: ObjectRef, block: u32, job: SolveJob) {
+        if self.solve_elsewhere {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let state = self.object_mut(o);
+            state.solving += 1;
+            state.blocks.get_mut(&block).expect("present").ticket = Some(ticket);
+            self.solves.push_back(SolveRequest {
+                ticket,
+                object: o,
+                block,
+                job,
+            });
+        } else {
+            let result = job.run();
+            self.settle(o, block, result);
+        }
+    }
+
+    /// Takes the next block waiting for a solve elsewhere (see [`Self::set_solve_elsewhere`]).
+    pub fn poll_solve(&mut self) -> Option<SolveRequest> {
+        self.solves.pop_front()
+    }
+
+    /// Makes blocks that need RaptorQ come out of [`Self::poll_solve`] instead of being
+    /// solved inside [`Self::handle`], so a pool of threads can solve them.
+    pub fn set_solve_elsewhere(&mut self, elsewhere: bool) {
+        self.solve_elsewhere = elsewhere;
+    }
+
+    /// Reports the outcome of a [`SolveRequest`]: the block's bytes, or `None` when its
+    /// symbols did not determine it. Outcomes for objects gone since are ignored.
+    pub fn solved(&mut self, ticket: u64, object: ObjectRef, block: u32, result: Option<Vec<u8>>) {
+        let Some(state) = self
+            .sessions
+            .get_mut(&object.session)
+            .and_then(|s| s.objects.get_mut(&object.object))
+        else {
+            return;
         };
+        let Some(b) = state.blocks.get_mut(&block) else {
+            return;
+        };
+        if b.ticket != Some(ticket) {
+            return;
+        }
+        b.ticket = None;
+        state.solving -= 1;
+        self.settle(object, block, result);
+    }
+
+    /// Completes a block whose solve succeeded, or asks for another solve once more
+    /// symbols have arrived.
+    fn settle(&mut self, o: ObjectRef, block: u32, result: Option<Vec<u8>>) {
+        if let Some(data) = result {
+            self.block_done(o, block, data);
+            return;
+        }
+        let b = self.object_mut(o).blocks.get_mut(&block).expect("present");
+        let before = b.decoder.held_bytes();
+        let again = b.decoder.solve_failed();
+        let after = b.decoder.held_bytes();
+        self.adjust_held(o, before, after);
+        if let Some(job) = again {
+            self.dispatch(o, block, job);
+        }
+    }
+
+    /// Block `block` of `o` decoded into `data`: hand it on (or keep it until the
+    /// descriptor arrives) and complete the object if it was the last.
+    fn block_done(&mut self, oref: ObjectRef, block: u32, data: Vec<u8>) {
         let state = self.object_mut(oref);
-        let b = state.blocks.remove(&h.block).expect("present");
+        let b = state.blocks.remove(&block).expect("present");
+        if b.ticket.is_some() {
+            state.solving -= 1;
+        }
         let freed = b.decoder.held_bytes();
         state.held -= freed;
-        state.decoded.insert(h.block);
+        state.decoded.insert(block);
         self.held -= freed;
         self.stats.blocks_decoded += 1;
         if b.repair_seen {
@@ -745,7 +856,7 @@ impl Assembler {
         if state.descriptor.is_some() {
             self.events.push_back(Event::BlockDecoded {
                 object: oref,
-                block: h.block,
+                block,
                 codec: b.codec,
                 plain_len: b.plain_len,
                 data,
@@ -755,14 +866,13 @@ impl Assembler {
             let len = data.len();
             state.held += len;
             state.early.push(EarlyBlock {
-                block: h.block,
+                block,
                 codec: b.codec,
                 plain_len: b.plain_len,
                 data,
             });
             self.held += len;
         }
-        Ok(())
     }
 
     fn complete_if_done(&mut self, o: ObjectRef) {
@@ -821,7 +931,14 @@ impl Assembler {
     }
 
     /// Keeps the undecoded blocks of a failing object with a descriptor, within limits.
-    fn park(&mut self, state: ObjectState, now: Duration) {
+    fn park(&mut self, mut state: ObjectState, now: Duration) {
+        // A solve still out for a parked block is forgotten: its outcome will find no
+        // object, and the block asks again when a later pass adds symbols.
+        for b in state.blocks.values_mut() {
+            if b.ticket.take().is_some() {
+                b.decoder.cancel_solve();
+            }
+        }
         let Some(d) = state.descriptor else { return };
         if state.blocks.is_empty() {
             return;
@@ -903,6 +1020,10 @@ impl Assembler {
         let ids: Vec<u64> = self.sessions.keys().copied().collect();
         for id in ids {
             let s = &self.sessions[&id];
+            // Nothing of a session is given up while one of its blocks is being solved.
+            if s.objects.values().any(|o| o.solving > 0) {
+                continue;
+            }
             let silent = now.saturating_sub(s.last_seen);
             if silent >= timeout {
                 self.close_session(id, "the sender went silent".into());

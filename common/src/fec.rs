@@ -98,11 +98,51 @@ pub enum SymbolError {
     BadBlock,
 }
 
+/// What one more symbol did to a block.
+#[derive(Debug)]
+pub enum Added {
+    /// Not enough symbols yet (or a solve is already under way).
+    Pending,
+    /// Every source symbol arrived: the block's bytes.
+    Decoded(Vec<u8>),
+    /// Enough symbols to try RaptorQ: run the job (on any thread), then report its
+    /// outcome with [`BlockDecoder::solve_failed`] if it fails.
+    Solve(SolveJob),
+}
+
+/// A RaptorQ solve of one block: a copy of the symbols held, runnable on any thread.
+#[derive(Debug)]
+pub struct SolveJob {
+    block_len: usize,
+    symbol_size: u16,
+    packets: Vec<EncodingPacket>,
+}
+
+impl SolveJob {
+    /// Solves the block; `None` when the symbols do not determine it yet.
+    pub fn run(self) -> Option<Vec<u8>> {
+        let mut solver = SourceBlockDecoder::new(
+            0,
+            &oti(self.block_len, self.symbol_size),
+            self.block_len as u64,
+        );
+        solver.decode(self.packets).map(|mut data| {
+            data.truncate(self.block_len);
+            data
+        })
+    }
+
+    /// Bytes the job holds, for memory accounting.
+    pub fn held_bytes(&self) -> usize {
+        self.packets.len() * (self.symbol_size as usize + SYMBOL_OVERHEAD)
+    }
+}
+
 /// Collects symbols of one block until it decodes.
 ///
 /// Source symbols are copied straight into the block's buffer, so a block that lost
 /// nothing is never handed to RaptorQ and costs one copy per symbol. Only when source
-/// symbols are missing and enough repair symbols arrived does RaptorQ solve the block.
+/// symbols are missing and enough repair symbols arrived does it hand out a [`SolveJob`].
 pub struct BlockDecoder {
     block_len: usize,
     symbol_size: u16,
@@ -114,12 +154,16 @@ pub struct BlockDecoder {
     present: Vec<bool>,
     /// Distinct source symbols held.
     sources: u32,
-    /// Distinct repair symbols held before RaptorQ takes over.
+    /// Distinct repair symbols held.
     repairs: Vec<(u32, Vec<u8>)>,
-    /// RaptorQ, once source symbols are missing and enough symbols arrived to try.
-    solver: Option<SourceBlockDecoder>,
-    /// Distinct symbols the solver holds.
-    solver_symbols: u32,
+    /// A solve job is out.
+    solving: bool,
+    /// Distinct symbols held when the last solve failed.
+    attempted: u32,
+    /// Bytes copied into the job that is out.
+    lent: usize,
+    /// Distinct symbols the job that is out was given.
+    distinct_at_job: u32,
 }
 
 impl BlockDecoder {
@@ -137,8 +181,10 @@ impl BlockDecoder {
             present: vec![false; k as usize],
             sources: 0,
             repairs: Vec::new(),
-            solver: None,
-            solver_symbols: 0,
+            solving: false,
+            attempted: 0,
+            lent: 0,
+            distinct_at_job: 0,
         })
     }
 
@@ -179,29 +225,52 @@ impl BlockDecoder {
         self.received
     }
 
-    /// Bytes held for this block, for memory accounting: its slots, the source symbols'
-    /// buffer and every other symbol kept.
-    pub fn held_bytes(&self) -> usize {
-        let t = self.symbol_size as usize + SYMBOL_OVERHEAD;
-        self.k as usize * SLOT_COST
-            + self.data.capacity()
-            + self.repairs.len() * t
-            + self.solver_symbols as usize * t
+    /// Whether a solve job is out.
+    pub fn solving(&self) -> bool {
+        self.solving
     }
 
-    /// What [`Self::held_bytes`] grows by at most with one more symbol.
+    fn distinct(&self) -> u32 {
+        self.sources + self.repairs.len() as u32
+    }
+
+    /// Bytes held for this block, for memory accounting: its slots, the source symbols'
+    /// buffer, the repair symbols and the copy lent to a solve job.
+    pub fn held_bytes(&self) -> usize {
+        let t = self.symbol_size as usize + SYMBOL_OVERHEAD;
+        self.k as usize * SLOT_COST + self.data.capacity() + self.repairs.len() * t + self.lent
+    }
+
+    /// What [`Self::held_bytes`] grows by at most with one more symbol: the buffer may
+    /// grow to the whole block, and a solve job may be lent every symbol.
     pub fn cost_of_symbol(&self) -> usize {
         let t = self.symbol_size as usize;
-        if self.solver.is_none() {
-            // A source symbol may grow the buffer by at most the whole block.
-            (self.k as usize * t - self.data.capacity()).max(t + SYMBOL_OVERHEAD)
-        } else {
-            t + SYMBOL_OVERHEAD
+        let buffer = self.k as usize * t - self.data.capacity();
+        buffer + (self.distinct() as usize + 2) * (t + SYMBOL_OVERHEAD)
+    }
+
+    /// Adds one symbol, solving with RaptorQ on this thread when needed; returns the
+    /// block's bytes once it decodes.
+    pub fn add(&mut self, esi: u32, symbol: &[u8]) -> Result<Option<Vec<u8>>, SymbolError> {
+        let mut job = match self.offer(esi, symbol)? {
+            Added::Pending => return Ok(None),
+            Added::Decoded(data) => return Ok(Some(data)),
+            Added::Solve(job) => job,
+        };
+        loop {
+            if let Some(data) = job.run() {
+                self.lent = 0;
+                return Ok(Some(data));
+            }
+            match self.solve_failed() {
+                Some(again) => job = again,
+                None => return Ok(None),
+            }
         }
     }
 
-    /// Adds one symbol; returns the block's bytes once it decodes.
-    pub fn add(&mut self, esi: u32, symbol: &[u8]) -> Result<Option<Vec<u8>>, SymbolError> {
+    /// Adds one symbol; says whether the block is complete or ready for a solve.
+    pub fn offer(&mut self, esi: u32, symbol: &[u8]) -> Result<Added, SymbolError> {
         if symbol.len() != self.symbol_size as usize {
             return Err(SymbolError::SizeMismatch);
         }
@@ -209,32 +278,67 @@ impl BlockDecoder {
             return Err(SymbolError::BadBlock);
         }
         self.received += 1;
-        if let Some(solver) = &mut self.solver {
-            if esi < self.k && self.present[esi as usize] {
-                return Ok(None);
-            }
-            if esi < self.k {
-                self.present[esi as usize] = true;
-            }
-            self.solver_symbols += 1;
-            let packet = EncodingPacket::new(PayloadId::new(0, esi), symbol.to_vec());
-            return Ok(solver.decode([packet]).map(|data| self.finish(data)));
-        }
         if esi < self.k {
             if !self.present[esi as usize] {
                 self.place(esi, symbol);
             }
             if self.sources == self.k {
-                let data = std::mem::take(&mut self.data);
-                return Ok(Some(self.finish(data)));
+                let mut data = std::mem::take(&mut self.data);
+                data.truncate(self.block_len);
+                return Ok(Added::Decoded(data));
             }
         } else if !self.repairs.iter().any(|(e, _)| *e == esi) {
             self.repairs.push((esi, symbol.to_vec()));
         }
-        if self.sources + self.repairs.len() as u32 >= self.k {
-            return Ok(self.solve());
+        if !self.solving && self.distinct() >= self.k && self.distinct() > self.attempted {
+            return Ok(Added::Solve(self.job()));
         }
-        Ok(None)
+        Ok(Added::Pending)
+    }
+
+    /// Reports that the job handed out failed; returns a new one when more symbols have
+    /// arrived since.
+    pub fn solve_failed(&mut self) -> Option<SolveJob> {
+        self.solving = false;
+        self.lent = 0;
+        self.attempted = self.attempted.max(self.distinct_at_job);
+        (self.distinct() > self.attempted).then(|| self.job())
+    }
+
+    /// Forgets the job that is out without waiting for its outcome.
+    pub fn cancel_solve(&mut self) {
+        self.solving = false;
+        self.lent = 0;
+    }
+
+    /// Copies every symbol held into a solve job.
+    fn job(&mut self) -> SolveJob {
+        let t = self.symbol_size as usize;
+        let sources = self
+            .present
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(esi, _)| {
+                let at = esi * t;
+                EncodingPacket::new(
+                    PayloadId::new(0, esi as u32),
+                    self.data[at..at + t].to_vec(),
+                )
+            });
+        let repairs = self
+            .repairs
+            .iter()
+            .map(|(esi, s)| EncodingPacket::new(PayloadId::new(0, *esi), s.clone()));
+        let job = SolveJob {
+            block_len: self.block_len,
+            symbol_size: self.symbol_size,
+            packets: sources.chain(repairs).collect(),
+        };
+        self.solving = true;
+        self.distinct_at_job = self.distinct();
+        self.lent = job.held_bytes();
+        job
     }
 
     /// Copies source symbol `esi` into place, growing the buffer as far as it needs.
@@ -252,44 +356,6 @@ impl BlockDecoder {
         self.data[at..end].copy_from_slice(symbol);
         self.present[esi as usize] = true;
         self.sources += 1;
-    }
-
-    /// Hands every symbol held to RaptorQ and tries to solve the block.
-    fn solve(&mut self) -> Option<Vec<u8>> {
-        let t = self.symbol_size as usize;
-        let data = std::mem::take(&mut self.data);
-        let sources = self
-            .present
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p)
-            .map(|(esi, _)| {
-                let at = esi * t;
-                EncodingPacket::new(PayloadId::new(0, esi as u32), data[at..at + t].to_vec())
-            });
-        let repairs = std::mem::take(&mut self.repairs)
-            .into_iter()
-            .map(|(esi, s)| EncodingPacket::new(PayloadId::new(0, esi), s));
-        let mut solver = SourceBlockDecoder::new(
-            0,
-            &oti(self.block_len, self.symbol_size),
-            self.block_len as u64,
-        );
-        let packets: Vec<EncodingPacket> = sources.chain(repairs).collect();
-        self.solver_symbols = packets.len() as u32;
-        drop(data);
-        match solver.decode(packets) {
-            Some(out) => Some(self.finish(out)),
-            None => {
-                self.solver = Some(solver);
-                None
-            }
-        }
-    }
-
-    fn finish(&self, mut data: Vec<u8>) -> Vec<u8> {
-        data.truncate(self.block_len);
-        data
     }
 }
 
@@ -380,5 +446,37 @@ mod tests {
         assert!(BlockDecoder::new(10_000_000, 8, 4096).is_err());
         assert!(BlockDecoder::new(100, 1408, 4096).is_err());
         assert!(BlockDecoder::new(100, 104, 4096).is_ok());
+    }
+}
+#[cfg(test)]
+mod offer_tests {
+    use super::*;
+
+    #[test]
+    fn offered_symbols_with_loss_solve_through_jobs() {
+        let original: Vec<u8> = (0..1_400_000).map(|i| (i * 13 + i / 999) as u8).collect();
+        let mut enc = BlockEncoder::new(original.clone(), 1408);
+        let k = enc.source_symbols();
+        let r = layout::repair_symbols(k, 10);
+        let repairs = enc.repair_symbols(k, r);
+        let mut dec = BlockDecoder::new(original.len(), 1408, 4096).unwrap();
+        let mut jobs = Vec::new();
+        for esi in 0..k {
+            if esi % 50 == 3 {
+                continue;
+            }
+            match dec.offer(esi, enc.source_symbol(esi)).unwrap() {
+                Added::Pending => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for (i, s) in repairs.iter().enumerate() {
+            if let Added::Solve(job) = dec.offer(k + i as u32, s).unwrap() {
+                jobs.push(job);
+            }
+        }
+        assert_eq!(jobs.len(), 1, "one job while it is out");
+        let job = jobs.pop().unwrap();
+        assert_eq!(job.run(), Some(original));
     }
 }

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod records;
 pub mod replay;
 pub mod socket;
+pub mod solvers;
 pub mod status;
 pub mod writeback;
 

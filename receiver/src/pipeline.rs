@@ -3,12 +3,13 @@
 
 use crate::delivery::{Delivery, Summary};
 use crate::socket::UdpSource;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::solvers::Solvers;
+use crossbeam_channel::{bounded, Receiver, Sender};
 use gapferry_common::assembler::Stats;
 use gapferry_common::{Assembler, Event, KeyRing, Limits};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,6 +119,7 @@ pub struct Report {
 /// The assembler and delivery threads, fed through [`Engine::input`].
 pub struct Engine {
     input: Sender<Input>,
+    backlog: Arc<AtomicUsize>,
     assembler: JoinHandle<Stats>,
     delivery: JoinHandle<Summary>,
 }
@@ -153,14 +155,17 @@ impl Engine {
             })?;
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         assembler.set_ledger(ledger);
+        let backlog = Arc::new(AtomicUsize::new(0));
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({
                 let metrics = cfg.metrics.clone();
-                move || run_assembler(assembler, input_rx, events, clock, metrics)
+                let backlog = backlog.clone();
+                move || run_assembler(assembler, input_rx, events, clock, metrics, backlog)
             })?;
         Ok(Engine {
             input,
+            backlog,
             assembler,
             delivery,
         })
@@ -169,6 +174,11 @@ impl Engine {
     /// Where inputs go; sending blocks when the queue is full.
     pub fn input(&self) -> &Sender<Input> {
         &self.input
+    }
+
+    /// Datagrams handed over in [`Input::Batch`]es that the assembler has not handled yet.
+    pub fn backlog(&self) -> Arc<AtomicUsize> {
+        self.backlog.clone()
     }
 
     /// Closes the input, lets every thread finish, and reports.
@@ -186,21 +196,39 @@ fn run_assembler(
     events: Sender<Event>,
     clock: Clock,
     metrics: crate::metrics::ReceiverMetrics,
+    backlog: Arc<AtomicUsize>,
 ) -> Stats {
     let mut published = (0u64, 0u64);
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
+    asm.set_solve_elsewhere(true);
+    let mut solvers = match Solvers::start(Solvers::default_threads()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start solver threads; solving on the assembler thread");
+            asm.set_solve_elsewhere(false);
+            None
+        }
+    };
+    let never = crossbeam_channel::never();
     loop {
-        let input = match clock {
-            Clock::Live(_) => match rx.recv_timeout(TICK) {
-                Ok(i) => Some(i),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            Clock::Inputs => match rx.recv() {
+        let done = solvers.as_ref().map_or(&never, |s| s.done());
+        let wait = match clock {
+            Clock::Live(_) => TICK,
+            Clock::Inputs => Duration::MAX,
+        };
+        let input = crossbeam_channel::select! {
+            recv(rx) -> i => match i {
                 Ok(i) => Some(i),
                 Err(_) => break,
             },
+            recv(done) -> s => {
+                if let (Ok(s), Some(solvers)) = (s, solvers.as_mut()) {
+                    solvers.apply(&mut asm, s);
+                }
+                None
+            },
+            default(wait) => None,
         };
         match input {
             Some(Input::Datagram { at, bytes }) => {
@@ -216,6 +244,8 @@ fn run_assembler(
                 }
             }
             Some(Input::Batch(batch)) => {
+                let n: usize = batch.iter().map(Arrival::count).sum();
+                backlog.fetch_sub(n, Ordering::Relaxed);
                 for arrival in batch {
                     now = now.max(arrival.at);
                     for bytes in arrival.datagrams() {
@@ -238,11 +268,17 @@ fn run_assembler(
             }
             Some(Input::Tick(t)) => now = now.max(t),
             Some(Input::End(reason)) => {
+                if let Some(solvers) = solvers.as_mut() {
+                    solvers.drain(&mut asm);
+                }
                 asm.tick(now);
                 asm.finish(&reason);
                 break;
             }
             None => {}
+        }
+        if let Some(solvers) = solvers.as_mut() {
+            solvers.submit_from(&mut asm);
         }
         if let Clock::Live(start) = clock {
             now = now.max(start.elapsed());
@@ -262,13 +298,18 @@ fn run_assembler(
                 .objects_in_flight
                 .set(asm.objects_in_flight() as i64);
             metrics.held_bytes.set(asm.held_bytes() as i64);
-            metrics.queue_depth.set(rx.len() as i64);
+            metrics
+                .queue_depth
+                .set(backlog.load(Ordering::Relaxed) as i64);
         }
         while let Some(ev) = asm.poll_event() {
             if events.send(ev).is_err() {
                 return asm.stats().clone();
             }
         }
+    }
+    if let Some(solvers) = solvers.as_mut() {
+        solvers.drain(&mut asm);
     }
     asm.finish("the receiver stopped");
     while let Some(ev) = asm.poll_event() {
@@ -328,12 +369,15 @@ impl Listener {
     /// Receives and delivers until `shutdown` is set, then finishes what it is writing.
     pub fn run(self, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
         let start = Instant::now();
+        // The channel holds batches of any size; `backlog` bounds the datagrams in them.
         let engine = Engine::start(
             &self.cfg,
             Clock::Live(start),
             (self.cfg.queue / BATCH).max(16),
         )?;
         let input = engine.input().clone();
+        let backlog = engine.backlog();
+        let limit = self.cfg.queue;
         let counters = self.counters.clone();
         let metrics = self.cfg.metrics.clone();
         let mut source = self.source;
@@ -351,12 +395,19 @@ impl Listener {
                     if batch.is_empty() {
                         return;
                     }
-                    let n = std::mem::take(queued) as u64;
+                    let n = std::mem::take(queued);
                     let full = std::mem::take(batch);
                     // Never block the socket: a full queue is a counted drop.
-                    if let Err(TrySendError::Full(_)) = input.try_send(Input::Batch(full)) {
-                        counters.queue_full.fetch_add(n, Ordering::Relaxed);
-                        metrics.queue_dropped.inc_by(n);
+                    let room = backlog.load(Ordering::Relaxed) + n <= limit;
+                    if room {
+                        backlog.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if !room || input.try_send(Input::Batch(full)).is_err() {
+                        if room {
+                            backlog.fetch_sub(n, Ordering::Relaxed);
+                        }
+                        counters.queue_full.fetch_add(n as u64, Ordering::Relaxed);
+                        metrics.queue_dropped.inc_by(n as u64);
                     }
                 };
                 while !shutdown.load(Ordering::Relaxed) {

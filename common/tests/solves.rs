@@ -1,0 +1,112 @@
+//! Blocks solved elsewhere: the assembler hands out RaptorQ work, takes the outcomes back
+//! in any order, ignores stale ones, and gives nothing up while a solve is out.
+
+mod support;
+
+use gapferry_common::emit::DatagramWriter;
+use gapferry_common::{Assembler, Event, KeyRing, Limits};
+use std::time::Duration;
+use support::*;
+
+fn drain(a: &mut Assembler) -> Vec<Event> {
+    std::iter::from_fn(|| a.poll_event()).collect()
+}
+
+/// A 3-block object with every 20th datagram lost: every block needs a solve.
+fn lossy_object(w: &DatagramWriter) -> (SentObject, Vec<Vec<u8>>) {
+    let original = noise(3 * 1024 * 64 - 1000, 7);
+    let sent = send_object(w, 0, "lossy.bin", &original, 64, 20, 1);
+    let kept = sent
+        .datagrams
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 20 != 5)
+        .map(|(_, d)| d.clone())
+        .collect();
+    (sent, kept)
+}
+
+#[test]
+fn solves_out_of_order_complete_the_object_and_stale_outcomes_are_ignored() {
+    let w = DatagramWriter::new(0xABCD, None);
+    let (sent, kept) = lossy_object(&w);
+    let limits = Limits::default();
+    let mut a = Assembler::new(limits.clone(), KeyRing::default());
+    a.set_solve_elsewhere(true);
+    for d in &kept {
+        feed(&mut a, &limits, Duration::from_millis(1), d);
+    }
+    let mut requests: Vec<_> = std::iter::from_fn(|| a.poll_solve()).collect();
+    assert_eq!(requests.len(), 3, "one request per block that lost symbols");
+    assert!(
+        !drain(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::BlockDecoded { .. })),
+        "nothing decodes before its solve comes back"
+    );
+    // Time passes far beyond every timeout while the solves are out: nothing is given up.
+    a.tick(Duration::from_secs(3600));
+    assert!(!drain(&mut a)
+        .iter()
+        .any(|e| matches!(e, Event::ObjectFailed { .. } | Event::SessionClosed { .. })));
+
+    // A stale outcome (wrong ticket) is ignored; the real ones arrive last block first.
+    let r = &requests[0];
+    a.solved(r.ticket + 1000, r.object, r.block, Some(vec![0; 10]));
+    requests.reverse();
+    let mut blocks = Vec::new();
+    for r in requests {
+        let (ticket, object, block) = (r.ticket, r.object, r.block);
+        a.solved(ticket, object, block, r.job.run());
+    }
+    for e in drain(&mut a) {
+        match e {
+            Event::BlockDecoded {
+                block, plain_len, ..
+            } => blocks.push((block, plain_len)),
+            Event::ObjectFailed { reason, .. } => panic!("failed: {reason}"),
+            _ => {}
+        }
+    }
+    blocks.sort();
+    let d = &sent.descriptor;
+    let want: Vec<(u32, u32)> = (0..3).map(|b| (b, d.block_plain_len(b) as u32)).collect();
+    assert_eq!(blocks, want);
+    assert_eq!(
+        a.held_bytes(),
+        0,
+        "everything lent and held is accounted back"
+    );
+}
+
+#[test]
+fn inline_and_elsewhere_solving_decode_the_same_blocks() {
+    let w = DatagramWriter::new(0xABCD, None);
+    let (_, kept) = lossy_object(&w);
+    let limits = Limits::default();
+    let mut decoded = Vec::new();
+    for elsewhere in [false, true] {
+        let mut a = Assembler::new(limits.clone(), KeyRing::default());
+        a.set_solve_elsewhere(elsewhere);
+        let mut data = Vec::new();
+        for d in &kept {
+            feed(&mut a, &limits, Duration::from_millis(1), d);
+            while let Some(r) = a.poll_solve() {
+                let (ticket, object, block) = (r.ticket, r.object, r.block);
+                a.solved(ticket, object, block, r.job.run());
+            }
+            for e in drain(&mut a) {
+                if let Event::BlockDecoded {
+                    block, data: bytes, ..
+                } = e
+                {
+                    data.push((block, bytes));
+                }
+            }
+        }
+        data.sort();
+        decoded.push(data);
+    }
+    assert_eq!(decoded[0].len(), 3);
+    assert_eq!(decoded[0], decoded[1]);
+}
