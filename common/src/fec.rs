@@ -30,7 +30,6 @@ pub struct BlockEncoder {
     block_len: usize,
     symbol_size: u16,
     k: u32,
-    repair: Option<SourceBlockEncoder>,
 }
 
 impl BlockEncoder {
@@ -47,7 +46,6 @@ impl BlockEncoder {
             block_len,
             symbol_size,
             k,
-            repair: None,
         }
     }
 
@@ -73,13 +71,14 @@ impl BlockEncoder {
         &self.padded[at..at + t]
     }
 
-    /// Repair symbols with ids `start..start+count` (ids ≥ k), computed on first use.
+    /// Repair symbols with ids `start..start+count` (ids ≥ k).
+    ///
+    /// RaptorQ's intermediate symbols (about the block's size again) live only during
+    /// the call: a sender holding a few windows of blocks does not hold them twice.
     pub fn repair_symbols(&mut self, start: u32, count: u32) -> Vec<Vec<u8>> {
         assert!(start >= self.k && start + count <= MAX_ESI + 1);
         let (padded, t) = (&self.padded, self.symbol_size);
-        let enc = self
-            .repair
-            .get_or_insert_with(|| SourceBlockEncoder::new(0, &oti(padded.len(), t), padded));
+        let enc = SourceBlockEncoder::new(0, &oti(padded.len(), t), padded);
         enc.repair_packets(start - self.k, count)
             .into_iter()
             .map(|p| p.split().1)

@@ -148,9 +148,9 @@ impl Preparer {
         if descriptor.block_count() <= INTERLEAVE_DEPTH as u64 {
             return Ok(Preparer(Mode::Inline(maker)));
         }
-        // One window waits in the channel while the thread makes the next: at most
-        // three windows (about 40 MB at MTU 1500) exist at once.
-        let (tx, rx) = bounded(1);
+        // The thread makes the next window while the current one is sent, and hands it
+        // over when asked: at most two windows (about 26 MB at MTU 1500) exist at once.
+        let (tx, rx) = bounded(0);
         std::thread::Builder::new()
             .name("gapferry-prepare".into())
             .spawn(move || loop {
