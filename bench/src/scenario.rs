@@ -70,7 +70,7 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 /// The sender's `--rate` in the scenarios with a lossy relay.
-pub const LOSSY_RATE: &str = "2500M";
+pub const LOSSY_RATE: &str = "2G";
 
 /// One end-to-end scenario.
 #[derive(Debug, Clone)]
