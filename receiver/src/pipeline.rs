@@ -190,6 +190,24 @@ impl Engine {
     }
 }
 
+/// Feeds one datagram to the assembler, counting a rejection by its reason.
+fn handle(
+    asm: &mut Assembler,
+    now: Duration,
+    bytes: &[u8],
+    metrics: &crate::metrics::ReceiverMetrics,
+) {
+    if let Err(reject) = asm.handle(now, bytes) {
+        tracing::trace!(%reject, "datagram rejected");
+        metrics
+            .rejected
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: reject.label().to_string(),
+            })
+            .inc();
+    }
+}
+
 fn run_assembler(
     mut asm: Assembler,
     rx: Receiver<Input>,
@@ -233,15 +251,7 @@ fn run_assembler(
         match input {
             Some(Input::Datagram { at, bytes }) => {
                 now = now.max(at);
-                if let Err(reject) = asm.handle(now, &bytes) {
-                    tracing::trace!(%reject, "datagram rejected");
-                    metrics
-                        .rejected
-                        .get_or_create(&crate::metrics::ReasonLabel {
-                            reason: reject.label().to_string(),
-                        })
-                        .inc();
-                }
+                handle(&mut asm, now, &bytes, &metrics);
             }
             Some(Input::Batch(batch)) => {
                 let n: usize = batch.iter().map(Arrival::count).sum();
@@ -249,15 +259,7 @@ fn run_assembler(
                 for arrival in batch {
                     now = now.max(arrival.at);
                     for bytes in arrival.datagrams() {
-                        if let Err(reject) = asm.handle(now, bytes) {
-                            tracing::trace!(%reject, "datagram rejected");
-                            metrics
-                                .rejected
-                                .get_or_create(&crate::metrics::ReasonLabel {
-                                    reason: reject.label().to_string(),
-                                })
-                                .inc();
-                        }
+                        handle(&mut asm, now, bytes, &metrics);
                         while let Some(ev) = asm.poll_event() {
                             if events.send(ev).is_err() {
                                 return asm.stats().clone();
