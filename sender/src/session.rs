@@ -37,6 +37,9 @@ const ENDING_SPACING: Duration = Duration::from_millis(100);
 pub const FLUSH_SPAN: Duration = Duration::from_millis(250);
 /// Descriptors of the current matrix remembered for padding.
 const PADDING_DESCRIPTORS: usize = 64;
+/// Stands in a padded matrix for a heartbeat built when it leaves, so its counters are
+/// those of that moment. No datagram is one byte long: it cannot be mistaken for one.
+const HEARTBEAT_SLOT: &[u8] = &[0];
 
 /// What a sender session is configured with.
 #[derive(Debug, Clone)]
@@ -115,6 +118,8 @@ pub struct SenderSession {
     /// datagrams written when they were done.
     unemitted: VecDeque<(u32, u64)>,
     last_at: Option<Instant>,
+    /// Set once the session is ending: heartbeats then say so.
+    ending: bool,
 }
 
 impl SenderSession {
@@ -162,6 +167,7 @@ impl SenderSession {
             matrix_descriptors: Vec::new(),
             unemitted: VecDeque::new(),
             last_at: None,
+            ending: false,
             cfg,
         })
     }
@@ -253,7 +259,16 @@ impl SenderSession {
         let mut spreader = std::mem::take(&mut self.spreader);
         let mut result = Ok(());
         while let Some(datagram) = spreader.pop() {
-            result = self.transmit(datagram, gap);
+            result = if datagram == HEARTBEAT_SLOT {
+                let hb = self.next_heartbeat(self.ending);
+                let mut buf = std::mem::take(&mut self.buf);
+                self.writer.heartbeat(&mut buf, &hb);
+                let r = self.transmit(&buf, gap);
+                self.buf = buf;
+                r
+            } else {
+                self.transmit(datagram, gap)
+            };
             if result.is_err() {
                 break;
             }
@@ -269,11 +284,11 @@ impl SenderSession {
 
     /// Pads the spreader's matrix (descriptor copies of its objects, heartbeats, and the
     /// inventory) and sends it over at least [`FLUSH_SPAN`].
-    fn flush(&mut self, ending: bool) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         if self.spreader.held() == 0 {
             return Ok(());
         }
-        let hb = self.next_heartbeat(ending);
+        let ending = self.ending;
         let inventory = Inventory::fitting(self.recent.iter().cloned().collect());
         let descriptors = &self.matrix_descriptors;
         let writer = &self.writer;
@@ -285,7 +300,7 @@ impl SenderSession {
             if i % 64 == 1 && !inventory.entries.is_empty() {
                 writer.inventory(out, &inventory);
             } else if i.is_multiple_of(heartbeat_every) || descriptors.is_empty() {
-                writer.heartbeat(out, &hb);
+                out.extend_from_slice(HEARTBEAT_SLOT);
             } else {
                 let (object, d) = &descriptors[next_descriptor % descriptors.len()];
                 next_descriptor += 1;
@@ -397,7 +412,7 @@ impl SenderSession {
 
     /// For idle services: sends what the spreader holds (padded) and a heartbeat if due.
     pub fn tick(&mut self) -> io::Result<()> {
-        self.flush(false)?;
+        self.flush()?;
         self.heartbeat_if_due(false)?;
         self.sink.flush()
     }
@@ -481,7 +496,8 @@ impl SenderSession {
         for id in ids {
             self.object_done(id);
         }
-        self.flush(true)?;
+        self.ending = true;
+        self.flush()?;
         for _ in 0..ENDING_HEARTBEATS {
             self.heartbeat_if_due(true)?;
         }
