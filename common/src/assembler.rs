@@ -153,6 +153,16 @@ pub enum Event {
         /// Its kind and name, when the sender's inventory named it.
         named: Option<(crate::ObjectKind, String)>,
     },
+    /// A new sender session was refused a place in the session table (reported once per
+    /// session, at most once a second): an operator sees a lockout.
+    SessionRefused {
+        /// The session id.
+        session: u64,
+        /// The lowest object id heard from it so far.
+        object: u32,
+        /// Why.
+        reason: &'static str,
+    },
     /// A session ended: the sender finished, went silent or was replaced.
     SessionClosed {
         /// The session id.
@@ -302,7 +312,9 @@ pub struct Assembler {
     limits: Limits,
     keys: KeyRing,
     sessions: HashMap<u64, Session>,
-    closed: VecDeque<u64>,
+    /// Sessions closed lately: `None` for good (it ended), or the watermark below which
+    /// everything of it was resolved (it went silent or was evicted, and may come back).
+    closed: VecDeque<(u64, Option<u32>)>,
     events: VecDeque<Event>,
     held: usize,
     stats: Stats,
@@ -312,6 +324,11 @@ pub struct Assembler {
     solve_elsewhere: bool,
     solves: VecDeque<SolveRequest>,
     next_ticket: u64,
+    /// Sessions refused a place, with the lowest object id heard from each, so that once
+    /// admitted their earlier objects are still accounted for.
+    refused: HashMap<u64, u32>,
+    last_refusal_event: Option<Duration>,
+    freshness: Option<crate::freshness::Freshness>,
 }
 
 /// Undecoded blocks of an object its session gave up on, kept so that a later session
@@ -337,6 +354,8 @@ const RESOLVE_PER_TICK: u32 = 10_000;
 pub const LOST_AHEAD: u32 = 1024;
 /// Closed session ids remembered, to ignore their late datagrams.
 const CLOSED_MEMORY: usize = 64;
+/// Refused session ids remembered.
+const REFUSED_MEMORY: usize = 64;
 
 impl Assembler {
     /// A new assembler enforcing `limits`, authenticating with `keys` when non-empty.
@@ -355,12 +374,27 @@ impl Assembler {
             solve_elsewhere: false,
             solves: VecDeque::new(),
             next_ticket: 0,
+            refused: HashMap::new(),
+            last_refusal_event: None,
+            freshness: None,
         }
     }
 
     /// Consults `ledger` for every new object's descriptor.
     pub fn set_ledger(&mut self, ledger: std::sync::Arc<dyn Ledger>) {
         self.ledger = Some(ledger);
+    }
+
+    /// Refuses replayed sessions as `state` says, and keeps it up to date (see
+    /// [`crate::freshness`]). Only meaningful with keys: without, anyone can make a new
+    /// session id.
+    pub fn set_freshness(&mut self, state: crate::freshness::Freshness) {
+        self.freshness = Some(state);
+    }
+
+    /// The replay-protection state, for the caller to persist when it is dirty.
+    pub fn freshness_mut(&mut self) -> Option<&mut crate::freshness::Freshness> {
+        self.freshness.as_mut()
     }
 
     /// Counters so far.
@@ -397,9 +431,17 @@ impl Assembler {
 
     fn handle_datagram(&mut self, now: Duration, d: Datagram<'_>) -> Result<(), Reject> {
         let session_id = d.session();
-        if self.closed.contains(&session_id) {
-            self.stats.redundant += 1;
-            return Ok(());
+        let mut resume = None;
+        if let Some(i) = self.closed.iter().position(|&(id, _)| id == session_id) {
+            match self.closed[i].1 {
+                None => {
+                    self.stats.redundant += 1;
+                    return Ok(());
+                }
+                // A session closed for silence comes back: it resumes above what it had
+                // resolved, so nothing it ended starts again.
+                Some(watermark) => resume = Some((i, watermark)),
+            }
         }
         let hint = match d {
             Datagram::Data { header, .. } => Some(header.object),
@@ -438,6 +480,13 @@ impl Assembler {
             .or(heartbeat.as_ref().map(|h| h.done_below.min(h.next_object)))
             .unwrap_or(0);
         self.touch_session(now, session_id, first, hint.is_some())?;
+        if let Some((i, watermark)) = resume {
+            self.closed.remove(i);
+            let s = self.sessions.get_mut(&session_id).expect("touched");
+            s.resolved.raise_to(watermark);
+            s.next_object = s.next_object.max(watermark);
+            s.first_object = s.first_object.max(watermark);
+        }
         if let Some(s) = self.sessions.get_mut(&session_id) {
             s.received += 1;
         }
@@ -489,6 +538,21 @@ impl Assembler {
         } else {
             0
         };
+        if self.sessions.contains_key(&id) {
+            // Known in this run: nothing to check.
+        } else if let Some(f) = self.freshness.as_mut() {
+            match f.admit(id) {
+                Err(crate::freshness::Stale::Closed) => {
+                    return Err(Reject::Replayed("the session was closed before"));
+                }
+                Err(crate::freshness::Stale::BeforeFloor) => {
+                    return Err(Reject::Replayed(
+                        "the session started before every session remembered",
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
         if let Some(s) = self.sessions.get_mut(&id) {
             s.last_seen = now;
             if first_object < s.first_object && !s.resolved.contains(first_object) {
@@ -498,7 +562,7 @@ impl Assembler {
         }
         if self.sessions.len() >= self.limits.max_sessions {
             // Make room by closing the session that ended or went quiet longest ago; only
-            // when every tracked session is alive is the newcomer refused.
+            // when every tracked session is alive is the newcomer refused (and reported).
             let grace = self.limits.grace;
             let evictable = self
                 .sessions
@@ -510,18 +574,35 @@ impl Assembler {
                 Some(old) => {
                     self.close_session(old, "a newer sender session needed its place".into())
                 }
-                None => return Err(Reject::Refused("too many sender sessions")),
+                None => {
+                    let reason = "too many sender sessions";
+                    self.note_refused(now, id, first_object, reason);
+                    return Err(Reject::Refused(reason));
+                }
             }
         }
+        let first_object = match self.refused.remove(&id) {
+            Some(lowest) => first_object.min(lowest),
+            None => first_object,
+        };
+        // A session known from before a restart resumes where it was resolved.
+        let resume = self
+            .freshness
+            .as_ref()
+            .and_then(|f| f.known.get(&id))
+            .map_or(0, |k| k.resolved_below);
         self.sessions.insert(
             id,
             Session {
                 started: now,
                 last_seen: now,
                 objects: HashMap::new(),
-                resolved: Resolved::default(),
+                resolved: Resolved {
+                    below: resume,
+                    above: BTreeSet::new(),
+                },
                 first_object,
-                next_object: first_object,
+                next_object: first_object.max(resume),
                 seen_next: hint_seen,
                 claimed_next: 0,
                 done_below: 0,
@@ -537,6 +618,30 @@ impl Assembler {
             first_object,
         });
         Ok(())
+    }
+
+    /// Remembers a refused session's lowest object id; the first refusal of a session is an
+    /// event, at most one a second.
+    fn note_refused(&mut self, now: Duration, id: u64, object: u32, reason: &'static str) {
+        if let Some(lowest) = self.refused.get_mut(&id) {
+            *lowest = (*lowest).min(object);
+            return;
+        }
+        if self.refused.len() >= REFUSED_MEMORY {
+            return;
+        }
+        self.refused.insert(id, object);
+        let quiet = self
+            .last_refusal_event
+            .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
+        if quiet {
+            self.last_refusal_event = Some(now);
+            self.events.push_back(Event::SessionRefused {
+                session: id,
+                object,
+                reason,
+            });
+        }
     }
 
     fn on_heartbeat(&mut self, now: Duration, session_id: u64, hb: Heartbeat) {
@@ -1067,6 +1172,9 @@ impl Assembler {
         let ids: Vec<u64> = self.sessions.keys().copied().collect();
         for id in ids {
             let s = &self.sessions[&id];
+            if let Some(f) = self.freshness.as_mut() {
+                f.resolved(id, s.resolved.below);
+            }
             // Nothing of a session is given up while one of its blocks is being solved.
             if s.objects.values().any(|o| o.solving > 0) {
                 continue;
@@ -1171,8 +1279,14 @@ impl Assembler {
         }
     }
 
+    /// Closes a session, failing or losing what it left unresolved. A session that said it
+    /// was ending is closed for good (anything more of it is ignored, and with replay
+    /// protection refused after a restart too); one closed for silence, eviction or a
+    /// shutdown may come back and resume after what it had resolved before.
     fn close_session(&mut self, session: u64, mut reason: String) {
         let s = &self.sessions[&session];
+        let for_good = s.ending;
+        let resolved_before = s.resolved.below;
         if s.claimed_next > s.next_object {
             reason.push_str(&format!(
                 "; its heartbeats claimed {} more object ids, over {LOST_AHEAD} past the last \
@@ -1194,10 +1308,19 @@ impl Assembler {
                 &reason,
             );
         }
+        let watermark = self.sessions[&session].resolved.below;
         self.sessions.remove(&session);
-        self.closed.push_back(session);
+        self.closed
+            .push_back((session, (!for_good).then_some(watermark)));
         if self.closed.len() > CLOSED_MEMORY {
             self.closed.pop_front();
+        }
+        if let Some(f) = self.freshness.as_mut() {
+            if for_good {
+                f.closed(session);
+            } else {
+                f.resolved(session, resolved_before);
+            }
         }
         self.events
             .push_back(Event::SessionClosed { session, reason });

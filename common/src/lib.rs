@@ -11,6 +11,7 @@ pub mod compress;
 pub mod control;
 pub mod emit;
 pub mod fec;
+pub mod freshness;
 pub mod kind;
 pub mod layout;
 pub mod name;

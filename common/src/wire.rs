@@ -140,6 +140,10 @@ pub enum Reject {
     /// A well-formed datagram the assembler refused: over a limit or inconsistent with its block.
     #[error("refused by the assembler: {0}")]
     Refused(&'static str),
+    /// A datagram of a sender session the receiver closed before, or older than every
+    /// session it remembers: a replay of captured traffic.
+    #[error("replayed: {0}")]
+    Replayed(&'static str),
 }
 
 impl Reject {
@@ -153,6 +157,7 @@ impl Reject {
             Reject::BadType(_) => "bad_type",
             Reject::MissingTag => "missing_tag",
             Reject::BadTag => "bad_tag",
+            Reject::Replayed(_) => "replayed",
             Reject::Malformed(_) => "malformed",
             Reject::Refused(_) => "refused",
         }

@@ -147,6 +147,25 @@ impl Delivery {
                 first_object,
                 "sender session heard"
             ),
+            Event::SessionRefused {
+                session,
+                object,
+                reason,
+            } => {
+                tracing::warn!(
+                    session = format_args!("{session:016x}"),
+                    reason,
+                    "a sender session was refused: its datagrams are dropped until a place \
+                     frees up; if no other sender is running, someone else is sending to this \
+                     port (raise [limits] max_sessions only if several senders are legitimate)"
+                );
+                let mut r = Record::new(Outcome::SessionRefused, session, object);
+                r.reason = Some(format!(
+                    "sender session refused: {reason}; its datagrams are dropped until a place \
+                     frees up"
+                ));
+                self.record(r);
+            }
             Event::SessionClosed { session, reason } => {
                 tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed")
             }

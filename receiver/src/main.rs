@@ -211,6 +211,13 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         lost = s.lost,
         datagrams = r.received,
         rejected = r.report.assembler.rejected_total(),
+        replayed = r
+            .report
+            .assembler
+            .rejected
+            .get("replayed")
+            .copied()
+            .unwrap_or(0),
         queue_full = r.queue_full,
         "stopped"
     );

@@ -155,13 +155,25 @@ impl Engine {
             })?;
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         assembler.set_ledger(ledger);
+        // A keyed live receiver refuses replays of sessions it knew, across restarts; a
+        // capture replayed on purpose (`replay`) is the operator's own, and not refused.
+        let freshness = (matches!(clock, Clock::Live(_)) && cfg.keys.is_enabled()).then(|| {
+            crate::freshness::FreshnessFile::new(&cfg.out.join(crate::records::STATE_DIR))
+        });
+        if let Some(file) = &freshness {
+            assembler.set_freshness(file.load()?);
+        }
         let backlog = Arc::new(AtomicUsize::new(0));
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({
                 let metrics = cfg.metrics.clone();
                 let backlog = backlog.clone();
-                move || run_assembler(assembler, input_rx, events, clock, metrics, backlog)
+                move || {
+                    run_assembler(
+                        assembler, input_rx, events, clock, metrics, backlog, freshness,
+                    )
+                }
             })?;
         Ok(Engine {
             input,
@@ -208,6 +220,17 @@ fn handle(
     }
 }
 
+/// Persists the replay-protection state when it changed; a failure is logged (the
+/// receiver goes on: refusing traffic because the state disk is full would be worse).
+fn save_freshness(asm: &mut Assembler, file: Option<&crate::freshness::FreshnessFile>) {
+    if let (Some(file), Some(state)) = (file, asm.freshness_mut()) {
+        if let Err(e) = file.save_if_dirty(state) {
+            tracing::warn!(error = %e, "cannot save the replay-protection state");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_assembler(
     mut asm: Assembler,
     rx: Receiver<Input>,
@@ -215,6 +238,7 @@ fn run_assembler(
     clock: Clock,
     metrics: crate::metrics::ReceiverMetrics,
     backlog: Arc<AtomicUsize>,
+    freshness: Option<crate::freshness::FreshnessFile>,
 ) -> Stats {
     let mut published = (0u64, 0u64);
     let mut last_tick = Duration::ZERO;
@@ -287,6 +311,7 @@ fn run_assembler(
         }
         if now.saturating_sub(last_tick) >= TICK {
             asm.tick(now);
+            save_freshness(&mut asm, freshness.as_ref());
             last_tick = now;
             let st = asm.stats();
             metrics
@@ -314,6 +339,7 @@ fn run_assembler(
         solvers.drain(&mut asm);
     }
     asm.finish("the receiver stopped");
+    save_freshness(&mut asm, freshness.as_ref());
     while let Some(ev) = asm.poll_event() {
         let _ = events.send(ev);
     }

@@ -27,6 +27,10 @@ pub enum Outcome {
     /// Delivered, but its post-delivery hook failed (the file stays delivered).
     #[serde(rename = "hook_failed")]
     HookFailed,
+    /// A sender session was refused a place (the table of sessions was full); `object` is
+    /// the lowest object id heard from it.
+    #[serde(rename = "session_refused")]
+    SessionRefused,
 }
 
 /// One line of the record log.

@@ -123,12 +123,17 @@ pub struct SenderSession {
 }
 
 impl SenderSession {
-    /// Starts a session with a fresh random id, emitting into `sink`.
+    /// Starts a session with a fresh id (the second it starts and 24 random bits, so a
+    /// keyed receiver can tell a replay of older traffic), emitting into `sink`.
     pub fn new(
         cfg: SenderConfig,
         sink: Box<dyn DatagramSink + Send>,
     ) -> Result<Self, SessionError> {
-        Self::with_id(rand::random(), cfg, sink)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = gapferry_common::freshness::session_id(now, rand::random());
+        Self::with_id(id, cfg, sink)
     }
 
     /// Starts a session with a given id (for tests and replays).
