@@ -4,6 +4,7 @@
 //!
 //! Nothing reaches a delivery directory before its blake3 matches the descriptor.
 
+use crate::cause::Cause;
 use crate::destinations::Destinations;
 use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
@@ -177,10 +178,11 @@ impl Delivery {
             }
             Event::ObjectStarted { object, descriptor } => {
                 if let Err(e) = self.start(object, descriptor.clone()) {
-                    self.record_failure(
+                    self.record_failure_because(
                         object,
                         Some(&descriptor),
                         format!("cannot stage the object: {e}"),
+                        Some(Cause::Receiver),
                     );
                 }
             }
@@ -213,13 +215,24 @@ impl Delivery {
                 object,
                 descriptor,
                 reason,
+                shortfall,
             } => {
-                if let Some(staged) = self.staged.remove(&object) {
-                    let _ = std::fs::remove_file(&staged.path);
-                    self.record_failure(object, Some(&staged.descriptor), reason);
-                } else {
-                    self.record_failure(object, descriptor.as_ref(), reason);
-                }
+                // The core states facts; the advice depends on where the datagrams went.
+                let (cause, reason) = match &shortfall {
+                    Some(s) => {
+                        let (cause, message) = crate::cause::explain(&reason, s);
+                        (Some(cause), message)
+                    }
+                    None => (None, reason),
+                };
+                let descriptor = match self.staged.remove(&object) {
+                    Some(staged) => {
+                        let _ = std::fs::remove_file(&staged.path);
+                        Some(staged.descriptor)
+                    }
+                    None => descriptor,
+                };
+                self.record_failure_because(object, descriptor.as_ref(), reason, cause);
             }
             Event::ObjectAlreadyDelivered { object, descriptor } => {
                 tracing::info!(object = %object, name = %descriptor.name, "already delivered; ignored");
@@ -503,6 +516,17 @@ impl Delivery {
     }
 
     fn record_failure(&mut self, object: ObjectRef, d: Option<&ObjectDescriptor>, reason: String) {
+        self.record_failure_because(object, d, reason, None);
+    }
+
+    /// Records a failure whose `cause` is known.
+    fn record_failure_because(
+        &mut self,
+        object: ObjectRef,
+        d: Option<&ObjectDescriptor>,
+        reason: String,
+        cause: Option<Cause>,
+    ) {
         tracing::warn!(
             object = %object,
             name = d.map(|d| d.name.as_str()),
@@ -510,6 +534,7 @@ impl Delivery {
             size = d.map(|d| d.size),
             blake3 = d.map(|d| blake3::Hash::from(d.blake3).to_hex().to_string()),
             loss_rate = self.loss.get(&object.session).copied(),
+            cause = cause.map(Cause::as_str),
             %reason,
             "object failed"
         );
@@ -519,6 +544,7 @@ impl Delivery {
             r = described(r, d);
         }
         r.reason = Some(reason);
+        r.cause = cause;
         self.record(r);
     }
 

@@ -212,6 +212,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         datagrams = r.received,
         rejected = r.report.assembler.rejected_total(),
         queue_full = r.queue_full,
+        own_drops = r.report.assembler.own_drops.total(),
         "stopped"
     );
     Ok(())

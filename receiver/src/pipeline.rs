@@ -24,6 +24,12 @@ const BATCH: usize = 64;
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Events queued between the assembler and the disk writer.
 const EVENT_QUEUE: usize = 256;
+/// Least time between two warnings that the receiver drops datagrams itself.
+const OWN_DROPS_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two rewrites of the datagram activity file.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+/// How often the socket thread reads the kernel's drop counter of its socket.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the receiver is configured with.
 #[derive(Debug, Clone)]
@@ -156,12 +162,24 @@ impl Engine {
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         assembler.set_ledger(ledger);
         let backlog = Arc::new(AtomicUsize::new(0));
+        // Only a live link has an activity to show; a replayed capture's is long past.
+        let activity = match clock {
+            Clock::Live(_) => Some(ActivityFile::new(
+                cfg.out.join(crate::records::STATE_DIR),
+                cfg.metrics.clone(),
+            )),
+            Clock::Inputs => None,
+        };
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({
                 let metrics = cfg.metrics.clone();
                 let backlog = backlog.clone();
-                move || run_assembler(assembler, input_rx, events, clock, metrics, backlog)
+                move || {
+                    run_assembler(
+                        assembler, input_rx, events, clock, metrics, backlog, activity,
+                    )
+                }
             })?;
         Ok(Engine {
             input,
@@ -208,6 +226,101 @@ fn handle(
     }
 }
 
+/// Keeps `<state>/activity.json` saying when authenticated datagrams last arrived,
+/// rewritten at most once per [`ACTIVITY_EVERY`].
+struct ActivityFile {
+    state_dir: PathBuf,
+    metrics: crate::metrics::ReceiverMetrics,
+    seen: u64,
+    last: Option<(u64, std::time::SystemTime)>,
+    written: Option<(std::time::SystemTime, Instant)>,
+}
+
+impl ActivityFile {
+    fn new(state_dir: PathBuf, metrics: crate::metrics::ReceiverMetrics) -> Self {
+        ActivityFile {
+            state_dir,
+            metrics,
+            seen: 0,
+            last: None,
+            written: None,
+        }
+    }
+
+    /// Notes the assembler's count of authenticated datagrams, now.
+    fn update(&mut self, authenticated: u64, session: Option<u64>) {
+        let now = std::time::SystemTime::now();
+        if authenticated > self.seen {
+            self.seen = authenticated;
+            if let Some(session) = session {
+                self.last = Some((session, now));
+                let ms = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.metrics.last_datagram_ms.store(ms, Ordering::Relaxed);
+            }
+        }
+        let Some((session, at)) = self.last else {
+            return;
+        };
+        let due = self
+            .written
+            .is_none_or(|(was, when)| was != at && when.elapsed() >= ACTIVITY_EVERY);
+        if due {
+            let activity = crate::status::Activity::new(session, at, self.seen);
+            if let Err(e) = activity.save(&self.state_dir) {
+                tracing::warn!("cannot write the datagram activity for `status`: {e}");
+            }
+            self.written = Some((at, Instant::now()));
+        }
+    }
+}
+
+/// Warns, at most once per [`OWN_DROPS_WARNING_EVERY`], that the receiver drops datagrams
+/// itself, with the counts since the last warning.
+#[derive(Default)]
+struct OwnDropsWarning {
+    warned: gapferry_common::assembler::OwnDrops,
+    at: Option<Duration>,
+}
+
+impl OwnDropsWarning {
+    fn check(&mut self, now: Duration, total: gapferry_common::assembler::OwnDrops) {
+        let new = total.since(&self.warned);
+        if new.total() == 0
+            || self
+                .at
+                .is_some_and(|at| now.saturating_sub(at) < OWN_DROPS_WARNING_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            dropped = new.total(),
+            queue_full = new.queue_full,
+            memory_limit = new.memory_limit,
+            object_limit = new.objects_limit,
+            socket_buffer_full = new.socket_buffer,
+            "the receiver is dropping datagrams itself (not the link): objects in flight may fail; {}",
+            crate::cause::own_advice(&new)
+        );
+        self.warned = total;
+        self.at = Some(now);
+    }
+}
+
+/// Tells the assembler what the socket thread and the kernel dropped since the last call.
+fn note_host_drops(
+    asm: &mut Assembler,
+    metrics: &crate::metrics::ReceiverMetrics,
+    seen: &mut (u64, u64),
+) {
+    let now = (metrics.queue_dropped.get(), metrics.socket_dropped.get());
+    if now != *seen {
+        asm.note_host_drops(now.0.saturating_sub(seen.0), now.1.saturating_sub(seen.1));
+        *seen = now;
+    }
+}
+
 fn run_assembler(
     mut asm: Assembler,
     rx: Receiver<Input>,
@@ -215,8 +328,11 @@ fn run_assembler(
     clock: Clock,
     metrics: crate::metrics::ReceiverMetrics,
     backlog: Arc<AtomicUsize>,
+    mut activity: Option<ActivityFile>,
 ) -> Stats {
-    let mut published = (0u64, 0u64);
+    let mut published = (0u64, 0u64, 0u64);
+    let mut host_drops = (0u64, 0u64);
+    let mut warning = OwnDropsWarning::default();
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
     asm.set_solve_elsewhere(true);
@@ -282,6 +398,7 @@ fn run_assembler(
         if let Some(solvers) = solvers.as_mut() {
             solvers.submit_from(&mut asm);
         }
+        note_host_drops(&mut asm, &metrics, &mut host_drops);
         if let Clock::Live(start) = clock {
             now = now.max(start.elapsed());
         }
@@ -295,7 +412,13 @@ fn run_assembler(
             metrics
                 .blocks_repaired
                 .inc_by(st.blocks_repaired - published.1);
-            published = (st.blocks_decoded, st.blocks_repaired);
+            let refused = st.own_drops.memory_limit + st.own_drops.objects_limit;
+            metrics.limit_refused.inc_by(refused - published.2);
+            published = (st.blocks_decoded, st.blocks_repaired, refused);
+            warning.check(now, st.own_drops);
+            if let Some(a) = activity.as_mut() {
+                a.update(st.authenticated, asm.last_session());
+            }
             metrics
                 .objects_in_flight
                 .set(asm.objects_in_flight() as i64);
@@ -390,6 +513,7 @@ impl Listener {
                 let mut batch: Vec<Arrival> = Vec::new();
                 let mut queued = 0usize;
                 let mut waiting_short = false;
+                let mut kernel_drops = (Instant::now(), 0u64);
                 // Datagrams go to the assembler in batches: one queue operation and one
                 // wake-up per batch rather than per datagram. A batch leaves when it holds
                 // BATCH datagrams or as soon as the socket has been quiet for BATCH_WAIT.
@@ -413,6 +537,13 @@ impl Listener {
                     }
                 };
                 while !shutdown.load(Ordering::Relaxed) {
+                    if kernel_drops.0.elapsed() >= KERNEL_DROPS_EVERY {
+                        let total = source.kernel_drops().unwrap_or(kernel_drops.1);
+                        metrics
+                            .socket_dropped
+                            .inc_by(total.saturating_sub(kernel_drops.1));
+                        kernel_drops = (Instant::now(), total.max(kernel_drops.1));
+                    }
                     if batch.is_empty() == waiting_short {
                         waiting_short = !batch.is_empty();
                         source.set_wait(if waiting_short {
