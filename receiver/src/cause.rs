@@ -14,7 +14,8 @@ pub enum Cause {
     /// The receiver dropped or refused datagrams itself (queue full, a limit, socket
     /// buffer), or could not write the object.
     Receiver,
-    /// The session ended before the sender said it finished sending the object.
+    /// The session ended before the sender said it finished sending the object, or the
+    /// receiver stopped first.
     Interrupted,
 }
 

@@ -197,13 +197,15 @@ impl Delivery {
                     return; // already failed
                 }
                 let result = decompress_block(codec, data, plain_len)
-                    .map_err(|e| format!("block {block}: {e}"))
+                    .map_err(|e| (format!("block {block}: {e}"), None))
                     .and_then(|plain| {
-                        self.write_block(object, block, &plain)
-                            .map_err(|e| format!("cannot write block {block}: {e}"))
+                        self.write_block(object, block, &plain).map_err(|e| {
+                            let reason = format!("cannot write block {block}: {e}");
+                            (reason, Some(Cause::Receiver))
+                        })
                     });
-                if let Err(reason) = result {
-                    self.abort(object, reason);
+                if let Err((reason, cause)) = result {
+                    self.abort(object, reason, cause);
                 }
             }
             Event::ObjectComplete { object } => {
@@ -508,10 +510,10 @@ impl Delivery {
         }
     }
 
-    fn abort(&mut self, object: ObjectRef, reason: String) {
+    fn abort(&mut self, object: ObjectRef, reason: String, cause: Option<Cause>) {
         if let Some(s) = self.staged.remove(&object) {
             let _ = std::fs::remove_file(&s.path);
-            self.record_failure(object, Some(&s.descriptor), reason);
+            self.record_failure_because(object, Some(&s.descriptor), reason, cause);
         }
     }
 
@@ -566,7 +568,7 @@ impl Delivery {
         self.flush();
         let objects: Vec<ObjectRef> = self.staged.keys().copied().collect();
         for o in objects {
-            self.abort(o, reason.to_string());
+            self.abort(o, reason.to_string(), Some(Cause::Interrupted));
         }
     }
 }

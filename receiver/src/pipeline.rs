@@ -285,14 +285,19 @@ struct OwnDropsWarning {
 }
 
 impl OwnDropsWarning {
-    fn check(&mut self, now: Duration, total: gapferry_common::assembler::OwnDrops) {
+    /// Warns when `total` grew and the last warning is old enough; returns what it warned of.
+    fn check(
+        &mut self,
+        now: Duration,
+        total: gapferry_common::assembler::OwnDrops,
+    ) -> Option<gapferry_common::assembler::OwnDrops> {
         let new = total.since(&self.warned);
         if new.total() == 0
             || self
                 .at
                 .is_some_and(|at| now.saturating_sub(at) < OWN_DROPS_WARNING_EVERY)
         {
-            return;
+            return None;
         }
         tracing::warn!(
             dropped = new.total(),
@@ -305,6 +310,7 @@ impl OwnDropsWarning {
         );
         self.warned = total;
         self.at = Some(now);
+        Some(new)
     }
 }
 
@@ -595,4 +601,32 @@ pub fn listen(
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<ListenReport> {
     Listener::bind(addr, cfg)?.run(shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gapferry_common::assembler::OwnDrops;
+
+    #[test]
+    fn own_drops_warn_at_once_then_at_most_every_five_seconds_with_the_counts_since() {
+        let mut w = OwnDropsWarning::default();
+        let at = Duration::from_secs;
+        let drops = |queue_full, memory_limit| OwnDrops {
+            queue_full,
+            memory_limit,
+            ..OwnDrops::default()
+        };
+        assert_eq!(w.check(at(1), OwnDrops::default()), None, "nothing dropped");
+        assert_eq!(w.check(at(2), drops(3, 0)), Some(drops(3, 0)), "at once");
+        assert_eq!(w.check(at(3), drops(10, 4)), None, "too soon");
+        assert_eq!(w.check(at(6), drops(12, 4)), None, "still too soon");
+        assert_eq!(
+            w.check(at(7), drops(12, 4)),
+            Some(drops(9, 4)),
+            "everything since the last warning"
+        );
+        assert_eq!(w.check(at(20), drops(12, 4)), None, "the drops stopped");
+        assert_eq!(w.check(at(21), drops(13, 4)), Some(drops(1, 0)));
+    }
 }
