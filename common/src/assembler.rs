@@ -1116,6 +1116,12 @@ impl Assembler {
                 self.close_session(id, "the sender went silent".into());
                 continue;
             }
+            // The sender said it is ending and its stream has stopped: whatever did not
+            // complete will not, and is named now rather than at the session timeout.
+            if s.ending && silent >= grace {
+                self.close_session(id, "the sender finished its session".into());
+                continue;
+            }
             let replaced = newest_start.is_some_and(|t| t > s.started) && silent >= grace;
             if replaced {
                 self.close_session(

@@ -14,6 +14,7 @@ pub mod fec;
 pub mod kind;
 pub mod layout;
 pub mod name;
+pub mod spread;
 pub mod wire;
 
 pub use assembler::{Assembler, Event, Ledger, Limits, ObjectRef};

@@ -1,15 +1,23 @@
 //! One sender session: its id, object numbering, pacing, heartbeats and counters.
+//!
+//! Every datagram of an object (symbols and descriptor copies) goes through a
+//! [`Spreader`], so a burst loss anywhere in the stream costs each object only a sliver;
+//! when the stream pauses or ends, the spreader's last matrix is padded with descriptor
+//! copies, heartbeats and inventories and sent over at least [`FLUSH_SPAN`]. Time-driven
+//! heartbeats and inventories go out at once, beside the spread stream.
 
 use crate::pacer::Pacer;
 use crate::progress::Progress;
 use crate::sink::DatagramSink;
 use crate::source::SourceFile;
 use crate::transfer::{self, TransferError};
+use gapferry_common::control::Inventory;
 use gapferry_common::control::ObjectDescriptor;
 use gapferry_common::emit::DatagramWriter;
 use gapferry_common::layout::{self, LayoutError};
+use gapferry_common::spread::{Spreader, CELLS};
 use gapferry_common::{Heartbeat, Key};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -19,8 +27,19 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const INVENTORY_EVERY: u64 = 5;
 /// Recent objects named in inventories.
 const INVENTORY_OBJECTS: usize = 32;
-/// Heartbeats sent when a session ends, so one of them survives loss.
-const ENDING_HEARTBEATS: u32 = 3;
+/// Heartbeats sent after the last matrix when a session ends, [`ENDING_SPACING`] apart, on
+/// top of those padding the last matrix.
+const ENDING_HEARTBEATS: u32 = 5;
+/// Time between the trailing ending heartbeats, so one link flap cannot take them all.
+const ENDING_SPACING: Duration = Duration::from_millis(100);
+/// Shortest time over which a padded matrix is sent: its real datagrams leave about
+/// `FLUSH_SPAN / 16` apart, so a short link outage costs each object one at most.
+pub const FLUSH_SPAN: Duration = Duration::from_millis(250);
+/// Descriptors of the current matrix remembered for padding.
+const PADDING_DESCRIPTORS: usize = 64;
+/// Stands in a padded matrix for a heartbeat built when it leaves, so its counters are
+/// those of that moment. No datagram is one byte long: it cannot be mistaken for one.
+const HEARTBEAT_SLOT: &[u8] = &[0];
 
 /// What a sender session is configured with.
 #[derive(Debug, Clone)]
@@ -91,7 +110,16 @@ pub struct SenderSession {
     next_object: u32,
     in_progress: BTreeSet<u32>,
     metrics: crate::metrics::SenderMetrics,
-    recent: std::collections::VecDeque<gapferry_common::control::InventoryEntry>,
+    recent: VecDeque<gapferry_common::control::InventoryEntry>,
+    spreader: Spreader,
+    /// Objects whose descriptor copies went into the current matrix, for padding it.
+    matrix_descriptors: Vec<(u32, ObjectDescriptor)>,
+    /// Objects done whose datagrams are not all out of the spreader yet, with the count of
+    /// datagrams written when they were done.
+    unemitted: VecDeque<(u32, u64)>,
+    last_at: Option<Instant>,
+    /// Set once the session is ending: heartbeats then say so.
+    ending: bool,
 }
 
 impl SenderSession {
@@ -135,6 +163,11 @@ impl SenderSession {
             in_progress: BTreeSet::new(),
             metrics,
             recent: Default::default(),
+            spreader: Spreader::new(),
+            matrix_descriptors: Vec::new(),
+            unemitted: VecDeque::new(),
+            last_at: None,
+            ending: false,
             cfg,
         })
     }
@@ -179,15 +212,21 @@ impl SenderSession {
 
     /// Records that object `id` has had its last pass (or will never be sent).
     pub fn object_done(&mut self, id: u32) {
-        self.in_progress.remove(&id);
+        if self.in_progress.remove(&id) && self.spreader.held() > 0 {
+            self.unemitted.push_back((id, self.spreader.written()));
+        }
     }
 
-    /// Every object id below this has had its last pass.
+    /// Every object id below this has had its last pass, and its last datagram has left.
     pub fn done_below(&self) -> u32 {
-        self.in_progress
-            .first()
-            .copied()
+        let unemitted = self.unemitted.iter().map(|&(id, _)| id).min();
+        let in_progress = self.in_progress.first().copied();
+        [unemitted, in_progress]
+            .into_iter()
+            .flatten()
+            .min()
             .unwrap_or(self.next_object)
+            .min(self.next_object)
     }
 
     fn now(&self) -> Instant {
@@ -198,28 +237,93 @@ impl SenderSession {
         }
     }
 
-    /// Builds a datagram with `build` and sends it on schedule; false if `build` had nothing.
+    /// Builds a datagram of an object with `build` and sends it through the spreader;
+    /// false if `build` had nothing.
     pub fn emit_with(
         &mut self,
         build: impl FnOnce(&DatagramWriter, &mut Vec<u8>) -> bool,
     ) -> io::Result<bool> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let built = build(&self.writer, &mut buf);
-        let result = if built { self.send_buf(&buf) } else { Ok(()) };
-        self.buf = buf;
-        result?;
+        let built = build(&self.writer, self.spreader.slot());
         if built {
+            self.spreader.commit();
+            if self.spreader.is_full() {
+                self.drain(Duration::ZERO)?;
+            }
             self.heartbeat_if_due(false)?;
         }
         Ok(built)
     }
 
-    fn send_buf(&mut self, datagram: &[u8]) -> io::Result<()> {
-        let at = if self.sink.real_time() {
+    /// Sends the spreader's matrix, at least `gap` apart; forgets what has left.
+    fn drain(&mut self, gap: Duration) -> io::Result<()> {
+        let mut spreader = std::mem::take(&mut self.spreader);
+        let mut result = Ok(());
+        while let Some(datagram) = spreader.pop() {
+            result = if datagram == HEARTBEAT_SLOT {
+                let hb = self.next_heartbeat(self.ending);
+                let mut buf = std::mem::take(&mut self.buf);
+                self.writer.heartbeat(&mut buf, &hb);
+                let r = self.transmit(&buf, gap);
+                self.buf = buf;
+                r
+            } else {
+                self.transmit(datagram, gap)
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        self.spreader = spreader;
+        let drained = self.spreader.drained_below();
+        while self.unemitted.front().is_some_and(|&(_, w)| w <= drained) {
+            self.unemitted.pop_front();
+        }
+        self.matrix_descriptors.clear();
+        result
+    }
+
+    /// Pads the spreader's matrix (descriptor copies of its objects, heartbeats, and the
+    /// inventory) and sends it over at least [`FLUSH_SPAN`].
+    fn flush(&mut self) -> io::Result<()> {
+        if self.spreader.held() == 0 {
+            return Ok(());
+        }
+        let ending = self.ending;
+        let inventory = Inventory::fitting(self.recent.iter().cloned().collect());
+        let descriptors = &self.matrix_descriptors;
+        let writer = &self.writer;
+        let heartbeat_every = if ending { 4 } else { 16 };
+        let mut i = 0usize;
+        let mut next_descriptor = 0usize;
+        self.spreader.pad(|out| {
+            i += 1;
+            if i % 64 == 1 && !inventory.entries.is_empty() {
+                writer.inventory(out, &inventory);
+            } else if i.is_multiple_of(heartbeat_every) || descriptors.is_empty() {
+                out.extend_from_slice(HEARTBEAT_SLOT);
+            } else {
+                let (object, d) = &descriptors[next_descriptor % descriptors.len()];
+                next_descriptor += 1;
+                writer
+                    .descriptor(out, *object, d)
+                    .expect("it was encoded once already");
+            }
+        });
+        self.drain(FLUSH_SPAN / CELLS as u32)
+    }
+
+    /// Sends one datagram on the pacer's schedule, at least `gap` after the previous one.
+    fn transmit(&mut self, datagram: &[u8], gap: Duration) -> io::Result<()> {
+        let mut at = if self.sink.real_time() {
             self.pacer.schedule(datagram.len(), Instant::now())
         } else {
             self.pacer.schedule_virtual(datagram.len(), self.started)
         };
+        // Never before the previous datagram: a gap moved that one past the pacer's plan.
+        if let Some(last) = self.last_at {
+            at = at.max(last + gap);
+        }
+        self.last_at = Some(at);
         self.clock = self.clock.max(at);
         self.sink.send(datagram, at)?;
         self.datagrams += 1;
@@ -229,7 +333,7 @@ impl SenderSession {
         Ok(())
     }
 
-    /// Sends a copy of `object`'s descriptor.
+    /// Sends a copy of `object`'s descriptor through the spreader.
     pub fn emit_descriptor(&mut self, object: u32, d: &ObjectDescriptor) -> io::Result<()> {
         if !self.recent.iter().any(|e| e.object == object) {
             self.recent
@@ -243,16 +347,38 @@ impl SenderSession {
                 self.recent.pop_front();
             }
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        let r = self
-            .writer
-            .descriptor(&mut buf, object, d)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-        let r = r.and_then(|()| self.send_buf(&buf));
-        self.buf = buf;
-        r
+        self.writer
+            .descriptor(self.spreader.slot(), object, d)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.spreader.commit();
+        if !self.matrix_descriptors.iter().any(|(o, _)| *o == object)
+            && self.matrix_descriptors.len() < PADDING_DESCRIPTORS
+        {
+            self.matrix_descriptors.push((object, d.clone()));
+        }
+        if self.spreader.is_full() {
+            self.drain(Duration::ZERO)?;
+        }
+        Ok(())
     }
 
+    /// The next heartbeat with the session's counters now.
+    fn next_heartbeat(&mut self, ending: bool) -> Heartbeat {
+        let now = self.now();
+        self.heartbeat_seq += 1;
+        Heartbeat {
+            seq: self.heartbeat_seq,
+            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            datagrams_sent: self.datagrams,
+            bytes_sent: self.bytes,
+            next_object: self.next_object,
+            done_below: self.done_below(),
+            rate_bps: self.pacer.rate_bps(),
+            ending,
+        }
+    }
+
+    /// Sends a heartbeat (and every few, an inventory) at once if one is due.
     fn heartbeat_if_due(&mut self, ending: bool) -> io::Result<()> {
         let now = self.now();
         let due = ending
@@ -263,35 +389,30 @@ impl SenderSession {
             return Ok(());
         }
         self.last_heartbeat = Some(now);
-        self.heartbeat_seq += 1;
-        let hb = Heartbeat {
-            seq: self.heartbeat_seq,
-            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
-            datagrams_sent: self.datagrams,
-            bytes_sent: self.bytes,
-            next_object: self.next_object,
-            done_below: self.done_below(),
-            rate_bps: self.pacer.rate_bps(),
-            ending,
+        let hb = self.next_heartbeat(ending);
+        let gap = if ending {
+            ENDING_SPACING
+        } else {
+            Duration::ZERO
         };
         let mut buf = std::mem::take(&mut self.buf);
         self.writer.heartbeat(&mut buf, &hb);
-        let mut r = self.send_buf(&buf);
+        let mut r = self.transmit(&buf, gap);
         if r.is_ok()
             && (ending || hb.seq.is_multiple_of(INVENTORY_EVERY))
             && !self.recent.is_empty()
         {
-            let entries = self.recent.iter().cloned().collect();
-            let inv = gapferry_common::control::Inventory::fitting(entries);
+            let inv = Inventory::fitting(self.recent.iter().cloned().collect());
             self.writer.inventory(&mut buf, &inv);
-            r = self.send_buf(&buf);
+            r = self.transmit(&buf, Duration::ZERO);
         }
         self.buf = buf;
         r
     }
 
-    /// Sends a heartbeat now if one is due (for idle services).
+    /// For idle services: sends what the spreader holds (padded) and a heartbeat if due.
     pub fn tick(&mut self) -> io::Result<()> {
+        self.flush()?;
         self.heartbeat_if_due(false)?;
         self.sink.flush()
     }
@@ -368,9 +489,15 @@ impl SenderSession {
         (id, result)
     }
 
-    /// Ends the session: the receiver learns every object was sent in full.
+    /// Ends the session: the last matrix goes out padded with ending heartbeats, then more
+    /// ending heartbeats follow, spaced in time; the receiver learns every object was sent.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.in_progress.clear();
+        let ids: Vec<u32> = self.in_progress.iter().copied().collect();
+        for id in ids {
+            self.object_done(id);
+        }
+        self.ending = true;
+        self.flush()?;
         for _ in 0..ENDING_HEARTBEATS {
             self.heartbeat_if_due(true)?;
         }

@@ -191,6 +191,9 @@ struct Loss {
     every: u64,
     burst: u64,
     random_pct: u64,
+    /// Instead of periodic bursts, one burst over these data datagrams (numbered from the
+    /// first that arrives, inclusive).
+    burst_range: Option<(u64, u64)>,
 }
 
 /// What the nftables and tc counters say about one run.
@@ -376,15 +379,20 @@ impl Link {
             every,
             burst,
             random_pct,
+            burst_range,
         } = self.loss;
         let data = format!("ip saddr {LOW_ADDR} ip daddr {HIGH_ADDR} udp dport {PORT}");
+        let burst = match burst_range {
+            Some((first, last)) => format!("numgen inc mod 1000000000 {first}-{last}"),
+            None => format!("numgen inc mod {every} < {burst}"),
+        };
         nft_load(
             high,
             &format!(
                 "table inet gapferry_loss {{\n\
                  \tchain input {{\n\
                  \t\ttype filter hook input priority 0; policy accept;\n\
-                 \t\t{data} numgen inc mod {every} < {burst} counter drop comment \"burst\"\n\
+                 \t\t{data} {burst} counter drop comment \"burst\"\n\
                  \t\t{data} numgen random mod 100 < {random_pct} counter drop comment \"random\"\n\
                  \t\t{data} counter accept comment \"passed\"\n\
                  \t}}\n\
@@ -740,6 +748,7 @@ fn files_cross_a_real_one_way_link_byte_identical_under_bursty_loss() {
         every: 10_000,
         burst: 300,
         random_pct: 3,
+        burst_range: None,
     })) else {
         return;
     };
@@ -821,6 +830,153 @@ fn files_cross_a_real_one_way_link_byte_identical_under_bursty_loss() {
     println!("link test took {:.1?}", started.elapsed());
 }
 
+/// The issue's set of objects in one `gapferry-send file` command: 0 B, 1 B, 700 KB,
+/// 96 MiB, 200 objects of 1-20 KB, a real MISP event and a real STIX bundle.
+fn edge_inputs(src: &Path) -> Vec<PathBuf> {
+    let realdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata");
+    let mut paths = Vec::new();
+    for (name, size) in [
+        ("empty.bin", 0),
+        ("one.bin", 1),
+        ("mid.bin", 700_000),
+        ("big.bin", 96 << 20),
+    ] {
+        let p = src.join(name);
+        random_file(&p, size, size as u64);
+        paths.push(p);
+    }
+    let small = src.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 0..200u64 {
+        let p = small.join(format!("s{i:03}.json"));
+        json_file(&p, rng.random_range(1_000..=20_000), i);
+    }
+    paths.push(small);
+    for real in [
+        "misp-events/pymisp-tests/57c4445b-c548-4654-af0b-4be3950d210f.json",
+        "stix21/oasis-examples/indicator-for-c2-ip-address.json",
+    ] {
+        let p = realdata.join(real);
+        assert!(p.is_file(), "real data missing: {}", p.display());
+        paths.push(p);
+    }
+    paths
+}
+
+const EDGE_ARGS: [&str; 4] = ["--rate", "900M", "--repair", "15"];
+
+#[test]
+fn a_burst_of_64_at_the_first_middle_or_last_datagrams_costs_no_object() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = prerequisites() {
+        require::<()>(Err(e));
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let paths = edge_inputs(&src);
+    // How many datagrams the session has: the same command into a capture (its pacing
+    // clock is virtual, so only the count of heartbeats may differ by one or two).
+    let pcap = scratch.path().join("count.pcap");
+    let out = Command::new(binary("gapferry-send"))
+        .arg("file")
+        .args(&paths)
+        .args(["--to", &format!("{HIGH_ADDR}:{PORT}"), "--quiet"])
+        .args(EDGE_ARGS)
+        .arg("--pcap-out")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let log = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    let n = log_number(&log, "datagrams").expect("the sender names its datagram count");
+    for (what, first) in [("first", 0), ("middle", n / 2), ("last", n - 64)] {
+        let range = (first, first + 63 + 4 * u64::from(what == "last"));
+        let Some(link) = require(Link::create(Loss {
+            every: 0,
+            burst: 0,
+            random_pct: 2,
+            burst_range: Some(range),
+        })) else {
+            return;
+        };
+        let out = scratch.path().join(format!("high-{what}"));
+        let rx = Receiver::start(&link.high, HIGH_ADDR, PORT, &out);
+        let sent = send_from(
+            &link.low,
+            &paths,
+            &format!("{HIGH_ADDR}:{PORT}"),
+            &EDGE_ARGS,
+        );
+        let records = rx.wait_records(206, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(3));
+        let stopped = rx.stop();
+        let records_after = read_records(&out);
+        let c = link.counters();
+        println!(
+            "burst at the {what} datagrams ({range:?}): sent {sent} (capture: {n}), arrived {}, \
+             burst-dropped {}, random-dropped {}; receiver: {stopped}",
+            c.arrived(),
+            c.burst,
+            c.random
+        );
+        assert!(
+            (60..=68).contains(&c.burst),
+            "{what}: the burst rule dropped {}",
+            c.burst
+        );
+        if what == "last" {
+            assert!(
+                c.arrived() <= range.0 + 64 + 4,
+                "{what}: the burst did not reach the last datagrams ({} arrived)",
+                c.arrived()
+            );
+        }
+        assert_eq!(records.len(), records_after.len(), "{records_after:#?}");
+        let delivered = with_outcome(&records_after, "delivered");
+        assert_eq!(
+            delivered.len(),
+            206,
+            "burst at the {what} datagrams: {:#?}",
+            records_after
+                .iter()
+                .filter(|r| r["outcome"] != "delivered")
+                .collect::<Vec<_>>()
+        );
+        for r in &delivered {
+            let path = Path::new(r["path"].as_str().expect("a delivered record has a path"));
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(
+                blake3::hash(&bytes).to_hex().as_str(),
+                r["blake3"].as_str().unwrap(),
+                "{what}: {} differs from what was sent",
+                path.display()
+            );
+        }
+        for name in [
+            "empty.bin",
+            "one.bin",
+            "mid.bin",
+            "big.bin",
+            "s000.json",
+            "s199.json",
+        ] {
+            let got = out.join("files").join(name);
+            let want = if name.starts_with('s') {
+                src.join("small").join(name)
+            } else {
+                src.join(name)
+            };
+            assert!(
+                std::fs::read(&got).ok() == std::fs::read(&want).ok(),
+                "{what}: {name} not delivered byte-identical"
+            );
+        }
+    }
+}
+
 fn soak_duration() -> Duration {
     let secs = std::env::var("GAPFERRY_SOAK_SECS")
         .ok()
@@ -872,6 +1028,7 @@ fn soak_mixed_objects_through_a_lossy_one_way_link_are_all_accounted_for() {
         every: 20_000,
         burst: 300,
         random_pct: 3,
+        burst_range: None,
     })) else {
         return;
     };
