@@ -172,9 +172,15 @@ fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>)
     .into_iter()
     .flatten()
     .max_by_key(|(ms, _)| *ms);
+    let heard = activity.as_ref().map_or(String::new(), |a| {
+        format!(
+            "; {} authenticated datagrams since the receiver started",
+            a.datagrams
+        )
+    });
     let mut text = match last {
         Some((ms, session)) => format!(
-            "link: {} (last datagram {:.1} s ago, session {session})\n",
+            "link: {} (last datagram {:.1} s ago, session {session}{heard})\n",
             if age(ms) < LINK_DOWN_AFTER {
                 "up"
             } else {
@@ -244,7 +250,7 @@ mod tests {
     fn datagrams_without_a_heartbeat_mean_the_link_is_up() {
         let t = link_report(NOW, None, Some(datagrams_at(NOW - 300, "00000000000000aa")));
         assert!(
-            t.starts_with("link: up (last datagram 0.3 s ago, session 00000000000000aa)"),
+            t.starts_with("link: up (last datagram 0.3 s ago, session 00000000000000aa; 922 authenticated datagrams since the receiver started)"),
             "{t}"
         );
         assert!(t.contains("\nlast heartbeat: never\n"), "{t}");
@@ -291,7 +297,7 @@ mod tests {
             Some(datagrams_at(NOW - 60_000, "00000000000000aa")),
         );
         assert!(
-            t.starts_with("link: up (last datagram 0.5 s ago, session 00000000000000bb)"),
+            t.starts_with("link: up (last datagram 0.5 s ago, session 00000000000000bb; 922 "),
             "{t}"
         );
     }
