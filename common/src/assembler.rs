@@ -202,8 +202,9 @@ pub struct Shortfall {
     /// Whether the sender had said it finished sending the object (else its session ended
     /// first: the sender restarted or went silent, or the receiver stopped).
     pub sender_finished: bool,
-    /// Datagrams the receiver itself dropped or refused while the object was in flight
-    /// (over all objects: a queue or memory limit is shared).
+    /// Datagrams the receiver itself dropped or refused while the object was in flight,
+    /// counted from when the session's previous object arrived (drops of an object's first
+    /// datagrams come before it is known), over all objects: a queue or limit is shared.
     pub own_drops: OwnDrops,
 }
 
@@ -330,6 +331,9 @@ struct Session {
     received: u64,
     baseline: Option<(u64, u64)>,
     inventory: std::collections::BTreeMap<u32, (crate::ObjectKind, String)>,
+    /// The receiver's own drops when the session's last object was admitted (or the session
+    /// began): the next object's datagrams were on their way since about then.
+    own_drops_mark: OwnDrops,
 }
 
 /// Inventory names remembered per session.
@@ -575,6 +579,7 @@ impl Assembler {
                 received: 0,
                 baseline: None,
                 inventory: Default::default(),
+                own_drops_mark: self.stats.own_drops,
             },
         );
         self.events.push_back(Event::SessionStarted {
@@ -723,11 +728,13 @@ impl Assembler {
         if self.objects_in_flight() >= self.limits.max_objects_in_flight {
             return Err(Reject::Refused(OBJECTS_LIMIT));
         }
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        // Charged from the previous admission on: drops of an object's first datagrams
+        // happen before the object is known here.
         let state = ObjectState {
-            own_drops_at_start: self.stats.own_drops,
+            own_drops_at_start: std::mem::replace(&mut s.own_drops_mark, self.stats.own_drops),
             ..ObjectState::default()
         };
-        let s = self.sessions.get_mut(&session_id).expect("touched");
         s.objects.insert(object, state);
         s.next_object = s.next_object.max(object.saturating_add(1));
         Ok(())

@@ -114,3 +114,27 @@ fn a_session_that_goes_silent_before_the_sender_finished_says_so() {
     assert_eq!(s.own_drops.total(), 0);
     assert_facts_only(&reason);
 }
+
+#[test]
+fn drops_of_an_objects_first_datagrams_are_charged_to_it() {
+    // The session is known (a heartbeat), then the host drops the first 600 datagrams of
+    // object 0 (descriptor included) before the assembler knows of the object: they
+    // still count against it.
+    let (s, _) = failure(
+        small_limits(),
+        |i| i >= 600,
+        true,
+        |a, i| {
+            if i == 0 {
+                let w = DatagramWriter::new(SESSION, None);
+                a.handle(Duration::from_millis(1), &heartbeat(&w, 1, 0, false))
+                    .unwrap();
+            }
+            if i < 600 {
+                a.note_host_drops(1, 0);
+            }
+        },
+    );
+    assert_eq!(s.own_drops.queue_full, 600, "{s:?}");
+    assert!(s.decoded < s.blocks.unwrap_or(u64::MAX), "{s:?}");
+}
