@@ -331,8 +331,9 @@ struct Session {
     received: u64,
     baseline: Option<(u64, u64)>,
     inventory: std::collections::BTreeMap<u32, (crate::ObjectKind, String)>,
-    /// The receiver's own drops when the session's last object was admitted (or the session
-    /// began): the next object's datagrams were on their way since about then.
+    /// The receiver's own drops when the session's last object was admitted (or, before
+    /// that, at the last datagram heard before the session began): the next object's
+    /// datagrams were on their way since about then.
     own_drops_mark: OwnDrops,
 }
 
@@ -355,6 +356,9 @@ pub struct Assembler {
     solves: VecDeque<SolveRequest>,
     next_ticket: u64,
     last_session: Option<u64>,
+    /// The receiver's own drops as of the last authenticated datagram: a new session's
+    /// window opens there, as drops before its first datagram may be its own.
+    own_drops_heard: OwnDrops,
 }
 
 /// Undecoded blocks of an object its session gave up on, kept so that a later session
@@ -396,6 +400,7 @@ impl Assembler {
             solves: VecDeque::new(),
             next_ticket: 0,
             last_session: None,
+            own_drops_heard: OwnDrops::default(),
         }
     }
 
@@ -443,7 +448,9 @@ impl Assembler {
         let result = wire::parse(bytes, &self.keys).and_then(|d| {
             self.stats.authenticated += 1;
             self.last_session = Some(d.session());
-            self.handle_datagram(now, d)
+            let handled = self.handle_datagram(now, d);
+            self.own_drops_heard = self.stats.own_drops;
+            handled
         });
         match result {
             Ok(()) => self.stats.accepted += 1,
@@ -579,7 +586,7 @@ impl Assembler {
                 received: 0,
                 baseline: None,
                 inventory: Default::default(),
-                own_drops_mark: self.stats.own_drops,
+                own_drops_mark: self.own_drops_heard,
             },
         );
         self.events.push_back(Event::SessionStarted {

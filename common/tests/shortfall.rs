@@ -95,8 +95,12 @@ fn link_loss_alone_charges_no_own_drops_and_earlier_drops_are_not_charged() {
         true,
         |a, i| {
             if i == 0 {
-                // Before the object was in flight: not its business.
+                // Before another session was heard, so before this one began: not its
+                // business.
                 a.note_host_drops(7, 2);
+                let other = DatagramWriter::new(SESSION + 1, None);
+                a.handle(Duration::from_millis(1), &heartbeat(&other, 1, 0, false))
+                    .unwrap();
             }
         },
     );
@@ -137,4 +141,21 @@ fn drops_of_an_objects_first_datagrams_are_charged_to_it() {
     );
     assert_eq!(s.own_drops.queue_full, 600, "{s:?}");
     assert!(s.decoded < s.blocks.unwrap_or(u64::MAX), "{s:?}");
+}
+
+#[test]
+fn drops_before_a_new_session_was_heard_count_against_its_first_object() {
+    // Nothing else was heard: the host's drops before the session's first datagram are
+    // the session's own (its first datagrams, descriptor and all, overran the receiver).
+    let (s, _) = failure(
+        small_limits(),
+        |i| i >= 600,
+        true,
+        |a, i| {
+            if i < 600 {
+                a.note_host_drops(0, 1);
+            }
+        },
+    );
+    assert_eq!(s.own_drops.socket_buffer, 600, "{s:?}");
 }

@@ -395,6 +395,7 @@ fn run_assembler(
                 if let Some(solvers) = solvers.as_mut() {
                     solvers.drain(&mut asm);
                 }
+                note_host_drops(&mut asm, &metrics, &mut host_drops);
                 asm.tick(now);
                 asm.finish(&reason);
                 break;
@@ -442,6 +443,7 @@ fn run_assembler(
     if let Some(solvers) = solvers.as_mut() {
         solvers.drain(&mut asm);
     }
+    note_host_drops(&mut asm, &metrics, &mut host_drops);
     asm.finish("the receiver stopped");
     while let Some(ev) = asm.poll_event() {
         let _ = events.send(ev);

@@ -186,3 +186,51 @@ fn the_same_shortfall_from_loss_on_the_link_names_the_link() {
     let report = rx.stop();
     assert_eq!(report.report.assembler.own_drops.total(), 0);
 }
+
+#[test]
+fn a_receiver_whose_queue_overflows_names_the_full_queue() {
+    use gapferry_common::wire::{self, Datagram};
+    use gapferry_tests::harness::TestReceiver;
+    use gapferry_tests::relay::{Action, Relay};
+    // A queue of one datagram between the socket thread and the assembler: every batch of
+    // two or more that the socket thread hands over is dropped as "queue full".
+    let rx = TestReceiver::start(|cfg| cfg.queue = 1);
+    // The relay loses nothing. It passes control datagrams (descriptors, heartbeats) alone,
+    // 1 ms apart from their neighbours, so they reach the assembler one by one; the data
+    // follows back to back, in batches the queue cannot take.
+    let keys = gapferry_common::KeyRing::default();
+    let mut after_control = false;
+    let policy = Box::new(move |_: u64, d: &[u8]| {
+        let control = matches!(wire::parse(d, &keys), Ok(Datagram::Control { .. }));
+        if control || after_control {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        after_control = control;
+        Action::Forward
+    });
+    let relay = Relay::start(rx.addr, policy).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("big.bin"), 4 << 20, 13);
+    send(
+        &[src.path().to_path_buf()],
+        relay.addr(),
+        sender_config(1_000_000_000),
+    );
+    let records = rx.wait_records(1, Duration::from_secs(60));
+    assert_eq!(relay.counts().1, 0, "the link lost nothing");
+    let report = rx.stop();
+    assert!(report.queue_full > 0, "the queue overflowed");
+    let record = records.first().expect("a record of big.bin");
+    assert_eq!(record["outcome"], "failed", "{record}");
+    assert_eq!(record["cause"], "receiver", "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("queue full: ") && reason.contains("give the receiver more cores"),
+        "{reason}"
+    );
+    assert!(!reason.contains("--repair"), "{reason}");
+    assert_eq!(
+        report.report.assembler.own_drops.queue_full, report.queue_full,
+        "every queue drop reached the assembler's count"
+    );
+}
