@@ -56,7 +56,7 @@ pub fn explain(facts: &str, shortfall: &Shortfall) -> (Cause, String) {
 }
 
 /// "queue full: 3, memory limit: 7", naming only what happened.
-fn breakdown(own: &OwnDrops) -> String {
+pub fn breakdown(own: &OwnDrops) -> String {
     [
         ("queue full", own.queue_full),
         ("memory limit", own.memory_limit),

@@ -226,14 +226,16 @@ fn handle(
     }
 }
 
-/// Keeps `<state>/activity.json` saying when authenticated datagrams last arrived,
-/// rewritten at most once per [`ACTIVITY_EVERY`].
+/// Keeps `<state>/activity.json` saying when authenticated datagrams last arrived and what
+/// the receiver dropped itself, rewritten at most once per [`ACTIVITY_EVERY`].
 struct ActivityFile {
     state_dir: PathBuf,
     metrics: crate::metrics::ReceiverMetrics,
     seen: u64,
+    own_drops: gapferry_common::assembler::OwnDrops,
     last: Option<(u64, std::time::SystemTime)>,
-    written: Option<(std::time::SystemTime, Instant)>,
+    changed: bool,
+    written: Option<Instant>,
 }
 
 impl ActivityFile {
@@ -242,36 +244,39 @@ impl ActivityFile {
             state_dir,
             metrics,
             seen: 0,
+            own_drops: Default::default(),
             last: None,
+            changed: false,
             written: None,
         }
     }
 
-    /// Notes the assembler's count of authenticated datagrams, now.
-    fn update(&mut self, authenticated: u64, session: Option<u64>) {
-        let now = std::time::SystemTime::now();
-        if authenticated > self.seen {
-            self.seen = authenticated;
+    /// Notes the assembler's counters, now.
+    fn update(&mut self, stats: &Stats, session: Option<u64>) {
+        if stats.authenticated > self.seen {
+            self.seen = stats.authenticated;
             if let Some(session) = session {
+                let now = std::time::SystemTime::now();
                 self.last = Some((session, now));
                 let ms = now
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 self.metrics.last_datagram_ms.store(ms, Ordering::Relaxed);
             }
+            self.changed = true;
         }
-        let Some((session, at)) = self.last else {
-            return;
-        };
-        let due = self
-            .written
-            .is_none_or(|(was, when)| was != at && when.elapsed() >= ACTIVITY_EVERY);
-        if due {
-            let activity = crate::status::Activity::new(session, at, self.seen);
+        if stats.own_drops != self.own_drops {
+            self.own_drops = stats.own_drops;
+            self.changed = true;
+        }
+        let due = self.written.is_none_or(|w| w.elapsed() >= ACTIVITY_EVERY);
+        if self.changed && due {
+            let activity = crate::status::Activity::new(self.last, self.seen, self.own_drops);
             if let Err(e) = activity.save(&self.state_dir) {
                 tracing::warn!("cannot write the datagram activity for `status`: {e}");
             }
-            self.written = Some((at, Instant::now()));
+            self.changed = false;
+            self.written = Some(Instant::now());
         }
     }
 }
@@ -424,7 +429,7 @@ fn run_assembler(
             published = (st.blocks_decoded, st.blocks_repaired, refused);
             warning.check(now, st.own_drops);
             if let Some(a) = activity.as_mut() {
-                a.update(st.authenticated, asm.last_session());
+                a.update(st, asm.last_session());
             }
             metrics
                 .objects_in_flight

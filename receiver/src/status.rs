@@ -3,6 +3,7 @@
 //! datagrams arrive) and the `status` report built from them and the record log.
 
 use crate::records::{RECORDS_FILE, STATE_DIR};
+use gapferry_common::assembler::OwnDrops;
 use gapferry_common::Heartbeat;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -65,24 +66,66 @@ impl LinkState {
     }
 }
 
-/// When authenticated datagrams last arrived, heartbeats or not.
+/// When authenticated datagrams last arrived, heartbeats or not, and what the receiver
+/// dropped itself, since it started.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Activity {
-    /// Session of the last authenticated datagram (16 hex digits).
-    pub session: String,
+    /// Session of the last authenticated datagram (16 hex digits), if any arrived.
+    pub session: Option<String>,
     /// When it arrived, Unix milliseconds (to the assembler's tick, 0.1 s).
-    pub last_datagram_unix_ms: u64,
+    pub last_datagram_unix_ms: Option<u64>,
     /// Authenticated datagrams since the receiver started.
     pub datagrams: u64,
+    /// Datagrams the receiver dropped itself since it started.
+    #[serde(default)]
+    pub own_drops: OwnDropCounts,
+}
+
+/// The receiver's own drops by cause, as `activity.json` holds them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OwnDropCounts {
+    /// Dropped because the assembler's queue was full.
+    pub queue_full: u64,
+    /// Refused over the memory limit for incomplete blocks.
+    pub memory_limit: u64,
+    /// Refused because too many objects were in flight.
+    pub object_limit: u64,
+    /// Dropped by the kernel: the socket's receive buffer was full.
+    pub socket_buffer_full: u64,
+}
+
+impl From<OwnDrops> for OwnDropCounts {
+    fn from(d: OwnDrops) -> Self {
+        OwnDropCounts {
+            queue_full: d.queue_full,
+            memory_limit: d.memory_limit,
+            object_limit: d.objects_limit,
+            socket_buffer_full: d.socket_buffer,
+        }
+    }
+}
+
+impl From<OwnDropCounts> for OwnDrops {
+    fn from(d: OwnDropCounts) -> Self {
+        OwnDrops {
+            queue_full: d.queue_full,
+            memory_limit: d.memory_limit,
+            objects_limit: d.object_limit,
+            socket_buffer: d.socket_buffer_full,
+        }
+    }
 }
 
 impl Activity {
-    /// The activity of `datagrams` authenticated datagrams, the last of `session` at `at`.
-    pub fn new(session: u64, at: SystemTime, datagrams: u64) -> Self {
+    /// `datagrams` authenticated datagrams, the last (if any) of a session at a time, and
+    /// the receiver's own drops.
+    pub fn new(last: Option<(u64, SystemTime)>, datagrams: u64, own_drops: OwnDrops) -> Self {
         Activity {
-            session: format!("{session:016x}"),
-            last_datagram_unix_ms: unix_ms(at),
+            session: last.map(|(s, _)| format!("{s:016x}")),
+            last_datagram_unix_ms: last.map(|(_, at)| unix_ms(at)),
             datagrams,
+            own_drops: own_drops.into(),
         }
     }
 
@@ -165,7 +208,7 @@ fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>)
     let last = [
         activity
             .as_ref()
-            .map(|a| (a.last_datagram_unix_ms, a.session.as_str())),
+            .and_then(|a| Some((a.last_datagram_unix_ms?, a.session.as_deref()?))),
         link.as_ref()
             .map(|l| (l.last_heartbeat_unix_ms, l.session.as_str())),
     ]
@@ -188,8 +231,19 @@ fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>)
             },
             age(ms).as_secs_f64(),
         ),
-        None => "link: down (no datagram ever heard)\n".to_string(),
+        None => "link: down (no authenticated datagram ever heard)\n".to_string(),
     };
+    if let Some(a) = &activity {
+        let own = OwnDrops::from(a.own_drops);
+        if own.total() > 0 {
+            text += &format!(
+                "receiver's own drops: {} datagrams since it started, not the link's ({}): {}\n",
+                own.total(),
+                crate::cause::breakdown(&own),
+                crate::cause::own_advice(&own)
+            );
+        }
+    }
     match &link {
         Some(l) => {
             text += &format!(
@@ -240,9 +294,10 @@ mod tests {
 
     fn datagrams_at(ms: u64, session: &str) -> Activity {
         Activity {
-            session: session.into(),
-            last_datagram_unix_ms: ms,
+            session: Some(session.into()),
+            last_datagram_unix_ms: Some(ms),
             datagrams: 922,
+            own_drops: OwnDropCounts::default(),
         }
     }
 
@@ -285,7 +340,10 @@ mod tests {
             "{t}"
         );
         let t = link_report(NOW, None, None);
-        assert!(t.starts_with("link: down (no datagram ever heard)"), "{t}");
+        assert!(
+            t.starts_with("link: down (no authenticated datagram ever heard)"),
+            "{t}"
+        );
         assert!(t.contains("last heartbeat: never"), "{t}");
     }
 
@@ -303,6 +361,31 @@ mod tests {
     }
 
     #[test]
+    fn the_receivers_own_drops_are_shown_apart_from_the_link() {
+        let t = link_report(NOW, None, Some(datagrams_at(NOW - 300, "00000000000000aa")));
+        assert!(!t.contains("own drops"), "{t}");
+        let mut a = datagrams_at(NOW - 300, "00000000000000aa");
+        a.own_drops.queue_full = 3990;
+        a.own_drops.socket_buffer_full = 10;
+        let t = link_report(NOW, None, Some(a));
+        assert!(
+            t.contains("\nreceiver's own drops: 4000 datagrams since it started, not the link's (queue full: 3990, socket buffer full: 10): lower --rate"),
+            "{t}"
+        );
+        // Everything dropped before the assembler: nothing authenticated, the drops shown.
+        let only_drops = Activity::new(
+            None,
+            0,
+            OwnDrops {
+                queue_full: 5,
+                ..OwnDrops::default()
+            },
+        );
+        let t = link_report(NOW, None, Some(only_drops));
+        assert!(t.starts_with("link: down (no authenticated datagram ever heard)\nreceiver's own drops: 5 datagrams"), "{t}");
+    }
+
+    #[test]
     fn unreadable_state_files_read_as_nothing_heard() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join(STATE_DIR);
@@ -310,7 +393,10 @@ mod tests {
         std::fs::write(state.join(ACTIVITY_FILE), b"{\"session\": 7").unwrap();
         std::fs::write(state.join(LINK_FILE), [0xff, 0xfe, 0]).unwrap();
         let t = report(dir.path(), 10).unwrap();
-        assert!(t.starts_with("link: down (no datagram ever heard)"), "{t}");
+        assert!(
+            t.starts_with("link: down (no authenticated datagram ever heard)"),
+            "{t}"
+        );
         datagrams_at(NOW, "00000000000000aa").save(&state).unwrap();
         let back: Activity = load_json(&state, ACTIVITY_FILE).unwrap();
         assert_eq!(back, datagrams_at(NOW, "00000000000000aa"));

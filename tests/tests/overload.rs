@@ -218,6 +218,16 @@ fn a_receiver_whose_queue_overflows_names_the_full_queue() {
     );
     let records = rx.wait_records(1, Duration::from_secs(60));
     assert_eq!(relay.counts().1, 0, "the link lost nothing");
+    let status = Command::new(binary("gapferry-recv"))
+        .args(["status", "--out"])
+        .arg(&rx.out)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("\nreceiver's own drops: ") && status.contains("(queue full: "),
+        "{status}"
+    );
     let report = rx.stop();
     assert!(report.queue_full > 0, "the queue overflowed");
     let record = records.first().expect("a record of big.bin");
