@@ -144,10 +144,14 @@ pub enum Event {
         /// Its descriptor.
         descriptor: ObjectDescriptor,
     },
-    /// Nothing of the object ever arrived, though the sender sent it.
+    /// Nothing of the object (or of the run of objects `object ..= through`) ever
+    /// arrived, though the sender sent it.
     ObjectLost {
-        /// Which object.
+        /// Which object (the first of the run).
         object: ObjectRef,
+        /// The last object id of the run: `object.object` for one object. A run is only
+        /// reported for ids no inventory named.
+        through: u32,
         /// Its kind and name, when the sender's inventory named it.
         named: Option<(crate::ObjectKind, String)>,
     },
@@ -268,6 +272,18 @@ impl Resolved {
         id < self.below || self.above.contains(&id)
     }
 
+    /// Resolves every id from the watermark up to `end` (exclusive) at once.
+    fn raise_to(&mut self, end: u32) {
+        if end <= self.below {
+            return;
+        }
+        self.below = end;
+        self.above = self.above.split_off(&end);
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+    }
+
     fn insert(&mut self, id: u32) {
         if id < self.below {
             return;
@@ -324,7 +340,13 @@ struct Session {
     objects: HashMap<u32, ObjectState>,
     resolved: Resolved,
     first_object: u32,
+    /// Object ids below this exist: seen in datagrams, or claimed by a heartbeat within
+    /// [`LOST_AHEAD`] of what was seen.
     next_object: u32,
+    /// One past the highest object id seen in a descriptor or data datagram.
+    seen_next: u32,
+    /// The highest `next_object` a heartbeat claimed, bounded or not.
+    claimed_next: u32,
     done_below: u32,
     done_below_since: Duration,
     ending: bool,
@@ -377,8 +399,11 @@ const PARK_MAX: usize = 64;
 
 /// Ids remembered as resolved above a session's contiguous watermark at most.
 const MAX_RESOLVED_AHEAD: usize = 65_536;
-/// Most lost or failed ids resolved per session per tick, so a lying heartbeat costs little.
+/// Most lost or failed objects (or runs of lost ids) resolved per session per tick.
 const RESOLVE_PER_TICK: u32 = 10_000;
+/// How far past the highest object id seen a heartbeat may claim objects exist: a sender
+/// whose last objects lost every datagram has them recorded lost, up to this many.
+pub const LOST_AHEAD: u32 = 1024;
 /// Closed session ids remembered, to ignore their late datagrams.
 const CLOSED_MEMORY: usize = 64;
 
@@ -506,9 +531,9 @@ impl Assembler {
             return Ok(());
         }
         let first = hint
-            .or(heartbeat.as_ref().map(|h| h.done_below))
+            .or(heartbeat.as_ref().map(|h| h.done_below.min(h.next_object)))
             .unwrap_or(0);
-        self.touch_session(now, session_id, first)?;
+        self.touch_session(now, session_id, first, hint.is_some())?;
         if let Some(s) = self.sessions.get_mut(&session_id) {
             s.received += 1;
         }
@@ -546,7 +571,20 @@ impl Assembler {
         }
     }
 
-    fn touch_session(&mut self, now: Duration, id: u64, first_object: u32) -> Result<(), Reject> {
+    fn touch_session(
+        &mut self,
+        now: Duration,
+        id: u64,
+        first_object: u32,
+        seen: bool,
+    ) -> Result<(), Reject> {
+        // An object id in a datagram of the object itself is seen; one derived from a
+        // heartbeat's counters is only claimed.
+        let hint_seen = if seen {
+            first_object.saturating_add(1)
+        } else {
+            0
+        };
         if let Some(s) = self.sessions.get_mut(&id) {
             s.last_seen = now;
             if first_object < s.first_object && !s.resolved.contains(first_object) {
@@ -580,6 +618,8 @@ impl Assembler {
                 resolved: Resolved::default(),
                 first_object,
                 next_object: first_object,
+                seen_next: hint_seen,
+                claimed_next: 0,
                 done_below: 0,
                 done_below_since: now,
                 ending: false,
@@ -598,7 +638,12 @@ impl Assembler {
 
     fn on_heartbeat(&mut self, now: Duration, session_id: u64, hb: Heartbeat) {
         let s = self.sessions.get_mut(&session_id).expect("touched");
-        s.next_object = s.next_object.max(hb.next_object);
+        // A heartbeat's counters are the sender's word: the ids it claims count only up to
+        // a bounded distance past the objects actually seen, so two forged datagrams
+        // cannot make the receiver report billions of objects lost.
+        s.claimed_next = s.claimed_next.max(hb.next_object);
+        let bound = s.seen_next.max(s.first_object).saturating_add(LOST_AHEAD);
+        s.next_object = s.next_object.max(hb.next_object.min(bound));
         if hb.done_below > s.done_below {
             s.done_below = hb.done_below.min(s.next_object);
             s.done_below_since = now;
@@ -626,6 +671,7 @@ impl Assembler {
             return Ok(());
         }
         s.next_object = s.next_object.max(object.saturating_add(1));
+        s.seen_next = s.seen_next.max(object.saturating_add(1));
         let oref = ObjectRef {
             session: session_id,
             object,
@@ -744,6 +790,7 @@ impl Assembler {
         };
         s.objects.insert(object, state);
         s.next_object = s.next_object.max(object.saturating_add(1));
+        s.seen_next = s.seen_next.max(object.saturating_add(1));
         Ok(())
     }
 
@@ -1171,17 +1218,39 @@ impl Assembler {
             };
             if s.objects.contains_key(&id) {
                 self.fail_incomplete(o, why);
-            } else {
+            } else if let Some(named) = s.inventory.get(&id).cloned() {
                 let report = id >= s.first_object;
-                self.sessions
-                    .get_mut(&session)
-                    .expect("present")
-                    .resolved
-                    .insert(id);
+                let s = self.sessions.get_mut(&session).expect("present");
+                s.resolved.insert(id);
                 if report {
-                    let named = self.sessions[&session].inventory.get(&id).cloned();
-                    self.events
-                        .push_back(Event::ObjectLost { object: o, named });
+                    self.events.push_back(Event::ObjectLost {
+                        object: o,
+                        through: id,
+                        named: Some(named),
+                    });
+                }
+            } else {
+                // A run of ids of which nothing arrived and no inventory named: one event.
+                let end = [
+                    s.objects.keys().copied().filter(|&k| k >= id).min(),
+                    s.inventory.range(id..).next().map(|(&k, _)| k),
+                    s.resolved.above.range(id..).next().copied(),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(upto, u32::min);
+                let first = id.max(s.first_object);
+                let s = self.sessions.get_mut(&session).expect("present");
+                s.resolved.raise_to(end);
+                if first < end {
+                    self.events.push_back(Event::ObjectLost {
+                        object: ObjectRef {
+                            session,
+                            object: first,
+                        },
+                        through: end - 1,
+                        named: None,
+                    });
                 }
             }
         }
@@ -1203,8 +1272,15 @@ impl Assembler {
         }
     }
 
-    fn close_session(&mut self, session: u64, reason: String) {
+    fn close_session(&mut self, session: u64, mut reason: String) {
         let s = &self.sessions[&session];
+        if s.claimed_next > s.next_object {
+            reason.push_str(&format!(
+                "; its heartbeats claimed {} more object ids, over {LOST_AHEAD} past the last \
+                 object seen, not recorded",
+                s.claimed_next - s.next_object
+            ));
+        }
         let end = s
             .next_object
             .max(s.objects.keys().max().map_or(0, |m| m.saturating_add(1)));

@@ -325,9 +325,16 @@ impl Checker {
                 assert!(self.ended.insert(object, "failed").is_none());
                 self.blocks.remove(&object);
             }
-            Event::ObjectLost { object, .. } => {
-                assert!(!self.started.contains_key(&object));
-                assert!(self.ended.insert(object, "lost").is_none());
+            Event::ObjectLost {
+                object, through, ..
+            } => {
+                assert!(through >= object.object);
+                // A run's ids, each ended once (a forged heartbeat's run is bounded).
+                for id in (object.object..=through).take(1 << 20) {
+                    let object = ObjectRef { object: id, ..object };
+                    assert!(!self.started.contains_key(&object));
+                    assert!(self.ended.insert(object, "lost").is_none());
+                }
             }
             Event::SessionClosed { reason, .. } => assert!(!reason.is_empty()),
             // Session news, and kinds of event added later: nothing to check here.

@@ -248,11 +248,23 @@ impl Delivery {
                 );
                 self.record(r);
             }
-            Event::ObjectLost { object, named } => {
+            Event::ObjectLost {
+                object,
+                through,
+                named,
+            } => {
                 let name = named.as_ref().map(|(_, n)| n.as_str());
-                tracing::warn!(object = %object, name, "object lost: sent but never seen");
-                self.summary.lost += 1;
+                let count = u64::from(through - object.object) + 1;
+                if count == 1 {
+                    tracing::warn!(object = %object, name, "object lost: sent but never seen");
+                } else {
+                    tracing::warn!(object = %object, through, count, "objects lost: sent but never seen");
+                }
+                self.summary.lost += count;
                 let mut r = Record::new(Outcome::Lost, object.session, object.object);
+                if count > 1 {
+                    r.objects = Some([object.object, through]);
+                }
                 if let Some((kind, name)) = named {
                     r.kind = Some(kind.to_string());
                     r.name = Some(name);

@@ -38,8 +38,11 @@ pub struct Record {
     pub outcome: Outcome,
     /// Sender session id (16 hex digits).
     pub session: String,
-    /// Object id within the session.
+    /// Object id within the session (the first of a run of lost ids).
     pub object: u32,
+    /// A run of lost object ids, first and last, when one record stands for several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<[u32; 2]>,
     /// Object kind, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -74,6 +77,7 @@ impl Record {
             outcome,
             session: format!("{session:016x}"),
             object,
+            objects: None,
             kind: None,
             name: None,
             size: None,

@@ -353,13 +353,25 @@ impl Checker {
                 self.blocks.remove(&object);
                 self.failed.insert(object, reason);
             }
-            Event::ObjectLost { object, .. } => {
-                assert!(!self.resolved(&object), "{object} ended twice");
+            Event::ObjectLost {
+                object, through, ..
+            } => {
                 assert!(
-                    !self.started.contains_key(&object),
-                    "{object} started, then lost"
+                    through >= object.object,
+                    "{object}: a run ending before it starts"
                 );
-                self.lost.insert(object);
+                for id in object.object..=through {
+                    let object = ObjectRef {
+                        object: id,
+                        ..object
+                    };
+                    assert!(!self.resolved(&object), "{object} ended twice");
+                    assert!(
+                        !self.started.contains_key(&object),
+                        "{object} started, then lost"
+                    );
+                    self.lost.insert(object);
+                }
             }
             Event::SessionClosed { session, reason } => {
                 assert!(!reason.is_empty());
