@@ -132,8 +132,10 @@ pub enum Event {
         object: ObjectRef,
         /// Its descriptor, when one arrived.
         descriptor: Option<ObjectDescriptor>,
-        /// Why, for the operator.
+        /// Why, as facts (no advice: the binaries add the advice that fits).
         reason: String,
+        /// How short it fell, when it failed for want of blocks rather than being refused.
+        shortfall: Option<Shortfall>,
     },
     /// The object was delivered before; its datagrams are ignored.
     ObjectAlreadyDelivered {
@@ -172,6 +174,59 @@ pub enum Event {
     },
 }
 
+/// Datagrams the receiver itself did not use, by cause: its own limits, its queue, its
+/// socket buffer. None of them were lost on the link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnDrops {
+    /// Refused by the assembler: its memory limit for incomplete blocks was reached.
+    pub memory_limit: u64,
+    /// Refused by the assembler: too many objects were in flight.
+    pub objects_limit: u64,
+    /// Dropped before the assembler because its input queue was full (counted by the host).
+    pub queue_full: u64,
+    /// Dropped by the kernel because the socket's receive buffer was full (counted by the host).
+    pub socket_buffer: u64,
+}
+
+impl OwnDrops {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.memory_limit + self.objects_limit + self.queue_full + self.socket_buffer
+    }
+
+    /// What was added since `earlier`.
+    pub fn since(&self, earlier: &OwnDrops) -> OwnDrops {
+        OwnDrops {
+            memory_limit: self.memory_limit.saturating_sub(earlier.memory_limit),
+            objects_limit: self.objects_limit.saturating_sub(earlier.objects_limit),
+            queue_full: self.queue_full.saturating_sub(earlier.queue_full),
+            socket_buffer: self.socket_buffer.saturating_sub(earlier.socket_buffer),
+        }
+    }
+}
+
+/// How far an object that ran out of time got: the facts a binary needs to tell the link's
+/// loss from the receiver's own drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Blocks decoded.
+    pub decoded: u64,
+    /// Blocks the object has; `None` when its descriptor never arrived.
+    pub blocks: Option<u64>,
+    /// Whether the sender had said it finished sending the object (else its session ended
+    /// first: the sender restarted or went silent, or the receiver stopped).
+    pub sender_finished: bool,
+    /// Datagrams the receiver itself dropped or refused while the object was in flight,
+    /// counted from when the session's previous object arrived (drops of an object's first
+    /// datagrams come before it is known), over all objects: a queue or limit is shared.
+    pub own_drops: OwnDrops,
+}
+
+/// The refusal when held bytes would pass [`Limits::max_held_bytes`].
+const MEMORY_LIMIT: &str = "memory limit for incomplete blocks reached";
+/// The refusal when [`Limits::max_objects_in_flight`] objects are held.
+const OBJECTS_LIMIT: &str = "too many objects in flight";
+
 /// A block with enough symbols for a RaptorQ solve, handed out by
 /// [`Assembler::poll_solve`] when solves run elsewhere; report back with
 /// [`Assembler::solved`].
@@ -202,6 +257,10 @@ pub struct Stats {
     pub blocks_decoded: u64,
     /// Blocks that needed repair symbols to decode.
     pub blocks_repaired: u64,
+    /// Datagrams that parsed and authenticated, whatever became of them next.
+    pub authenticated: u64,
+    /// Datagrams the receiver itself dropped or refused (see [`Assembler::note_host_drops`]).
+    pub own_drops: OwnDrops,
 }
 
 impl Stats {
@@ -281,6 +340,8 @@ struct ObjectState {
     held: usize,
     /// Blocks with a solve request out: the object is not failed while any is.
     solving: u32,
+    /// The receiver's own drops when the object was admitted.
+    own_drops_at_start: OwnDrops,
 }
 
 struct Session {
@@ -302,6 +363,10 @@ struct Session {
     received: u64,
     baseline: Option<(u64, u64)>,
     inventory: std::collections::BTreeMap<u32, (crate::ObjectKind, String)>,
+    /// The receiver's own drops when the session's last object was admitted (or, before
+    /// that, at the last datagram heard before the session began): the next object's
+    /// datagrams were on their way since about then.
+    own_drops_mark: OwnDrops,
 }
 
 /// Inventory names remembered per session.
@@ -329,6 +394,10 @@ pub struct Assembler {
     refused: HashMap<u64, u32>,
     last_refusal_event: Option<Duration>,
     freshness: Option<crate::freshness::Freshness>,
+    last_session: Option<u64>,
+    /// The receiver's own drops as of the last authenticated datagram: a new session's
+    /// window opens there, as drops before its first datagram may be its own.
+    own_drops_heard: OwnDrops,
 }
 
 /// Undecoded blocks of an object its session gave up on, kept so that a later session
@@ -377,6 +446,8 @@ impl Assembler {
             refused: HashMap::new(),
             last_refusal_event: None,
             freshness: None,
+            last_session: None,
+            own_drops_heard: OwnDrops::default(),
         }
     }
 
@@ -407,6 +478,18 @@ impl Assembler {
         self.held
     }
 
+    /// The session of the last datagram that parsed and authenticated.
+    pub fn last_session(&self) -> Option<u64> {
+        self.last_session
+    }
+
+    /// Counts datagrams the host dropped before they reached the assembler (queue full,
+    /// socket buffer overflow), so failures can tell them from losses on the link.
+    pub fn note_host_drops(&mut self, queue_full: u64, socket_buffer: u64) {
+        self.stats.own_drops.queue_full += queue_full;
+        self.stats.own_drops.socket_buffer += socket_buffer;
+    }
+
     /// Incomplete objects currently held, over all sessions.
     pub fn objects_in_flight(&self) -> usize {
         self.sessions.values().map(|s| s.objects.len()).sum()
@@ -421,10 +504,23 @@ impl Assembler {
     pub fn handle(&mut self, now: Duration, bytes: &[u8]) -> Result<(), Reject> {
         self.now = self.now.max(now);
         self.stats.datagrams += 1;
-        let result = wire::parse(bytes, &self.keys).and_then(|d| self.handle_datagram(now, d));
+        let result = wire::parse(bytes, &self.keys).and_then(|d| {
+            self.stats.authenticated += 1;
+            self.last_session = Some(d.session());
+            let handled = self.handle_datagram(now, d);
+            self.own_drops_heard = self.stats.own_drops;
+            handled
+        });
         match result {
             Ok(()) => self.stats.accepted += 1,
-            Err(r) => *self.stats.rejected.entry(r.label()).or_default() += 1,
+            Err(r) => {
+                *self.stats.rejected.entry(r.label()).or_default() += 1;
+                match r {
+                    Reject::Refused(MEMORY_LIMIT) => self.stats.own_drops.memory_limit += 1,
+                    Reject::Refused(OBJECTS_LIMIT) => self.stats.own_drops.objects_limit += 1,
+                    _ => {}
+                }
+            }
         }
         result
     }
@@ -611,6 +707,7 @@ impl Assembler {
                 received: 0,
                 baseline: None,
                 inventory: Default::default(),
+                own_drops_mark: self.own_drops_heard,
             },
         );
         self.events.push_back(Event::SessionStarted {
@@ -787,10 +884,16 @@ impl Assembler {
 
     fn admit_object(&mut self, session_id: u64, object: u32) -> Result<(), Reject> {
         if self.objects_in_flight() >= self.limits.max_objects_in_flight {
-            return Err(Reject::Refused("too many objects in flight"));
+            return Err(Reject::Refused(OBJECTS_LIMIT));
         }
         let s = self.sessions.get_mut(&session_id).expect("touched");
-        s.objects.insert(object, ObjectState::default());
+        // Charged from the previous admission on: drops of an object's first datagrams
+        // happen before the object is known here.
+        let state = ObjectState {
+            own_drops_at_start: std::mem::replace(&mut s.own_drops_mark, self.stats.own_drops),
+            ..ObjectState::default()
+        };
+        s.objects.insert(object, state);
         s.next_object = s.next_object.max(object.saturating_add(1));
         s.seen_next = s.seen_next.max(object.saturating_add(1));
         Ok(())
@@ -829,9 +932,7 @@ impl Assembler {
                     .map_err(|_| Reject::Refused("block parameters out of range"))
                 })?;
             if self.held + cost > self.limits.max_held_bytes {
-                return Err(Reject::Refused(
-                    "memory limit for incomplete blocks reached",
-                ));
+                return Err(Reject::Refused(MEMORY_LIMIT));
             }
             self.admit_object(h.session, h.object)?;
         }
@@ -858,9 +959,7 @@ impl Assembler {
                     return Err(Reject::Refused("symbol disagrees with its block"));
                 }
                 if held_now + b.decoder.cost_of_symbol() > limit {
-                    return Err(Reject::Refused(
-                        "memory limit for incomplete blocks reached",
-                    ));
+                    return Err(Reject::Refused(MEMORY_LIMIT));
                 }
                 b
             }
@@ -872,9 +971,7 @@ impl Assembler {
                     BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
                         .map_err(|_| Reject::Refused("block parameters out of range"))?;
                 if held_now + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
-                    return Err(Reject::Refused(
-                        "memory limit for incomplete blocks reached",
-                    ));
+                    return Err(Reject::Refused(MEMORY_LIMIT));
                 }
                 let opened = decoder.held_bytes();
                 state.held += opened;
@@ -1056,6 +1153,7 @@ impl Assembler {
             object: o,
             descriptor,
             reason,
+            shortfall: None,
         });
     }
 
@@ -1141,12 +1239,14 @@ impl Assembler {
     fn fail_incomplete(&mut self, o: ObjectRef, why: &str) {
         let s = &self.sessions[&o.session];
         let state = &s.objects[&o.object];
-        let reason = match &state.descriptor {
-            Some(d) => format!(
-                "{why}; {} of {} blocks decoded (raise --repair or --passes on the sender)",
-                state.decoded.len(),
-                d.block_count()
-            ),
+        let shortfall = Shortfall {
+            decoded: state.decoded.len() as u64,
+            blocks: state.descriptor.as_ref().map(ObjectDescriptor::block_count),
+            sender_finished: o.object < s.done_below,
+            own_drops: self.stats.own_drops.since(&state.own_drops_at_start),
+        };
+        let reason = match shortfall.blocks {
+            Some(blocks) => format!("{why}; {} of {blocks} blocks decoded", shortfall.decoded),
             None => format!("{why}; its descriptor never arrived"),
         };
         let now = self.now;
@@ -1159,6 +1259,7 @@ impl Assembler {
             object: o,
             descriptor,
             reason,
+            shortfall: Some(shortfall),
         });
     }
 

@@ -53,6 +53,7 @@ fn failure_reason(limits: Limits, d: &ObjectDescriptor) -> String {
                 object,
                 reason: r,
                 descriptor,
+                ..
             } => {
                 assert_eq!(object.object, 7);
                 assert_eq!(descriptor.as_ref(), Some(d));

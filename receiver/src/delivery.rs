@@ -4,6 +4,7 @@
 //!
 //! Nothing reaches a delivery directory before its blake3 matches the descriptor.
 
+use crate::cause::Cause;
 use crate::destinations::Destinations;
 use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
@@ -196,10 +197,11 @@ impl Delivery {
             }
             Event::ObjectStarted { object, descriptor } => {
                 if let Err(e) = self.start(object, descriptor.clone()) {
-                    self.record_failure(
+                    self.record_failure_because(
                         object,
                         Some(&descriptor),
                         format!("cannot stage the object: {e}"),
+                        Some(Cause::Receiver),
                     );
                 }
             }
@@ -214,13 +216,15 @@ impl Delivery {
                     return; // already failed
                 }
                 let result = decompress_block(codec, data, plain_len)
-                    .map_err(|e| format!("block {block}: {e}"))
+                    .map_err(|e| (format!("block {block}: {e}"), None))
                     .and_then(|plain| {
-                        self.write_block(object, block, &plain)
-                            .map_err(|e| format!("cannot write block {block}: {e}"))
+                        self.write_block(object, block, &plain).map_err(|e| {
+                            let reason = format!("cannot write block {block}: {e}");
+                            (reason, Some(Cause::Receiver))
+                        })
                     });
-                if let Err(reason) = result {
-                    self.abort(object, reason);
+                if let Err((reason, cause)) = result {
+                    self.abort(object, reason, cause);
                 }
             }
             Event::ObjectComplete { object } => {
@@ -232,13 +236,24 @@ impl Delivery {
                 object,
                 descriptor,
                 reason,
+                shortfall,
             } => {
-                if let Some(staged) = self.staged.remove(&object) {
-                    let _ = std::fs::remove_file(&staged.path);
-                    self.record_failure(object, Some(&staged.descriptor), reason);
-                } else {
-                    self.record_failure(object, descriptor.as_ref(), reason);
-                }
+                // The core states facts; the advice depends on where the datagrams went.
+                let (cause, reason) = match &shortfall {
+                    Some(s) => {
+                        let (cause, message) = crate::cause::explain(&reason, s);
+                        (Some(cause), message)
+                    }
+                    None => (None, reason),
+                };
+                let descriptor = match self.staged.remove(&object) {
+                    Some(staged) => {
+                        let _ = std::fs::remove_file(&staged.path);
+                        Some(staged.descriptor)
+                    }
+                    None => descriptor,
+                };
+                self.record_failure_because(object, descriptor.as_ref(), reason, cause);
             }
             Event::ObjectAlreadyDelivered { object, descriptor } => {
                 tracing::info!(object = %object, name = %descriptor.name, "already delivered; ignored");
@@ -526,14 +541,25 @@ impl Delivery {
         }
     }
 
-    fn abort(&mut self, object: ObjectRef, reason: String) {
+    fn abort(&mut self, object: ObjectRef, reason: String, cause: Option<Cause>) {
         if let Some(s) = self.staged.remove(&object) {
             let _ = std::fs::remove_file(&s.path);
-            self.record_failure(object, Some(&s.descriptor), reason);
+            self.record_failure_because(object, Some(&s.descriptor), reason, cause);
         }
     }
 
     fn record_failure(&mut self, object: ObjectRef, d: Option<&ObjectDescriptor>, reason: String) {
+        self.record_failure_because(object, d, reason, None);
+    }
+
+    /// Records a failure whose `cause` is known.
+    fn record_failure_because(
+        &mut self,
+        object: ObjectRef,
+        d: Option<&ObjectDescriptor>,
+        reason: String,
+        cause: Option<Cause>,
+    ) {
         tracing::warn!(
             object = %object,
             name = d.map(|d| d.name.as_str()),
@@ -541,6 +567,7 @@ impl Delivery {
             size = d.map(|d| d.size),
             blake3 = d.map(|d| blake3::Hash::from(d.blake3).to_hex().to_string()),
             loss_rate = self.loss.get(&object.session).copied(),
+            cause = cause.map(Cause::as_str),
             %reason,
             "object failed"
         );
@@ -550,6 +577,7 @@ impl Delivery {
             r = described(r, d);
         }
         r.reason = Some(reason);
+        r.cause = cause;
         self.record(r);
     }
 
@@ -571,7 +599,7 @@ impl Delivery {
         self.flush();
         let objects: Vec<ObjectRef> = self.staged.keys().copied().collect();
         for o in objects {
-            self.abort(o, reason.to_string());
+            self.abort(o, reason.to_string(), Some(Cause::Interrupted));
         }
     }
 }

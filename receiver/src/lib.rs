@@ -3,6 +3,7 @@
 //!
 //! Data flows [`socket`] → [`pipeline`] (assembler) → [`delivery`] → [`records`].
 
+pub mod cause;
 pub mod config;
 pub mod delivery;
 pub mod destinations;

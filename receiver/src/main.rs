@@ -219,6 +219,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
             .copied()
             .unwrap_or(0),
         queue_full = r.queue_full,
+        own_drops = r.report.assembler.own_drops.total(),
         "stopped"
     );
     Ok(())

@@ -34,6 +34,10 @@ pub struct ReceiverMetrics {
     pub bytes: Counter,
     /// Datagrams dropped because the assembler queue was full.
     pub queue_dropped: Counter,
+    /// Datagrams the kernel dropped for the receiver's socket (its receive buffer was full).
+    pub socket_dropped: Counter,
+    /// Datagrams the receiver itself refused over its memory or object limits.
+    pub limit_refused: Counter,
     /// Datagrams rejected, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
     /// Objects by kind and outcome.
@@ -60,6 +64,10 @@ pub struct ReceiverMetrics {
     pub kernel_drops: Gauge,
     /// Unix milliseconds of the last heartbeat, 0 before the first.
     pub last_heartbeat_ms: Arc<AtomicU64>,
+    /// Seconds since the last authenticated datagram (refreshed at scrape time).
+    pub datagram_age: Gauge<f64, AtomicU64>,
+    /// Unix milliseconds of the last authenticated datagram, 0 before the first.
+    pub last_datagram_ms: Arc<AtomicU64>,
 }
 
 impl ReceiverMetrics {
@@ -81,6 +89,22 @@ impl ReceiverMetrics {
             "datagrams_queue_dropped",
             "Datagrams dropped because the assembler could not keep up",
             self.queue_dropped.clone(),
+        );
+        r.register(
+            "datagrams_socket_dropped",
+            "Datagrams the kernel dropped for the receiver's socket (receive buffer full)",
+            self.socket_dropped.clone(),
+        );
+        r.register(
+            "datagrams_limit_refused",
+            "Datagrams the receiver refused over its own memory or object limits",
+            self.limit_refused.clone(),
+        );
+        r.register_with_unit(
+            "datagram_age",
+            "Time since the last authenticated datagram",
+            Unit::Seconds,
+            self.datagram_age.clone(),
         );
         r.register(
             "datagrams_rejected",
@@ -171,15 +195,17 @@ impl ReceiverMetrics {
 
     /// Updates the gauges computed on demand, before a scrape.
     pub fn refresh(&self) {
-        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
-        if last > 0 {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            self.heartbeat_age
-                .set(now.saturating_sub(last) as f64 / 1000.0);
-        } else {
-            self.heartbeat_age.set(f64::INFINITY);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (last, age) in [
+            (&self.last_heartbeat_ms, &self.heartbeat_age),
+            (&self.last_datagram_ms, &self.datagram_age),
+        ] {
+            match last.load(Ordering::Relaxed) {
+                0 => age.set(f64::INFINITY),
+                last => age.set(now.saturating_sub(last) as f64 / 1000.0),
+            };
         }
         if let Some(drops) = udp_rcvbuf_errors() {
             self.kernel_drops.set(drops as i64);

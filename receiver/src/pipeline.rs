@@ -24,6 +24,12 @@ const BATCH: usize = 64;
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Events queued between the assembler and the disk writer.
 const EVENT_QUEUE: usize = 256;
+/// Least time between two warnings that the receiver drops datagrams itself.
+const OWN_DROPS_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two rewrites of the datagram activity file.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+/// How often the socket thread reads the kernel's drop counter of its socket.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the receiver is configured with.
 #[derive(Debug, Clone)]
@@ -164,6 +170,14 @@ impl Engine {
             assembler.set_freshness(file.load()?);
         }
         let backlog = Arc::new(AtomicUsize::new(0));
+        // Only a live link has an activity to show; a replayed capture's is long past.
+        let activity = match clock {
+            Clock::Live(_) => Some(ActivityFile::new(
+                cfg.out.join(crate::records::STATE_DIR),
+                cfg.metrics.clone(),
+            )),
+            Clock::Inputs => None,
+        };
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({
@@ -171,7 +185,8 @@ impl Engine {
                 let backlog = backlog.clone();
                 move || {
                     run_assembler(
-                        assembler, input_rx, events, clock, metrics, backlog, freshness,
+                        assembler, input_rx, events, clock, metrics, backlog, activity,
+                        freshness,
                     )
                 }
             })?;
@@ -230,6 +245,112 @@ fn save_freshness(asm: &mut Assembler, file: Option<&crate::freshness::Freshness
     }
 }
 
+/// Keeps `<state>/activity.json` saying when authenticated datagrams last arrived and what
+/// the receiver dropped itself, rewritten at most once per [`ACTIVITY_EVERY`].
+struct ActivityFile {
+    state_dir: PathBuf,
+    metrics: crate::metrics::ReceiverMetrics,
+    seen: u64,
+    own_drops: gapferry_common::assembler::OwnDrops,
+    last: Option<(u64, std::time::SystemTime)>,
+    changed: bool,
+    written: Option<Instant>,
+}
+
+impl ActivityFile {
+    fn new(state_dir: PathBuf, metrics: crate::metrics::ReceiverMetrics) -> Self {
+        ActivityFile {
+            state_dir,
+            metrics,
+            seen: 0,
+            own_drops: Default::default(),
+            last: None,
+            changed: false,
+            written: None,
+        }
+    }
+
+    /// Notes the assembler's counters, now.
+    fn update(&mut self, stats: &Stats, session: Option<u64>) {
+        if stats.authenticated > self.seen {
+            self.seen = stats.authenticated;
+            if let Some(session) = session {
+                let now = std::time::SystemTime::now();
+                self.last = Some((session, now));
+                let ms = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.metrics.last_datagram_ms.store(ms, Ordering::Relaxed);
+            }
+            self.changed = true;
+        }
+        if stats.own_drops != self.own_drops {
+            self.own_drops = stats.own_drops;
+            self.changed = true;
+        }
+        let due = self.written.is_none_or(|w| w.elapsed() >= ACTIVITY_EVERY);
+        if self.changed && due {
+            let activity = crate::status::Activity::new(self.last, self.seen, self.own_drops);
+            if let Err(e) = activity.save(&self.state_dir) {
+                tracing::warn!("cannot write the datagram activity for `status`: {e}");
+            }
+            self.changed = false;
+            self.written = Some(Instant::now());
+        }
+    }
+}
+
+/// Warns, at most once per [`OWN_DROPS_WARNING_EVERY`], that the receiver drops datagrams
+/// itself, with the counts since the last warning.
+#[derive(Default)]
+struct OwnDropsWarning {
+    warned: gapferry_common::assembler::OwnDrops,
+    at: Option<Duration>,
+}
+
+impl OwnDropsWarning {
+    /// Warns when `total` grew and the last warning is old enough; returns what it warned of.
+    fn check(
+        &mut self,
+        now: Duration,
+        total: gapferry_common::assembler::OwnDrops,
+    ) -> Option<gapferry_common::assembler::OwnDrops> {
+        let new = total.since(&self.warned);
+        if new.total() == 0
+            || self
+                .at
+                .is_some_and(|at| now.saturating_sub(at) < OWN_DROPS_WARNING_EVERY)
+        {
+            return None;
+        }
+        tracing::warn!(
+            dropped = new.total(),
+            queue_full = new.queue_full,
+            memory_limit = new.memory_limit,
+            object_limit = new.objects_limit,
+            socket_buffer_full = new.socket_buffer,
+            "the receiver is dropping datagrams itself (not the link): objects in flight may fail; {}",
+            crate::cause::own_advice(&new)
+        );
+        self.warned = total;
+        self.at = Some(now);
+        Some(new)
+    }
+}
+
+/// Tells the assembler what the socket thread and the kernel dropped since the last call.
+fn note_host_drops(
+    asm: &mut Assembler,
+    metrics: &crate::metrics::ReceiverMetrics,
+    seen: &mut (u64, u64),
+) {
+    let now = (metrics.queue_dropped.get(), metrics.socket_dropped.get());
+    if now != *seen {
+        asm.note_host_drops(now.0.saturating_sub(seen.0), now.1.saturating_sub(seen.1));
+        *seen = now;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_assembler(
     mut asm: Assembler,
@@ -238,9 +359,12 @@ fn run_assembler(
     clock: Clock,
     metrics: crate::metrics::ReceiverMetrics,
     backlog: Arc<AtomicUsize>,
+    mut activity: Option<ActivityFile>,
     freshness: Option<crate::freshness::FreshnessFile>,
 ) -> Stats {
-    let mut published = (0u64, 0u64);
+    let mut published = (0u64, 0u64, 0u64);
+    let mut host_drops = (0u64, 0u64);
+    let mut warning = OwnDropsWarning::default();
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
     asm.set_solve_elsewhere(true);
@@ -297,6 +421,7 @@ fn run_assembler(
                 if let Some(solvers) = solvers.as_mut() {
                     solvers.drain(&mut asm);
                 }
+                note_host_drops(&mut asm, &metrics, &mut host_drops);
                 asm.tick(now);
                 asm.finish(&reason);
                 break;
@@ -306,6 +431,7 @@ fn run_assembler(
         if let Some(solvers) = solvers.as_mut() {
             solvers.submit_from(&mut asm);
         }
+        note_host_drops(&mut asm, &metrics, &mut host_drops);
         if let Clock::Live(start) = clock {
             now = now.max(start.elapsed());
         }
@@ -320,7 +446,13 @@ fn run_assembler(
             metrics
                 .blocks_repaired
                 .inc_by(st.blocks_repaired - published.1);
-            published = (st.blocks_decoded, st.blocks_repaired);
+            let refused = st.own_drops.memory_limit + st.own_drops.objects_limit;
+            metrics.limit_refused.inc_by(refused - published.2);
+            published = (st.blocks_decoded, st.blocks_repaired, refused);
+            warning.check(now, st.own_drops);
+            if let Some(a) = activity.as_mut() {
+                a.update(st, asm.last_session());
+            }
             metrics
                 .objects_in_flight
                 .set(asm.objects_in_flight() as i64);
@@ -338,6 +470,7 @@ fn run_assembler(
     if let Some(solvers) = solvers.as_mut() {
         solvers.drain(&mut asm);
     }
+    note_host_drops(&mut asm, &metrics, &mut host_drops);
     asm.finish("the receiver stopped");
     save_freshness(&mut asm, freshness.as_ref());
     while let Some(ev) = asm.poll_event() {
@@ -416,6 +549,7 @@ impl Listener {
                 let mut batch: Vec<Arrival> = Vec::new();
                 let mut queued = 0usize;
                 let mut waiting_short = false;
+                let mut kernel_drops = (Instant::now(), 0u64);
                 // Datagrams go to the assembler in batches: one queue operation and one
                 // wake-up per batch rather than per datagram. A batch leaves when it holds
                 // BATCH datagrams or as soon as the socket has been quiet for BATCH_WAIT.
@@ -439,6 +573,13 @@ impl Listener {
                     }
                 };
                 while !shutdown.load(Ordering::Relaxed) {
+                    if kernel_drops.0.elapsed() >= KERNEL_DROPS_EVERY {
+                        let total = source.kernel_drops().unwrap_or(kernel_drops.1);
+                        metrics
+                            .socket_dropped
+                            .inc_by(total.saturating_sub(kernel_drops.1));
+                        kernel_drops = (Instant::now(), total.max(kernel_drops.1));
+                    }
                     if batch.is_empty() == waiting_short {
                         waiting_short = !batch.is_empty();
                         source.set_wait(if waiting_short {
@@ -490,4 +631,32 @@ pub fn listen(
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<ListenReport> {
     Listener::bind(addr, cfg)?.run(shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gapferry_common::assembler::OwnDrops;
+
+    #[test]
+    fn own_drops_warn_at_once_then_at_most_every_five_seconds_with_the_counts_since() {
+        let mut w = OwnDropsWarning::default();
+        let at = Duration::from_secs;
+        let drops = |queue_full, memory_limit| OwnDrops {
+            queue_full,
+            memory_limit,
+            ..OwnDrops::default()
+        };
+        assert_eq!(w.check(at(1), OwnDrops::default()), None, "nothing dropped");
+        assert_eq!(w.check(at(2), drops(3, 0)), Some(drops(3, 0)), "at once");
+        assert_eq!(w.check(at(3), drops(10, 4)), None, "too soon");
+        assert_eq!(w.check(at(6), drops(12, 4)), None, "still too soon");
+        assert_eq!(
+            w.check(at(7), drops(12, 4)),
+            Some(drops(9, 4)),
+            "everything since the last warning"
+        );
+        assert_eq!(w.check(at(20), drops(12, 4)), None, "the drops stopped");
+        assert_eq!(w.check(at(21), drops(13, 4)), Some(drops(1, 0)));
+    }
 }

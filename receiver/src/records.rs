@@ -65,6 +65,9 @@ pub struct Record {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where the datagrams a failed object needed went, when the receiver can tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
     /// Milliseconds from the object's first descriptor to its outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
@@ -85,6 +88,7 @@ impl Record {
             blake3: None,
             path: None,
             reason: None,
+            cause: None,
             elapsed_ms: None,
         }
     }

@@ -136,6 +136,45 @@ impl UdpSource {
     }
 }
 
+/// Datagrams the kernel dropped for this socket because its receive buffer was full: the
+/// `drops` column of its line in /proc/net/udp (or udp6), found by the socket's inode.
+/// `None` where /proc does not say.
+pub fn socket_drops(socket: &UdpSocket) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+        .ok()?
+        .ino();
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            drops_of_inode(&text, inode)
+        })
+}
+
+/// The `drops` column of the line of a /proc/net/udp table whose inode is `inode`.
+fn drops_of_inode(table: &str, inode: u64) -> Option<u64> {
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    // The header names "tx_queue rx_queue" and "tr tm->when" as four columns where the rows
+    // have two ("tx:rx", "tr:when"); the last two columns are inode-relative anyway.
+    let shift = header
+        .len()
+        .checked_sub(1 + header.iter().position(|h| *h == "inode")?)?;
+    lines.find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let at = f.len().checked_sub(shift + 1)?;
+        (f.get(at)?.parse::<u64>().ok()? == inode).then(|| f.last()?.parse().ok())?
+    })
+}
+
+impl UdpSource {
+    /// Datagrams the kernel dropped for this socket (see [`socket_drops`]).
+    pub fn kernel_drops(&self) -> Option<u64> {
+        socket_drops(&self.socket)
+    }
+}
+
 /// Waits until `socket` has something to read or `wait` passes; `Ok(false)` on timeout.
 fn wait_readable(socket: &UdpSocket, wait: Duration) -> io::Result<bool> {
     let mut fd = libc::pollfd {
@@ -179,5 +218,34 @@ pub fn set_rcvbuf_force(socket: &Socket, bytes: usize) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            
+  448: 0100007F:1B58 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 123456 2 0000000000000000 917     
+  449: 0100007F:1B59 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 3
+";
+
+    #[test]
+    fn the_drops_column_of_the_right_socket_is_read() {
+        assert_eq!(drops_of_inode(TABLE, 123456), Some(917));
+        assert_eq!(drops_of_inode(TABLE, 99), Some(3));
+        assert_eq!(drops_of_inode(TABLE, 7), None);
+        // Hostile or truncated tables give nothing rather than a wrong number.
+        assert_eq!(drops_of_inode("", 99), None);
+        assert_eq!(drops_of_inode("sl local inode drops\n1: x", 99), None);
+        assert_eq!(drops_of_inode("no header here\n99 5", 99), None);
+    }
+
+    #[test]
+    fn a_socket_dropping_nothing_reads_zero_drops() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        if std::path::Path::new("/proc/net/udp").exists() {
+            assert_eq!(socket_drops(&s), Some(0));
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! The link's state on disk (`<out>/.gapferry/link.json`, rewritten on each heartbeat)
-//! and the `status` report built from it and the record log.
+//! The link's state on disk (`<out>/.gapferry/link.json`, rewritten on each heartbeat;
+//! `<out>/.gapferry/activity.json`, rewritten about once a second while authenticated
+//! datagrams arrive) and the `status` report built from them and the record log.
 
 use crate::records::{RECORDS_FILE, STATE_DIR};
+use gapferry_common::assembler::OwnDrops;
 use gapferry_common::Heartbeat;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -9,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// File name of the link state inside the state directory.
 pub const LINK_FILE: &str = "link.json";
-/// A link whose last heartbeat is older than this is reported down.
+/// File name of the datagram activity inside the state directory.
+pub const ACTIVITY_FILE: &str = "activity.json";
+/// A link that carried no authenticated datagram for this long is reported down.
 pub const LINK_DOWN_AFTER: Duration = Duration::from_secs(5);
 
 /// The last heartbeat heard and what it says about the link.
@@ -58,13 +62,90 @@ impl LinkState {
 
     /// Writes the state atomically under `state_dir`.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let tmp = state_dir.join(".link.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, state_dir.join(LINK_FILE))
+        save_json(self, state_dir, LINK_FILE)
     }
+}
+
+/// When authenticated datagrams last arrived, heartbeats or not, and what the receiver
+/// dropped itself, since it started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Activity {
+    /// Session of the last authenticated datagram (16 hex digits), if any arrived.
+    pub session: Option<String>,
+    /// When it arrived, Unix milliseconds (to the assembler's tick, 0.1 s).
+    pub last_datagram_unix_ms: Option<u64>,
+    /// Authenticated datagrams since the receiver started.
+    pub datagrams: u64,
+    /// Datagrams the receiver dropped itself since it started.
+    #[serde(default)]
+    pub own_drops: OwnDropCounts,
+}
+
+/// The receiver's own drops by cause, as `activity.json` holds them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OwnDropCounts {
+    /// Dropped because the assembler's queue was full.
+    pub queue_full: u64,
+    /// Refused over the memory limit for incomplete blocks.
+    pub memory_limit: u64,
+    /// Refused because too many objects were in flight.
+    pub object_limit: u64,
+    /// Dropped by the kernel: the socket's receive buffer was full.
+    pub socket_buffer_full: u64,
+}
+
+impl From<OwnDrops> for OwnDropCounts {
+    fn from(d: OwnDrops) -> Self {
+        OwnDropCounts {
+            queue_full: d.queue_full,
+            memory_limit: d.memory_limit,
+            object_limit: d.objects_limit,
+            socket_buffer_full: d.socket_buffer,
+        }
+    }
+}
+
+impl From<OwnDropCounts> for OwnDrops {
+    fn from(d: OwnDropCounts) -> Self {
+        OwnDrops {
+            queue_full: d.queue_full,
+            memory_limit: d.memory_limit,
+            objects_limit: d.object_limit,
+            socket_buffer: d.socket_buffer_full,
+        }
+    }
+}
+
+impl Activity {
+    /// `datagrams` authenticated datagrams, the last (if any) of a session at a time, and
+    /// the receiver's own drops.
+    pub fn new(last: Option<(u64, SystemTime)>, datagrams: u64, own_drops: OwnDrops) -> Self {
+        Activity {
+            session: last.map(|(s, _)| format!("{s:016x}")),
+            last_datagram_unix_ms: last.map(|(_, at)| unix_ms(at)),
+            datagrams,
+            own_drops: own_drops.into(),
+        }
+    }
+
+    /// Writes the activity atomically under `state_dir`.
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        save_json(self, state_dir, ACTIVITY_FILE)
+    }
+}
+
+fn save_json<T: Serialize>(value: &T, state_dir: &Path, name: &str) -> std::io::Result<()> {
+    let tmp = state_dir.join(format!(".{name}.tmp"));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, state_dir.join(name))
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(state_dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(state_dir.join(name)).ok()?).ok()
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -75,33 +156,11 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// The `status` report: link and outcome counts, with the last failures named.
 pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
     let state = out.join(STATE_DIR);
-    let mut text = String::new();
-    match std::fs::read(state.join(LINK_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<LinkState>(&b).ok())
-    {
-        Some(link) => {
-            let age = Duration::from_millis(
-                unix_ms(SystemTime::now()).saturating_sub(link.last_heartbeat_unix_ms),
-            );
-            let up = age < LINK_DOWN_AFTER && !link.ending;
-            text += &format!(
-                "link: {} (last heartbeat {:.1} s ago, session {}{})\n",
-                if up { "up" } else { "down" },
-                age.as_secs_f64(),
-                link.session,
-                if link.ending { ", sender ended it" } else { "" }
-            );
-            text += &format!(
-                "loss rate: {}  (sender sent {} datagrams, receiver accepted {}; sender rate {} bit/s)\n",
-                link.loss_rate.map_or("n/a".to_string(), |l| format!("{:.2} %", l * 100.0)),
-                link.sender_datagrams_sent,
-                link.received,
-                link.sender_rate_bps
-            );
-        }
-        None => text += "link: down (no heartbeat ever heard)\n",
-    }
+    let mut text = link_report(
+        unix_ms(SystemTime::now()),
+        load_json(&state, LINK_FILE),
+        load_json(&state, ACTIVITY_FILE),
+    );
     let records = std::fs::read_to_string(state.join(RECORDS_FILE)).unwrap_or_default();
     let rows: Vec<serde_json::Value> = records
         .lines()
@@ -138,4 +197,208 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
         }
     }
     Ok(text)
+}
+
+/// The link lines of the report at `now_ms`: up while authenticated datagrams arrive,
+/// heartbeats or not; the last datagram's and the last heartbeat's ages apart; the loss
+/// rate from the sender's counters.
+fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>) -> String {
+    let age = |ms: u64| Duration::from_millis(now_ms.saturating_sub(ms));
+    // A heartbeat is an authenticated datagram too.
+    let last = [
+        activity
+            .as_ref()
+            .and_then(|a| Some((a.last_datagram_unix_ms?, a.session.as_deref()?))),
+        link.as_ref()
+            .map(|l| (l.last_heartbeat_unix_ms, l.session.as_str())),
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|(ms, _)| *ms);
+    let heard = activity.as_ref().map_or(String::new(), |a| {
+        format!(
+            "; {} authenticated datagrams since the receiver started",
+            a.datagrams
+        )
+    });
+    let mut text = match last {
+        Some((ms, session)) => format!(
+            "link: {} (last datagram {:.1} s ago, session {session}{heard})\n",
+            if age(ms) < LINK_DOWN_AFTER {
+                "up"
+            } else {
+                "down"
+            },
+            age(ms).as_secs_f64(),
+        ),
+        None => "link: down (no authenticated datagram ever heard)\n".to_string(),
+    };
+    if let Some(a) = &activity {
+        let own = OwnDrops::from(a.own_drops);
+        if own.total() > 0 {
+            text += &format!(
+                "receiver's own drops: {} datagrams since it started, not the link's ({}): {}\n",
+                own.total(),
+                crate::cause::breakdown(&own),
+                crate::cause::own_advice(&own)
+            );
+        }
+    }
+    match &link {
+        Some(l) => {
+            text += &format!(
+                "last heartbeat: {:.1} s ago (session {}{})\n",
+                age(l.last_heartbeat_unix_ms).as_secs_f64(),
+                l.session,
+                if l.ending {
+                    ", the sender ended its session"
+                } else {
+                    ""
+                }
+            );
+            text += &format!(
+                "loss rate: {}  (sender sent {} datagrams, receiver accepted {}; sender rate {} bit/s)\n",
+                l.loss_rate.map_or("n/a".to_string(), |l| format!("{:.2} %", l * 100.0)),
+                l.sender_datagrams_sent,
+                l.received,
+                l.sender_rate_bps
+            );
+        }
+        None => {
+            text += "last heartbeat: never\n";
+            text += "loss rate: n/a  (no heartbeat heard: the sender's counters are unknown)\n";
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn heartbeat_at(ms: u64, session: &str, ending: bool) -> LinkState {
+        LinkState {
+            session: session.into(),
+            last_heartbeat_unix_ms: ms,
+            sender_datagrams_sent: 1000,
+            sender_bytes_sent: 1_000_000,
+            sender_next_object: 3,
+            sender_rate_bps: 100_000_000,
+            received: 400,
+            loss_rate: Some(0.6),
+            ending,
+        }
+    }
+
+    fn datagrams_at(ms: u64, session: &str) -> Activity {
+        Activity {
+            session: Some(session.into()),
+            last_datagram_unix_ms: Some(ms),
+            datagrams: 922,
+            own_drops: OwnDropCounts::default(),
+        }
+    }
+
+    #[test]
+    fn datagrams_without_a_heartbeat_mean_the_link_is_up() {
+        let t = link_report(NOW, None, Some(datagrams_at(NOW - 300, "00000000000000aa")));
+        assert!(
+            t.starts_with("link: up (last datagram 0.3 s ago, session 00000000000000aa; 922 authenticated datagrams since the receiver started)"),
+            "{t}"
+        );
+        assert!(t.contains("\nlast heartbeat: never\n"), "{t}");
+        assert!(t.contains("loss rate: n/a"), "{t}");
+    }
+
+    #[test]
+    fn the_last_datagram_and_the_last_heartbeat_are_aged_apart() {
+        let t = link_report(
+            NOW,
+            Some(heartbeat_at(NOW - 4_200, "00000000000000aa", false)),
+            Some(datagrams_at(NOW - 100, "00000000000000aa")),
+        );
+        assert!(t.starts_with("link: up (last datagram 0.1 s ago"), "{t}");
+        assert!(
+            t.contains("last heartbeat: 4.2 s ago (session 00000000000000aa)"),
+            "{t}"
+        );
+        assert!(t.contains("loss rate: 60.00 %"), "{t}");
+    }
+
+    #[test]
+    fn silence_takes_the_link_down_whatever_was_heard_before() {
+        let t = link_report(
+            NOW,
+            Some(heartbeat_at(NOW - 9_000, "00000000000000aa", true)),
+            Some(datagrams_at(NOW - 6_000, "00000000000000aa")),
+        );
+        assert!(t.starts_with("link: down (last datagram 6.0 s ago"), "{t}");
+        assert!(
+            t.contains("9.0 s ago (session 00000000000000aa, the sender ended its session)"),
+            "{t}"
+        );
+        let t = link_report(NOW, None, None);
+        assert!(
+            t.starts_with("link: down (no authenticated datagram ever heard)"),
+            "{t}"
+        );
+        assert!(t.contains("last heartbeat: never"), "{t}");
+    }
+
+    #[test]
+    fn a_heartbeat_newer_than_the_activity_file_counts_as_a_datagram() {
+        let t = link_report(
+            NOW,
+            Some(heartbeat_at(NOW - 500, "00000000000000bb", false)),
+            Some(datagrams_at(NOW - 60_000, "00000000000000aa")),
+        );
+        assert!(
+            t.starts_with("link: up (last datagram 0.5 s ago, session 00000000000000bb; 922 "),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_receivers_own_drops_are_shown_apart_from_the_link() {
+        let t = link_report(NOW, None, Some(datagrams_at(NOW - 300, "00000000000000aa")));
+        assert!(!t.contains("own drops"), "{t}");
+        let mut a = datagrams_at(NOW - 300, "00000000000000aa");
+        a.own_drops.queue_full = 3990;
+        a.own_drops.socket_buffer_full = 10;
+        let t = link_report(NOW, None, Some(a));
+        assert!(
+            t.contains("\nreceiver's own drops: 4000 datagrams since it started, not the link's (queue full: 3990, socket buffer full: 10): lower --rate"),
+            "{t}"
+        );
+        // Everything dropped before the assembler: nothing authenticated, the drops shown.
+        let only_drops = Activity::new(
+            None,
+            0,
+            OwnDrops {
+                queue_full: 5,
+                ..OwnDrops::default()
+            },
+        );
+        let t = link_report(NOW, None, Some(only_drops));
+        assert!(t.starts_with("link: down (no authenticated datagram ever heard)\nreceiver's own drops: 5 datagrams"), "{t}");
+    }
+
+    #[test]
+    fn unreadable_state_files_read_as_nothing_heard() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_DIR);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(ACTIVITY_FILE), b"{\"session\": 7").unwrap();
+        std::fs::write(state.join(LINK_FILE), [0xff, 0xfe, 0]).unwrap();
+        let t = report(dir.path(), 10).unwrap();
+        assert!(
+            t.starts_with("link: down (no authenticated datagram ever heard)"),
+            "{t}"
+        );
+        datagrams_at(NOW, "00000000000000aa").save(&state).unwrap();
+        let back: Activity = load_json(&state, ACTIVITY_FILE).unwrap();
+        assert_eq!(back, datagrams_at(NOW, "00000000000000aa"));
+    }
 }

@@ -150,6 +150,7 @@ fn receive(
                     object,
                     descriptor,
                     reason,
+                    ..
                 } => {
                     let name = descriptor.map_or(String::new(), |d| d.name);
                     out.failed.push(format!("{object} {name}: {reason}"));
