@@ -479,6 +479,7 @@ file_mode = "0600"
             ("[permissions]\nfile_mode = 420\n", "string"),
             ("[permissions]\nmode = \"0644\"\n", "mode"),
             ("[permissions.misp]\nowner = \"www-data\"\n", "owner"),
+            ("[permissions.mips]\ngroup = \"0\"\n", "mips"),
         ] {
             let e = load(text).unwrap_err();
             assert!(e.contains(expect), "{text:?}: {e}");

@@ -76,6 +76,14 @@ fn inputs(src: &Path) -> (Vec<PathBuf>, usize) {
     std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
     std::fs::write(tree.join("top.txt"), b"top\n").unwrap();
     std::fs::write(tree.join("sub/deeper/low.bin"), b"low").unwrap();
+    // The low side's modes are not the high side's business: a private file and an
+    // executable one arrive with the receiver's file mode.
+    std::fs::set_permissions(tree.join("top.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        tree.join("sub/deeper/low.bin"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     let mut paths = events;
     paths.extend([bundle, img, sig, tree]);
     (paths, 3 + 1 + 2 + 2)
@@ -323,4 +331,35 @@ fn a_group_and_modes_from_the_misp_section_keep_the_feed_to_that_group() {
         unreadable(&[], &[&stix, &out.join("files/top.txt")]),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn a_bad_permissions_value_stops_the_receiver_at_start_with_the_key() {
+    let base = tempfile::tempdir().unwrap();
+    let out = base.path().join("out");
+    for (toml, expect) in [
+        ("[permissions]\nfile_mode = \"4755\"\n", "setuid"),
+        (
+            "[permissions.misp]\ngroup = \"no-such-group-gapferry\"\n",
+            "no group named",
+        ),
+    ] {
+        let config = base.path().join("recv.toml");
+        std::fs::write(&config, toml).unwrap();
+        let run = Command::new(binary("gapferry-recv"))
+            .args(["listen", "--bind", "127.0.0.1:0", "--out"])
+            .arg(&out)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{toml}: {err}");
+        assert!(err.contains(expect), "{toml}: {err}");
+        assert!(err.contains("[permissions"), "{toml}: {err}");
+        assert!(
+            !out.exists(),
+            "nothing is created before the configuration is accepted"
+        );
+    }
 }
