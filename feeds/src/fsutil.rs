@@ -1,35 +1,114 @@
 //! Small filesystem and text helpers shared by the stores: atomic writes (stage in the
-//! destination directory, fsync, rename, fsync the directory), uuid checks and hex.
+//! destination directory, set mode and group, fsync, rename, fsync the directory), the
+//! [`Publish`] permissions every delivered file and created directory gets, uuid checks
+//! and hex.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// Mode of delivered files unless configured otherwise: readable by MISP's web server user.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Mode of directories the stores create unless configured otherwise: traversable by all.
+pub const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// The permissions a store publishes with: the mode of every file it delivers, the mode of
+/// every directory it creates, and optionally their group. Set on the staging file before
+/// its rename, so a reader never sees a delivered file with other permissions; never taken
+/// from what the sender says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// Permission bits of delivered files (at most 0o777).
+    pub file_mode: u32,
+    /// Permission bits of created directories (at most 0o777).
+    pub dir_mode: u32,
+    /// Group id given to delivered files and created directories; `None` keeps the
+    /// receiver's own group.
+    pub gid: Option<u32>,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            file_mode: DEFAULT_FILE_MODE,
+            dir_mode: DEFAULT_DIR_MODE,
+            gid: None,
+        }
+    }
+}
+
+impl Publish {
+    /// Gives an open file (a staging file, before its rename) the group and file mode.
+    pub fn apply_to_file(&self, file: &File) -> io::Result<()> {
+        if let Some(gid) = self.gid {
+            std::os::unix::fs::fchown(file, None, Some(gid))?;
+        }
+        // After fchown, which may clear mode bits.
+        file.set_permissions(fs::Permissions::from_mode(self.file_mode & 0o777))
+    }
+
+    /// Gives a directory this receiver just created the group and directory mode.
+    pub fn apply_to_dir(&self, dir: &Path) -> io::Result<()> {
+        let handle = File::open(dir)?;
+        if !handle.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if let Some(gid) = self.gid {
+            std::os::unix::fs::fchown(&handle, None, Some(gid))?;
+        }
+        handle.set_permissions(fs::Permissions::from_mode(self.dir_mode & 0o777))
+    }
+
+    /// Creates `dir` and its missing parents, giving each directory it creates the group
+    /// and directory mode (whatever the umask); existing directories are left as they are.
+    pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if dir.as_os_str().is_empty() || fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dir_all(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => self.apply_to_dir(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// Prefix of every staging file the stores create; names starting with it are never
 /// taken for content.
 pub(crate) const STAGE_PREFIX: &str = ".gapferry-stage-";
 
-/// Opens a new staging file in `dir` (same filesystem as the final name).
-pub(crate) fn stage_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
+/// Opens a new staging file in `dir` (same filesystem as the final name), already with
+/// the mode and group `publish` gives delivered files.
+pub(crate) fn stage_in(dir: &Path, publish: &Publish) -> io::Result<tempfile::NamedTempFile> {
+    let staged = tempfile::Builder::new()
         .prefix(STAGE_PREFIX)
         .suffix(".tmp")
-        .tempfile_in(dir)
+        .tempfile_in(dir)?;
+    publish.apply_to_file(staged.as_file())?;
+    Ok(staged)
 }
 
-/// Writes `bytes` to `dest` atomically: staging file in the same directory, fsync,
-/// rename over `dest`, fsync of the directory.
-pub(crate) fn write_atomic(dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_with(dest, |w| w.write_all(bytes))
+/// Writes `bytes` to `dest` atomically: staging file in the same directory with
+/// `publish`'s mode and group, fsync, rename over `dest`, fsync of the directory.
+pub(crate) fn write_atomic(dest: &Path, bytes: &[u8], publish: &Publish) -> io::Result<()> {
+    write_atomic_with(dest, publish, |w| w.write_all(bytes))
 }
 
 /// Like [`write_atomic`], with the content produced by `fill` into a buffered writer.
 pub(crate) fn write_atomic_with(
     dest: &Path,
+    publish: &Publish,
     fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
     let dir = parent_of(dest);
-    let staged = stage_in(dir)?;
+    let staged = stage_in(dir, publish)?;
     {
         let mut w = io::BufWriter::with_capacity(1 << 16, staged.as_file());
         fill(&mut w)?;
@@ -53,9 +132,9 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Creates `dir` (and its parents) if missing and refuses it when it is a symlink or not
-/// a directory.
-pub(crate) fn ensure_real_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` (and its parents, with `publish`'s directory mode and group) if missing
+/// and refuses it when it is a symlink or not a directory.
+pub(crate) fn ensure_real_dir(dir: &Path, publish: &Publish) -> io::Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(io::Error::new(
@@ -63,7 +142,7 @@ pub(crate) fn ensure_real_dir(dir: &Path) -> io::Result<()> {
             format!("{} exists and is not a directory", dir.display()),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir)?;
+            publish.create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
                 if !parent.as_os_str().is_empty() {
                     // Make the new entry durable; failure here is not worth refusing for.
@@ -154,9 +233,80 @@ mod tests {
     fn atomic_write_replaces() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        let publish = Publish::default();
+        write_atomic(&p, b"one", &publish).unwrap();
+        write_atomic(&p, b"two", &publish).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn atomic_writes_and_created_directories_get_the_configured_modes() {
+        let d = tempfile::tempdir().unwrap();
+        for (file_mode, dir_mode) in [(0o644, 0o755), (0o640, 0o750), (0o600, 0o700)] {
+            let publish = Publish {
+                file_mode,
+                dir_mode,
+                gid: None,
+            };
+            let dir = d.path().join(format!("{dir_mode:o}/a/b"));
+            ensure_real_dir(&dir, &publish).unwrap();
+            for created in [
+                dir.as_path(),
+                dir.parent().unwrap(),
+                &d.path().join(format!("{dir_mode:o}")),
+            ] {
+                assert_eq!(mode_of(created), dir_mode, "{}", created.display());
+            }
+            let p = dir.join("x");
+            write_atomic(&p, b"one", &publish).unwrap();
+            assert_eq!(mode_of(&p), file_mode);
+            // A replaced file takes the mode again, whatever the old one had.
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+            write_atomic(&p, b"two", &publish).unwrap();
+            assert_eq!(mode_of(&p), file_mode);
+        }
+        // An existing directory keeps its mode: the operator chose it.
+        let existing = d.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o711)).unwrap();
+        ensure_real_dir(&existing, &Publish::default()).unwrap();
+        assert_eq!(mode_of(&existing), 0o711);
+    }
+
+    #[test]
+    fn the_group_is_set_on_files_and_directories() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        // Our own primary group is always allowed, with or without privileges.
+        let gid = fs::metadata(d.path()).unwrap().gid();
+        let other = if gid == 0 { 65534 } else { gid };
+        let publish = Publish {
+            gid: Some(other),
+            ..Publish::default()
+        };
+        let dir = d.path().join("g/h");
+        match ensure_real_dir(&dir, &publish) {
+            Ok(()) => {}
+            // Not root and 65534 is not one of our groups: nothing to check here.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return,
+            Err(e) => panic!("{e}"),
+        }
+        let p = dir.join("x");
+        write_atomic(&p, b"x", &publish).unwrap();
+        for path in [&dir, &p, &d.path().join("g")] {
+            assert_eq!(
+                fs::metadata(path).unwrap().gid(),
+                other,
+                "{}",
+                path.display()
+            );
+        }
+        assert_eq!(mode_of(&p), DEFAULT_FILE_MODE);
+        assert_eq!(mode_of(&dir), DEFAULT_DIR_MODE);
     }
 }

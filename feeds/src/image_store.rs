@@ -23,9 +23,11 @@
 //! - the staged tarball and signature are moved in by rename (the staging directory must
 //!   be on the store's filesystem); a name with `/`, `\`, `..`, a control character or a
 //!   leading `.` is refused; the store never follows a symlink it did not make: a symlink
-//!   where an image directory should be is refused, one in place of a file is replaced.
+//!   where an image directory should be is refused, one in place of a file is replaced;
+//! - the tarball, signature and `SHA256SUMS` get the store's [`Publish`] file mode and
+//!   group before their rename, directories the store creates its directory mode.
 
-use crate::fsutil::{ensure_real_dir, hex, sync_dir, write_atomic};
+use crate::fsutil::{ensure_real_dir, hex, sync_dir, write_atomic, Publish};
 use crate::kind::Compression;
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
@@ -119,6 +121,7 @@ pub struct DeliveredImage {
 pub struct ImageStore {
     dir: PathBuf,
     keep: usize,
+    publish: Publish,
 }
 
 /// Splits a tarball file name into its stem and Name, refusing unsafe names.
@@ -218,9 +221,12 @@ fn regular_file(path: &Path) -> Result<(), ImageError> {
     }
 }
 
-fn move_in(from: &Path, to: &Path) -> Result<(), ImageError> {
+fn move_in(from: &Path, to: &Path, publish: &Publish) -> Result<(), ImageError> {
     File::open(from)
-        .and_then(|f| f.sync_all())
+        .and_then(|f| {
+            publish.apply_to_file(&f)?;
+            f.sync_all()
+        })
         .map_err(io_err(from))?;
     fs::rename(from, to).map_err(|e| {
         if e.raw_os_error() == Some(18) {
@@ -262,7 +268,14 @@ impl ImageStore {
         ImageStore {
             dir: dir.into(),
             keep: keep.max(1),
+            publish: Publish::default(),
         }
+    }
+
+    /// The same store, publishing images with `publish`'s modes and group.
+    pub fn with_publish(mut self, publish: Publish) -> Self {
+        self.publish = publish;
+        self
     }
 
     /// The store directory.
@@ -297,13 +310,16 @@ impl ImageStore {
         let sha256 = sha256_file(staged_tarball).map_err(io_err(staged_tarball))?;
 
         let store = &self.dir;
-        ensure_real_dir(store).map_err(io_err(store))?;
+        ensure_real_dir(store, &self.publish).map_err(io_err(store))?;
         let image_dir = store.join(&stem);
         match fs::symlink_metadata(&image_dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(ImageError::Planted(image_dir)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(&image_dir).map_err(io_err(&image_dir))?;
+                self.publish
+                    .apply_to_dir(&image_dir)
+                    .map_err(io_err(&image_dir))?;
                 sync_dir(store).map_err(io_err(store))?;
             }
             Err(e) => return Err(io_err(&image_dir)(e)),
@@ -315,9 +331,9 @@ impl ImageStore {
         let already_present = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file())
             && recorded_sum(&image_dir, &file).as_deref() == Some(sha256.as_str());
 
-        move_in(staged_tarball, &dest)?;
+        move_in(staged_tarball, &dest, &self.publish)?;
         match signature {
-            Some(sig) => move_in(sig, &sig_dest)?,
+            Some(sig) => move_in(sig, &sig_dest, &self.publish)?,
             // A signature of other bytes would no longer match.
             None if !already_present => remove_file_if_any(&sig_dest)?,
             None => {}
@@ -331,7 +347,12 @@ impl ImageStore {
             }
         }
         let sums = image_dir.join(SUMS);
-        write_atomic(&sums, format!("{sha256}  {file}\n").as_bytes()).map_err(io_err(&sums))?;
+        write_atomic(
+            &sums,
+            format!("{sha256}  {file}\n").as_bytes(),
+            &self.publish,
+        )
+        .map_err(io_err(&sums))?;
         sync_dir(&image_dir).map_err(io_err(&image_dir))?;
 
         let (latest, latest_stem, removed) = self.retain(&name)?;

@@ -7,7 +7,7 @@
 //! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
 //! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
 //! images in MISP-airgap's server layout. Every write is a staging file in the destination
-//! directory, fsync, then rename.
+//! directory given its [`Publish`] mode and group, fsync, then rename.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +19,7 @@ pub mod misp_event;
 pub mod misp_feed;
 pub mod stix_store;
 
+pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 pub use image_store::{DeliveredImage, ImageError, ImageStore};
 pub use kind::{
     detect, detect_bytes, detect_with, feed_event_files, image_signature, signature_target,

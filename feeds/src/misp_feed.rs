@@ -13,9 +13,14 @@
 //! - crash safety: the uuids being written are recorded in `.gapferry-pending` before
 //!   their files are renamed in; the next batch re-indexes them from disk, so a crash
 //!   between an event file and the manifest never leaves them out of step;
-//! - one writer per directory (the receiver's delivery thread); MISP only reads or deletes.
+//! - one writer per directory (the receiver's delivery thread); MISP only reads or deletes;
+//! - every file gets the feed's [`Publish`] file mode and group before its rename (MISP
+//!   reads the feed as its web server's user), a directory the feed creates its directory
+//!   mode.
 
-use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, write_atomic, write_atomic_with};
+use crate::fsutil::{
+    child, ensure_real_dir, is_uuid, sync_dir, write_atomic, write_atomic_with, Publish,
+};
 use crate::misp_event::{parse_event, py_int_of, EventError, MispEvent};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet};
@@ -111,12 +116,22 @@ pub struct FeedSummary {
 #[derive(Debug, Clone)]
 pub struct MispFeed {
     dir: PathBuf,
+    publish: Publish,
 }
 
 impl MispFeed {
     /// A feed in `dir`; the directory is created on first delivery.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        MispFeed { dir: dir.into() }
+        MispFeed {
+            dir: dir.into(),
+            publish: Publish::default(),
+        }
+    }
+
+    /// The same feed, publishing files with `publish`'s modes and group.
+    pub fn with_publish(mut self, publish: Publish) -> Self {
+        self.publish = publish;
+        self
     }
 
     /// The feed directory.
@@ -166,8 +181,9 @@ impl MispFeed {
 
     /// Starts a batch: loads (and repairs) the feed's current state.
     pub fn batch(&mut self) -> Result<MispBatch<'_>, MispError> {
-        ensure_real_dir(&self.dir).map_err(io_err(&self.dir))?;
-        let state = State::load(&self.dir)?;
+        ensure_real_dir(&self.dir, &self.publish).map_err(io_err(&self.dir))?;
+        let mut state = State::load(&self.dir)?;
+        state.publish = self.publish;
         Ok(MispBatch { feed: self, state })
     }
 }
@@ -196,6 +212,7 @@ impl MispBatch<'_> {
 
 #[derive(Debug, Default)]
 struct State {
+    publish: Publish,
     manifest: BTreeMap<String, Box<RawValue>>,
     new_hashes: BTreeMap<String, Vec<String>>,
     rewrite: HashSet<String>,
@@ -344,7 +361,7 @@ impl State {
     }
 
     fn add(&mut self, dir: &Path, ev: MispEvent) -> Result<DeliveredEvent, MispError> {
-        ensure_real_dir(dir).map_err(io_err(dir))?;
+        ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         let path = child(dir, &format!("{}.json", ev.uuid));
         let existing = if is_regular_file(&path) {
             self.manifest
@@ -378,7 +395,7 @@ impl State {
             return Ok(delivered);
         }
         self.mark_pending(dir, &ev.uuid)?;
-        write_atomic(&path, &ev.document).map_err(io_err(&path))?;
+        write_atomic(&path, &ev.document, &self.publish).map_err(io_err(&path))?;
         let raw = entry_raw(&ev)
             .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
         self.manifest.insert(ev.uuid.clone(), raw);
@@ -419,7 +436,7 @@ impl State {
         if !self.changed {
             return Ok(summary);
         }
-        ensure_real_dir(dir).map_err(io_err(dir))?;
+        ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         // MISP may have deleted files since the batch started.
         let before = self.manifest.len();
         self.manifest
@@ -434,7 +451,7 @@ impl State {
         let manifest = &self.manifest;
         let rewrite = &self.rewrite;
         let new_hashes = &self.new_hashes;
-        write_atomic_with(&hashes_path, |w| {
+        write_atomic_with(&hashes_path, &self.publish, |w| {
             if let Some(old) = old {
                 for line in BufReader::new(old).split(b'\n') {
                     let line = line?;
@@ -462,7 +479,7 @@ impl State {
         .map_err(io_err(&hashes_path))?;
 
         let manifest_path = child(dir, MANIFEST);
-        write_atomic_with(&manifest_path, |w| {
+        write_atomic_with(&manifest_path, &self.publish, |w| {
             serde_json::to_writer(&mut *w, manifest).map_err(io::Error::other)
         })
         .map_err(io_err(&manifest_path))?;

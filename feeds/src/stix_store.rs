@@ -10,9 +10,11 @@
 //!   as `bundle--<uuid>.<first 32 hex digits of its blake3>.json`, so two different bundles
 //!   never overwrite each other and the same bytes delivered twice are stored once;
 //! - writes are atomic (staging file in the directory, fsync, rename or link, fsync of
-//!   the directory); a symlink found under a bundle's name is never followed.
+//!   the directory); a symlink found under a bundle's name is never followed;
+//! - bundles get the store's [`Publish`] file mode and group before their rename, the
+//!   directory its directory mode when the store creates it.
 
-use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, write_atomic};
+use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, write_atomic, Publish};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fs::{self, File};
@@ -72,6 +74,7 @@ pub struct StoredBundle {
 #[derive(Debug, Clone)]
 pub struct StixStore {
     dir: PathBuf,
+    publish: Publish,
 }
 
 #[derive(Deserialize)]
@@ -164,7 +167,16 @@ fn same_content(path: &Path, hash: &blake3::Hash) -> io::Result<bool> {
 impl StixStore {
     /// A store in `dir`; the directory is created on first delivery.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StixStore { dir: dir.into() }
+        StixStore {
+            dir: dir.into(),
+            publish: Publish::default(),
+        }
+    }
+
+    /// The same store, publishing bundles with `publish`'s modes and group.
+    pub fn with_publish(mut self, publish: Publish) -> Self {
+        self.publish = publish;
+        self
     }
 
     /// The store directory.
@@ -181,7 +193,7 @@ impl StixStore {
     pub fn store_bundle(&self, json: &[u8]) -> Result<StoredBundle, StixError> {
         let info = validate_bundle(json)?;
         let dir = &self.dir;
-        ensure_real_dir(dir).map_err(io_err(dir))?;
+        ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         let hash = blake3::hash(json);
         let stored = |path: PathBuf, already_stored: bool| StoredBundle {
             path,
@@ -193,7 +205,7 @@ impl StixStore {
         let plain = dir.join(format!("{}.json", info.id));
         match fs::symlink_metadata(&plain) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let staged = stage_in(dir).map_err(io_err(dir))?;
+                let staged = stage_in(dir, &self.publish).map_err(io_err(dir))?;
                 staged
                     .as_file()
                     .write_all(json)
@@ -223,7 +235,7 @@ impl StixStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&alt)(e)),
         }
-        write_atomic(&alt, json).map_err(io_err(&alt))?;
+        write_atomic(&alt, json, &self.publish).map_err(io_err(&alt))?;
         Ok(stored(alt, false))
     }
 }

@@ -1,6 +1,7 @@
 //! Turning assembler events into deliveries: staging, in-order hashing, verification,
-//! then by kind: MISP feed, STIX store, image store or plain files, each by atomic rename,
-//! post-delivery hooks, and a record of every outcome.
+//! then by kind: MISP feed, STIX store, image store or plain files, each by atomic rename
+//! with the kind's configured mode and group (never the sender's), post-delivery hooks,
+//! and a record of every outcome.
 //!
 //! Nothing reaches a delivery directory before its blake3 matches the descriptor.
 
@@ -9,7 +10,7 @@ use crate::destinations::Destinations;
 use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
 use gapferry_common::{Event, ObjectDescriptor, ObjectKind, ObjectRef};
-use gapferry_feeds::{ImageStore, MispFeed, StixStore};
+use gapferry_feeds::{ImageStore, MispFeed, Publish, StixStore};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -82,14 +83,19 @@ impl Delivery {
         let state = out.join(STATE_DIR);
         let staging_dir = state.join(STAGING_DIR);
         let signatures_dir = state.join(SIGNATURES_DIR);
-        for dir in [
-            &staging_dir,
-            &signatures_dir,
-            &dest.files,
-            &dest.misp,
-            &dest.stix,
-            &dest.images,
+        // Readers (MISP, LXD) must traverse every directory the receiver creates on the
+        // way to a delivery; the state directory is the receiver's own.
+        let perms = dest.permissions;
+        perms.default.create_dir_all(out)?;
+        for (dir, publish) in [
+            (&dest.files, perms.files),
+            (&dest.misp, perms.misp),
+            (&dest.stix, perms.stix),
+            (&dest.images, perms.images),
         ] {
+            publish.create_dir_all(dir)?;
+        }
+        for dir in [&staging_dir, &signatures_dir] {
             std::fs::create_dir_all(dir)?;
         }
         // Staging files of a previous run can never complete: their state is gone.
@@ -100,9 +106,9 @@ impl Delivery {
             }
         }
         Ok(Delivery {
-            feed: MispFeed::new(&dest.misp),
-            stix: StixStore::new(&dest.stix),
-            images: ImageStore::new(&dest.images, dest.keep_images),
+            feed: MispFeed::new(&dest.misp).with_publish(perms.misp),
+            stix: StixStore::new(&dest.stix).with_publish(perms.stix),
+            images: ImageStore::new(&dest.images, dest.keep_images).with_publish(perms.images),
             dest,
             state_dir: state.clone(),
             staging_dir,
@@ -503,7 +509,8 @@ impl Delivery {
                     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.mtime as u64);
                     let _ = s.file.set_modified(t);
                 }
-                publish(&s.file, &s.path, &dest)
+                let perms = self.dest.permissions.files;
+                publish(&s.file, &s.path, &dest, &perms)
                     .map_err(|e| format!("cannot publish to {}: {e}", dest.display()))?;
                 Ok(dest)
             }
@@ -534,7 +541,8 @@ impl Delivery {
             ObjectKind::ImageSignature => {
                 // Kept until its image arrives, which the sender sends right after it.
                 let dest = self.signatures_dir.join(&base);
-                publish(&s.file, &s.path, &dest)
+                let perms = self.dest.permissions.images;
+                publish(&s.file, &s.path, &dest, &perms)
                     .map_err(|e| format!("cannot keep the signature: {e}"))?;
                 Ok(dest)
             }
@@ -695,11 +703,13 @@ fn safe_destination(root: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// fsyncs `staged`, renames it to `dest` (creating parents) and fsyncs the directory.
-fn publish(file: &File, staged: &Path, dest: &Path) -> io::Result<()> {
+/// Gives `staged` the mode and group of `perms`, fsyncs it, renames it to `dest`
+/// (creating parents with `perms`' directory mode) and fsyncs the directory.
+fn publish(file: &File, staged: &Path, dest: &Path, perms: &Publish) -> io::Result<()> {
+    perms.apply_to_file(file)?;
     file.sync_all()?;
     let parent = dest.parent().expect("dest is under the files directory");
-    std::fs::create_dir_all(parent)?;
+    perms.create_dir_all(parent)?;
     std::fs::rename(staged, dest)?;
     File::open(parent)?.sync_all()
 }

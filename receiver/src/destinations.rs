@@ -1,6 +1,8 @@
-//! Where each kind of object is delivered, and the post-delivery hooks.
+//! Where each kind of object is delivered, the permissions it is published with, and the
+//! post-delivery hooks.
 
 use gapferry_common::ObjectKind;
+use gapferry_feeds::Publish;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,8 @@ pub struct Destinations {
     pub keep_images: usize,
     /// Commands run after each delivery, per kind.
     pub hooks: Hooks,
+    /// File mode, directory mode and group per kind.
+    pub permissions: Permissions,
 }
 
 impl Destinations {
@@ -40,6 +44,36 @@ impl Destinations {
             files: out.join(FILES_DIR),
             keep_images: 3,
             hooks: Hooks::default(),
+            permissions: Permissions::default(),
+        }
+    }
+}
+
+/// How delivered files and created directories are published, per kind (config file
+/// `[permissions]`); by default files 0644 and directories 0755, in the receiver's group.
+/// Never taken from the sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// For directories that belong to no kind (`--out` itself).
+    pub default: Publish,
+    /// The MISP feed: event files, `manifest.json`, `hashes.csv`.
+    pub misp: Publish,
+    /// STIX bundles.
+    pub stix: Publish,
+    /// Image store: tarballs, signatures, `SHA256SUMS`, image directories.
+    pub images: Publish,
+    /// Plain files and the directories of their names.
+    pub files: Publish,
+}
+
+impl Permissions {
+    /// The permissions `kind` is published with (a signature: the image store's).
+    pub fn for_kind(&self, kind: ObjectKind) -> Publish {
+        match kind {
+            ObjectKind::Misp => self.misp,
+            ObjectKind::Stix => self.stix,
+            ObjectKind::Image | ObjectKind::ImageSignature => self.images,
+            ObjectKind::File => self.files,
         }
     }
 }

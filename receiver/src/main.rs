@@ -150,7 +150,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         .or(file.out.clone())
         .context("--out is required (or `out` in --config)")?;
     let mut cfg = ReceiverConfig::new(out.clone());
-    cfg.destinations = file.destinations(&out);
+    cfg.destinations = file.destinations(&out)?;
     if let Some(k) = a.keep_images {
         cfg.destinations.keep_images = k.max(1);
     }
@@ -187,7 +187,11 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     if let Some(v) = file.limits.max_sessions {
         cfg.limits.max_sessions = v.max(1);
     }
-    std::fs::create_dir_all(&out)
+    // Created with the configured directory mode: readers traverse it to the deliveries.
+    cfg.destinations
+        .permissions
+        .default
+        .create_dir_all(&out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
     if let Some(addr) = a.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();

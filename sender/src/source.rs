@@ -2,12 +2,16 @@
 //! relative names on the high side, and their kind (from content, or forced).
 //!
 //! A multi-event MISP export or a MISP feed directory becomes one object per event; an
-//! image's detached signature travels just before its image.
+//! image's detached signature travels just before its image. A file reached twice (named
+//! twice, a signature named beside its image, a file inside a named directory) is one
+//! object, sent once; only two different files arriving under one name are refused.
 
 use gapferry_common::{name, ObjectKind};
 use gapferry_feeds::{Detected, MispShape};
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -85,9 +89,16 @@ pub enum SourceError {
         /// Why it was refused.
         reason: name::NameError,
     },
-    /// Two paths map to the same name on the high side.
-    #[error("two inputs would both arrive as {0:?}; send them separately or rename one")]
-    Duplicate(String),
+    /// Two different files map to the same name on the high side.
+    #[error("two different files would both arrive as {name:?}: {} and {}; send them separately or rename one", first.display(), second.display())]
+    Duplicate {
+        /// The name on the high side.
+        name: String,
+        /// The file listed first.
+        first: PathBuf,
+        /// The other file.
+        second: PathBuf,
+    },
     /// Neither a regular file nor a directory.
     #[error("{0} is neither a regular file nor a directory")]
     NotAFile(PathBuf),
@@ -272,13 +283,97 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
             return Err(SourceError::NotAFile(path.clone()));
         }
     }
-    // MISP events may repeat (the receiver keeps the newest); anything else may not.
-    let mut seen = HashSet::new();
-    for f in out.iter().filter(|f| f.kind != ObjectKind::Misp) {
-        if !seen.insert(f.name.as_str()) {
-            return Err(SourceError::Duplicate(f.name.clone()));
+    once_each(out)
+}
+
+/// Which file an object's bytes come from: a split MISP event is one event of its export.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    dev: u64,
+    ino: u64,
+    event: Option<String>,
+}
+
+/// True when `short` is `long` or its last path components (`b.bin` of `sub/b.bin`).
+fn names_the_same(long: &str, short: &str) -> bool {
+    long == short
+        || long
+            .strip_suffix(short)
+            .is_some_and(|head| head.ends_with('/'))
+}
+
+/// Keeps one object per origin and name: the same file reached twice is sent once. The
+/// copy kept is a signature sent with its image rather than named alone, else the one
+/// with the most name components (the outermost named directory's name), else the
+/// first; a copy is dropped only when its name is the kept one's or its tail (a file
+/// given under another name, through a symlink, still goes under both). Two different
+/// files under one name are refused; MISP events may repeat (the receiver keeps the
+/// newest).
+fn once_each(out: Vec<SourceFile>) -> Result<Vec<SourceFile>, SourceError> {
+    let origins: Vec<Option<Origin>> = out
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(&f.path).ok()?;
+            Some(Origin {
+                dev: m.dev(),
+                ino: m.ino(),
+                event: f.bytes.as_ref().map(|_| f.name.clone()),
+            })
+        })
+        .collect();
+    let with_its_image = |i: usize| {
+        out[i].kind == ObjectKind::ImageSignature
+            && out.get(i + 1).is_some_and(|next| {
+                next.kind == ObjectKind::Image
+                    && out[i].name.strip_suffix(".sig") == Some(next.name.as_str())
+            })
+    };
+    let rank = |i: usize| (with_its_image(i), out[i].name.split('/').count());
+    let mut kept: HashMap<&Origin, usize> = HashMap::new();
+    for (i, origin) in origins.iter().enumerate() {
+        let Some(origin) = origin else { continue };
+        match kept.entry(origin) {
+            Entry::Vacant(e) => {
+                e.insert(i);
+            }
+            Entry::Occupied(mut e) => {
+                if rank(i) > rank(*e.get()) {
+                    e.insert(i);
+                }
+            }
         }
     }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut keep = vec![true; out.len()];
+    for (i, f) in out.iter().enumerate() {
+        if let Some(origin) = &origins[i] {
+            let k = kept[origin];
+            if k != i && names_the_same(&out[k].name, &f.name) {
+                tracing::info!(
+                    path = %f.path.display(),
+                    name = %f.name,
+                    sent_as = %out[k].name,
+                    "named more than once; sent once"
+                );
+                keep[i] = false;
+                continue;
+            }
+        }
+        if f.kind == ObjectKind::Misp {
+            continue;
+        }
+        if let Some(&j) = names.get(f.name.as_str()) {
+            return Err(SourceError::Duplicate {
+                name: f.name.clone(),
+                first: out[j].path.clone(),
+                second: f.path.clone(),
+            });
+        }
+        names.insert(&f.name, i);
+    }
+    let mut keep = keep.into_iter();
+    let mut out = out;
+    out.retain(|_| keep.next().unwrap_or(true));
     Ok(out)
 }
 
@@ -314,10 +409,160 @@ mod tests {
         std::fs::create_dir(&a).unwrap();
         std::fs::write(a.join("f"), b"1").unwrap();
         std::fs::write(dir.path().join("f"), b"2").unwrap();
-        assert!(matches!(
-            collect(&[a, dir.path().join("f")], KindMode::Auto),
-            Err(SourceError::Duplicate(_))
-        ));
+        let e = collect(&[a.clone(), dir.path().join("f")], KindMode::Auto).unwrap_err();
+        assert!(
+            matches!(&e, SourceError::Duplicate { name, .. } if name == "f"),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&a.join("f").display().to_string())
+                && text.contains(&dir.path().join("f").display().to_string())
+                && text.contains("two different files"),
+            "{text}"
+        );
+    }
+
+    fn names(files: &[SourceFile]) -> Vec<(&str, ObjectKind)> {
+        files.iter().map(|f| (f.name.as_str(), f.kind)).collect()
+    }
+
+    #[test]
+    fn a_file_named_twice_is_one_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        std::fs::write(&a, b"{}").unwrap();
+        let files = collect(&[a.clone(), a.clone(), a.clone()], KindMode::Auto).unwrap();
+        assert_eq!(names(&files), [("a.json", ObjectKind::File)]);
+        // The same file through another path naming it the same: once.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let dotted = sub.join("../a.json");
+        let files = collect(&[a.clone(), dotted], KindMode::Auto).unwrap();
+        assert_eq!(names(&files), [("a.json", ObjectKind::File)]);
+        // Another name for the same file is asked for explicitly: both names go.
+        let link = dir.path().join("link-to-a.json");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let files = collect(&[a.clone(), link], KindMode::Auto).unwrap();
+        assert_eq!(
+            names(&files),
+            [
+                ("a.json", ObjectKind::File),
+                ("link-to-a.json", ObjectKind::File)
+            ]
+        );
+        let files = collect(&[a.clone(), a], KindMode::Force(ObjectKind::Stix)).unwrap();
+        assert_eq!(names(&files), [("a.json", ObjectKind::Stix)]);
+    }
+
+    /// An LXD unified image (gzip'd tar with `metadata.yaml`) and its signature.
+    fn image(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let img = dir.join(format!("{stem}.tar.gz"));
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&img).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut t = tar::Builder::new(gz);
+        let meta = b"architecture: x86_64\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(meta.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "metadata.yaml", &meta[..]).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+        let sig = dir.join(format!("{stem}.tar.gz.sig"));
+        std::fs::write(&sig, b"sig").unwrap();
+        (img, sig)
+    }
+
+    #[test]
+    fn a_signature_named_beside_its_image_travels_once_just_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, sig) = image(dir.path(), "MISP_v2.5.1_abc");
+        let expected = [
+            ("MISP_v2.5.1_abc.tar.gz.sig", ObjectKind::ImageSignature),
+            ("MISP_v2.5.1_abc.tar.gz", ObjectKind::Image),
+        ];
+        for inputs in [
+            vec![img.clone(), sig.clone()],
+            vec![sig.clone(), img.clone()],
+            vec![sig.clone(), img.clone(), sig.clone(), img.clone()],
+            vec![dir.path().to_path_buf(), img.clone(), sig.clone()],
+        ] {
+            let files = collect(&inputs, KindMode::Auto).unwrap();
+            assert_eq!(names(&files), expected, "{inputs:?}");
+        }
+        // Between them, another file: the signature still comes just before its image.
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, b"n").unwrap();
+        let files = collect(&[sig.clone(), other, img.clone()], KindMode::Auto).unwrap();
+        assert_eq!(
+            names(&files),
+            [
+                ("notes.txt", ObjectKind::File),
+                ("MISP_v2.5.1_abc.tar.gz.sig", ObjectKind::ImageSignature),
+                ("MISP_v2.5.1_abc.tar.gz", ObjectKind::Image),
+            ]
+        );
+        // Named alone, a signature still goes (its image may follow later).
+        let files = collect(&[sig], KindMode::Auto).unwrap();
+        assert_eq!(names(&files), [expected[0]]);
+    }
+
+    #[test]
+    fn a_file_inside_a_named_directory_keeps_the_directory_s_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.json"), b"{}").unwrap();
+        std::fs::write(root.join("sub/b.bin"), b"b").unwrap();
+        let expected = [
+            ("a.json", ObjectKind::File),
+            ("sub/b.bin", ObjectKind::File),
+        ];
+        for inputs in [
+            vec![root.clone(), root.join("a.json")],
+            vec![root.join("a.json"), root.clone()],
+            vec![root.join("sub/b.bin"), root.clone()],
+            vec![root.join("sub"), root.clone(), root.join("sub/b.bin")],
+            vec![root.clone(), root.clone()],
+        ] {
+            let files = collect(&inputs, KindMode::Auto).unwrap();
+            let mut got = names(&files);
+            got.sort_by_key(|(n, _)| *n);
+            assert_eq!(got, expected, "{inputs:?}");
+        }
+    }
+
+    #[test]
+    fn a_misp_export_named_twice_sends_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = |u: &str, ts: &str| {
+            format!(
+                r#"{{"Event":{{"uuid":"{u}","info":"x","Orgc":{{"name":"o","uuid":"{u}"}},"timestamp":"{ts}","date":"2024-01-01","analysis":"0","threat_level_id":"1","Attribute":[]}}}}"#
+            )
+        };
+        let u1 = "11111111-1111-4111-8111-111111111111";
+        let u2 = "22222222-2222-4222-8222-222222222222";
+        let export = dir.path().join("export.json");
+        std::fs::write(
+            &export,
+            format!(r#"{{"response":[{},{}]}}"#, ev(u1, "1"), ev(u2, "1")),
+        )
+        .unwrap();
+        let files = collect(&[export.clone(), export.clone()], KindMode::Auto).unwrap();
+        assert_eq!(files.len(), 2);
+        // Two different exports with one event each: both copies go, the receiver keeps the newest.
+        let newer = dir.path().join("newer.json");
+        std::fs::write(&newer, ev(u1, "2")).unwrap();
+        let files = collect(&[export, newer], KindMode::Auto).unwrap();
+        assert_eq!(
+            files
+                .iter()
+                .filter(|f| f.name == format!("{u1}.json"))
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -3,4 +3,5 @@
 
 pub mod fixtures;
 pub mod harness;
+pub mod lxd;
 pub mod relay;
