@@ -112,7 +112,10 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
         other => return Err(not(format!("its type is {other}, not \"bundle\""))),
     }
     let id = match &view.id {
-        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => id.clone(),
+        // Lower case: the same bundle id in upper case names the same file.
+        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => {
+            id.to_ascii_lowercase()
+        }
         Value::Null => return Err(not("it has no `id`".into())),
         other => return Err(not(format!("its id {other} is not bundle--<uuid>"))),
     };
