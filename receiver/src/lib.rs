@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod destinations;
 pub mod disk;
+pub mod hooks;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
