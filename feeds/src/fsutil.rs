@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 /// taken for content.
 pub(crate) const STAGE_PREFIX: &str = ".gapferry-stage-";
 
-/// Opens a new staging file in `dir` (same filesystem as the final name).
+/// Opens a new staging file in `dir` (same filesystem as the final name), mode 0644 less
+/// the process umask like any other file the receiver writes (a temporary file's 0600
+/// would hide the feed from MISP, which reads it as another user).
 pub(crate) fn stage_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix(STAGE_PREFIX)
         .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
 }
 
@@ -158,5 +162,15 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        // Readable as a file created with the process umask, not a private 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let umask = fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644 & !umask, "mode {mode:o} with umask {umask:o}");
     }
 }
