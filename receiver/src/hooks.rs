@@ -343,9 +343,17 @@ fn run(shared: &Shared, job: &HookJob, stderr: &mut File) -> Result<(), String> 
     let mut stop_deadline: Option<Instant> = None;
     let mut pause = Duration::from_millis(5);
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
+        match exited(child.id()) {
+            Ok(true) => {
+                // What the hook left running in its group may not outlive it; killed while
+                // the hook is a zombie, so its pid (the group's id) cannot be reused yet.
+                signal_group(child.id(), libc::SIGKILL);
+                match child.wait() {
+                    Ok(status) => break status,
+                    Err(e) => return Err(format!("hook {shown}: cannot reap it: {e}")),
+                }
+            }
+            Ok(false) => {}
             Err(e) => {
                 kill_group(&mut child);
                 return Err(format!("hook {shown}: cannot wait for it: {e}"));
@@ -371,8 +379,6 @@ fn run(shared: &Shared, job: &HookJob, stderr: &mut File) -> Result<(), String> 
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     };
-    // What the hook left running in its group is not allowed to outlive it.
-    signal_group(child.id(), libc::SIGKILL);
     if status.success() {
         Ok(())
     } else {
@@ -395,11 +401,34 @@ fn failed(shown: &str, status: ExitStatus, stderr: &mut File) -> String {
     }
 }
 
-/// Kills the hook's whole process group and reaps the hook.
+/// Kills the hook's whole process group (the hook is not reaped yet, so the group id is
+/// still its own) and reaps the hook.
 fn kill_group(child: &mut Child) {
     signal_group(child.id(), libc::SIGKILL);
-    let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Whether the hook `pid` has exited, without reaping it.
+fn exited(pid: u32) -> std::io::Result<bool> {
+    let id = libc::id_t::from(pid);
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: waitid(2) writes at most one siginfo_t into `info`, which is zeroed and
+    // large enough; WNOWAIT leaves the child to be reaped by Child::wait.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            info.as_mut_ptr(),
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised and possibly filled by waitid: valid either way; si_pid
+    // stays 0 when the child has not exited (WNOHANG).
+    let pid = unsafe { info.assume_init().si_pid() };
+    Ok(pid != 0)
 }
 
 /// Sends `signal` to the process group led by `pid` (the hook, started with its own group).

@@ -3,8 +3,9 @@
 //! (500 deliveries with a slow hook never run more hooks at once than the pool has
 //! workers, and every delivery gets its hook outcome recorded); hostile names reach a hook
 //! only as data; a hook that cannot start, fails, overruns its timeout, or finds the queue
-//! full is recorded `hook_failed` with the reason, and an overrunning hook is killed with
-//! what it started.
+//! full is recorded `hook_failed` with the reason; an overrunning hook is killed with
+//! what it started, and what a hook leaves running is killed when it exits. A receiver
+//! without a key warns at start.
 
 use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{
@@ -295,7 +296,7 @@ fn five_hundred_deliveries_with_a_slow_hook_run_on_a_bounded_pool_and_names_stay
 }
 
 #[test]
-fn a_hook_that_cannot_start_or_fails_is_recorded_with_the_reason() {
+fn a_hook_that_cannot_start_or_fails_is_recorded_with_the_reason_and_no_key_warns() {
     let cwd = tempfile::tempdir().unwrap();
     // file: a program that does not exist; image signatures have no hook; the second
     // receiver's hook exits non-zero with a message.
@@ -305,6 +306,16 @@ fn a_hook_that_cannot_start_or_fails_is_recorded_with_the_reason() {
             toml_list(&["/nonexistent/gapferry-import", "{path}"])
         ),
         cwd.path(),
+    );
+    // Started without a key: it says so, and how to make one.
+    let log = std::fs::read_to_string(&rx.log).unwrap();
+    let warn = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no key"))
+        .unwrap_or_else(|| panic!("no WARN about the missing key: {log}"));
+    assert!(
+        warn.contains("anyone who can reach") && warn.contains("gapferry-send keygen"),
+        "{warn}"
     );
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("a.bin");
@@ -424,4 +435,34 @@ fn hooks_beyond_a_full_queue_are_recorded_not_run() {
     // came after the first hook ended may have found room).
     assert!(!full.is_empty(), "{records:#?}");
     assert_eq!(hook_outcomes(&records), 6, "one outcome per delivery");
+}
+
+#[test]
+fn what_a_hook_leaves_running_is_killed_when_it_exits() {
+    let cwd = tempfile::tempdir().unwrap();
+    let pid_file = cwd.path().join("pid");
+    let script = format!("sleep 300 & echo $! > '{}'; exit 0", pid_file.display());
+    let rx = start(
+        &format!("file = {}", toml_list(&["sh", "-c", &script])),
+        cwd.path(),
+    );
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("bg.bin");
+    random_file(&f, 1000, 3);
+    rx.send(&[f]);
+    let records = rx.wait(Duration::from_secs(60), |r| hook_outcomes(r) >= 1);
+    assert_eq!(with_outcome(&records, "hook_ok").len(), 1, "{records:#?}");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the hook's background process {pid} outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
