@@ -466,3 +466,38 @@ fn what_a_hook_leaves_running_is_killed_when_it_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn on_sigterm_queued_hooks_are_recorded_not_run_and_the_running_one_finishes() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut rx = start(
+        &format!(
+            "file = {}\nworkers = 1\nqueue = 10\ntimeout = 30",
+            toml_list(&["sleep", "2"])
+        ),
+        cwd.path(),
+    );
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        random_file(&src.path().join(format!("t{i}.bin")), 100, i);
+    }
+    rx.send(&[src.path().to_path_buf()]);
+    rx.wait(Duration::from_secs(30), |r| {
+        with_outcome(r, "delivered").len() == 3
+    });
+    let status = rx.child.terminate();
+    assert!(status.success(), "{status}");
+    let records = read_records(&rx.out);
+    assert_eq!(hook_outcomes(&records), 3, "{records:#?}");
+    let ok = with_outcome(&records, "hook_ok");
+    assert_eq!(ok.len(), 1, "the running hook finished: {records:#?}");
+    let stopped = with_outcome(&records, "hook_failed");
+    assert_eq!(stopped.len(), 2, "{records:#?}");
+    for r in stopped {
+        let reason = r["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("receiver stopped before the hook ran"),
+            "{reason}"
+        );
+    }
+}
