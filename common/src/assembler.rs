@@ -299,17 +299,23 @@ impl Resolved {
             return;
         }
         self.above.insert(id);
-        while self.above.remove(&self.below) {
-            self.below += 1;
-        }
+        self.advance();
         // Ids resolved far ahead of the watermark (only a forger scattering object ids
-        // makes many) are bounded: the oldest gap is given up as resolved.
+        // makes many) are bounded: the oldest gap is given up as resolved. The smallest of
+        // more than one id is below u32::MAX, so `first + 1` cannot wrap.
         while self.above.len() > MAX_RESOLVED_AHEAD {
             let first = self.above.pop_first().expect("non-empty");
-            self.below = first.saturating_add(1);
-            while self.above.remove(&self.below) {
-                self.below += 1;
-            }
+            self.below = first + 1;
+            self.advance();
+        }
+    }
+
+    /// Moves the watermark over the ids resolved just above it. It saturates: u32::MAX,
+    /// once resolved, stays in `above` rather than wrap the watermark to 0 (which would
+    /// make every id, failed ones too, unresolved again).
+    fn advance(&mut self) {
+        while self.below < u32::MAX && self.above.remove(&self.below) {
+            self.below += 1;
         }
     }
 }
@@ -1469,6 +1475,30 @@ mod tests {
         assert!(!r.contains(6 * MAX_RESOLVED_AHEAD as u32 + 1));
         r.insert(0);
         assert!(r.contains(0));
+    }
+
+    #[test]
+    fn the_resolved_watermark_does_not_wrap_at_u32_max() {
+        let mut r = Resolved {
+            below: u32::MAX - 2,
+            above: BTreeSet::new(),
+        };
+        r.insert(u32::MAX);
+        r.insert(u32::MAX - 2);
+        r.insert(u32::MAX - 1);
+        assert_eq!(r.below, u32::MAX);
+        for id in [0, 1, u32::MAX - 2, u32::MAX - 1, u32::MAX] {
+            assert!(r.contains(id), "{id} resolved");
+        }
+        r.insert(u32::MAX);
+        assert!(r.contains(u32::MAX) && r.contains(7));
+        // Given up as a gap right below u32::MAX: still no wrap.
+        let mut r = Resolved::default();
+        for id in (0..=MAX_RESOLVED_AHEAD as u32).map(|i| u32::MAX - i) {
+            r.insert(id);
+        }
+        assert!(r.above.len() <= MAX_RESOLVED_AHEAD);
+        assert!(r.contains(u32::MAX) && r.contains(0) && r.contains(u32::MAX - 1));
     }
 
     #[test]

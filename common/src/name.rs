@@ -1,4 +1,5 @@
-//! The rules an object's relative name must follow before anything is written under it.
+//! The rules an object's relative name must follow before anything is written under it,
+//! and the escaping that makes any text from a sender safe to show on a terminal or in a log.
 
 use thiserror::Error;
 
@@ -33,6 +34,60 @@ pub enum NameError {
     /// The name holds a control character or a backslash.
     #[error("name holds a control character or a backslash")]
     BadCharacter,
+    /// The name holds an invisible formatting character (bidi control, zero-width
+    /// character, byte-order mark, line separator...) that would make it read as
+    /// something else.
+    #[error("name holds the invisible formatting character U+{0:04X} (bidi control, zero-width or similar), which would make it display as another name")]
+    InvisibleCharacter(u32),
+}
+
+/// True for characters that change how text around them displays without showing
+/// themselves: Unicode general category Cf (bidi embeddings, overrides and isolates,
+/// zero-width characters, the byte-order mark, invisible operators, tags...) and the line
+/// and paragraph separators.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// `text` with control characters, invisible formatting characters and backslashes
+/// written as escapes (`\u{1b}`, `\u{202e}`, `\\`), so a name or reason from a sender
+/// cannot drive a terminal or disguise itself when printed or logged.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c == '\\' || is_invisible_format(c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Checks that `name` is a safe relative path made of `/`-separated components.
@@ -56,6 +111,9 @@ pub fn validate_within(name: &str, max_bytes: usize, max_depth: usize) -> Result
     }
     if name.chars().any(|c| c.is_control() || c == '\\') {
         return Err(NameError::BadCharacter);
+    }
+    if let Some(c) = name.chars().find(|&c| is_invisible_format(c)) {
+        return Err(NameError::InvisibleCharacter(c as u32));
     }
     let mut depth = 0;
     for component in name.split('/') {
@@ -96,6 +154,7 @@ mod tests {
         assert_eq!(validate("a\nb"), Err(NameError::BadCharacter));
         assert_eq!(validate("a\\..\\b"), Err(NameError::BadCharacter));
         assert_eq!(validate("a\0b"), Err(NameError::BadCharacter));
+        assert_eq!(validate("a\u{1b}[2Jb"), Err(NameError::BadCharacter));
         assert!(matches!(
             validate(&"x".repeat(2000)),
             Err(NameError::TooLong(_))
@@ -115,5 +174,59 @@ mod tests {
             validate_within(&["d"; 40].join("/"), 9999, 9999),
             Err(NameError::TooDeep(40))
         ));
+    }
+
+    #[test]
+    fn refuses_bidi_controls_and_invisible_characters() {
+        // "invoice_\u{202e}fdp.exe" displays as "invoice_exe.pdf".
+        assert_eq!(
+            validate("invoice_\u{202e}fdp.exe"),
+            Err(NameError::InvisibleCharacter(0x202E))
+        );
+        assert_eq!(
+            validate("dir/a\u{200b}b.json"),
+            Err(NameError::InvisibleCharacter(0x200B))
+        );
+        assert_eq!(
+            validate("\u{feff}event.json"),
+            Err(NameError::InvisibleCharacter(0xFEFF))
+        );
+        for c in [
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2028}',
+            '\u{e0041}',
+            '\u{00ad}',
+        ] {
+            assert_eq!(
+                validate(&format!("a{c}b")),
+                Err(NameError::InvisibleCharacter(c as u32)),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        // Visible non-ASCII letters and symbols stay allowed.
+        assert_eq!(validate("rapport-été/日本語 — ok.json"), Ok(()));
+        let e = validate("x\u{202e}y").unwrap_err().to_string();
+        assert!(e.contains("U+202E"), "{e}");
+    }
+
+    #[test]
+    fn escape_neutralises_terminal_sequences_and_invisible_characters() {
+        assert_eq!(escape("plain/ü.json"), "plain/ü.json");
+        assert!(matches!(escape("plain"), std::borrow::Cow::Borrowed(_)));
+        let shown = escape("a\u{1b}]0;owned\u{7}\u{1b}[2Jb\u{202e}c\\d\ne");
+        assert_eq!(
+            shown,
+            "a\\u{1b}]0;owned\\u{7}\\u{1b}[2Jb\\u{202e}c\\\\d\\u{a}e"
+        );
+        assert!(!shown
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c)));
     }
 }

@@ -238,6 +238,16 @@ mod tests {
         write_atomic(&p, b"two", &publish).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        // Readable as a file created with the process umask, not a private 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let umask = fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644 & !umask, "mode {mode:o} with umask {umask:o}");
     }
 
     fn mode_of(p: &Path) -> u32 {

@@ -230,9 +230,11 @@ pub(crate) fn raw_event_uuid(event: &RawValue) -> Result<String, String> {
     check_uuid(&head.uuid)
 }
 
+/// The event's uuid in lower case: uuids compare case-insensitively (RFC 4122), so the
+/// same event in upper case names the same `<uuid>.json` and meets the same staleness check.
 fn check_uuid(v: &Value) -> Result<String, String> {
     match v {
-        Value::String(s) if is_uuid(s) => Ok(s.clone()),
+        Value::String(s) if is_uuid(s) => Ok(s.to_ascii_lowercase()),
         Value::Null => Err("it has no `uuid`".into()),
         other => Err(format!("its uuid {other} is not a UUID")),
     }

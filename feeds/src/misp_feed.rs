@@ -346,10 +346,11 @@ impl State {
             .map_err(|e| e.to_string())
             .and_then(|bytes| parse_event(&bytes).map_err(|e| e.to_string()));
         match parsed {
-            Ok(ev) if ev.uuid == uuid => {
+            // A file named in upper case (by an older receiver) stays indexed under its name.
+            Ok(ev) if ev.uuid.eq_ignore_ascii_case(uuid) => {
                 if let Some(raw) = entry_raw(&ev) {
-                    self.manifest.insert(ev.uuid.clone(), raw);
-                    self.new_hashes.insert(ev.uuid, ev.hashes);
+                    self.manifest.insert(uuid.to_string(), raw);
+                    self.new_hashes.insert(uuid.to_string(), ev.hashes);
                     self.reindexed += 1;
                 }
             }
@@ -502,4 +503,55 @@ impl State {
 
 fn entry_raw(ev: &MispEvent) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(&ev.entry).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(uuid: &str, timestamp: i64) -> Vec<u8> {
+        serde_json::json!({"Event": {
+            "uuid": uuid,
+            "info": format!("event at {timestamp}"),
+            "date": "2024-01-02",
+            "timestamp": timestamp.to_string(),
+            "Orgc": {"name": "ORG", "uuid": "55f6ea5e-2c60-40e5-964f-47a8950d210f"},
+            "Attribute": [{"type": "domain", "category": "Network activity", "value": "a.example"}],
+        }})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_upper_case_uuid_is_the_same_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut feed = MispFeed::new(dir.path());
+        let lower = "5a0a9aa9-23a4-4607-b6df-41a9950d210f";
+        let upper = lower.to_ascii_uppercase();
+        let d = feed.deliver_event(&event(lower, 200)).unwrap();
+        assert_eq!(d.uuid, lower);
+        // An older copy in upper case meets the staleness check of the same event.
+        let err = feed.deliver_event(&event(&upper, 100)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MispError::Stale {
+                    incoming: 100,
+                    existing: 200,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A newer one replaces it, under the same lower-case name: one event in the feed.
+        let d = feed.deliver_event(&event(&upper, 300)).unwrap();
+        assert_eq!(d.uuid, lower);
+        assert_eq!(d.path, dir.path().join(format!("{lower}.json")));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join(MANIFEST)).unwrap()).unwrap();
+        let keys: Vec<&String> = manifest.as_object().unwrap().keys().collect();
+        assert_eq!(keys, [lower]);
+        assert_eq!(manifest[lower]["timestamp"], 300);
+        assert!(!dir.path().join(format!("{upper}.json")).exists());
+    }
 }

@@ -115,7 +115,10 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
         other => return Err(not(format!("its type is {other}, not \"bundle\""))),
     }
     let id = match &view.id {
-        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => id.clone(),
+        // Lower case: the same bundle id in upper case names the same file.
+        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => {
+            id.to_ascii_lowercase()
+        }
         Value::Null => return Err(not("it has no `id`".into())),
         other => return Err(not(format!("its id {other} is not bundle--<uuid>"))),
     };
@@ -237,5 +240,44 @@ impl StixStore {
         }
         write_atomic(&alt, json, &self.publish).map_err(io_err(&alt))?;
         Ok(stored(alt, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upper_case_bundle_id_names_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StixStore::new(dir.path());
+        let lower = "bundle--5a0a9aa9-23a4-4607-b6df-41a9950d210f";
+        let bundle = |id: &str| {
+            serde_json::json!({
+                "type": "bundle",
+                "id": id,
+                "objects": [{
+                    "type": "indicator",
+                    "spec_version": "2.1",
+                    "id": "indicator--11111111-1111-4111-8111-111111111111",
+                }],
+            })
+            .to_string()
+            .into_bytes()
+        };
+        let upper = format!("bundle--{}", lower["bundle--".len()..].to_ascii_uppercase());
+        let first = store.store_bundle(&bundle(&upper)).unwrap();
+        assert_eq!(first.bundle_id, lower);
+        assert_eq!(first.path, dir.path().join(format!("{lower}.json")));
+        // The same id in lower case with other bytes: beside it, under the same id.
+        let second = store.store_bundle(&bundle(lower)).unwrap();
+        assert_eq!(second.bundle_id, lower);
+        assert!(second
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{lower}.")));
     }
 }

@@ -1,6 +1,7 @@
 //! The receiver's configuration file (TOML). Every command-line flag has a key here;
 //! a flag given on the command line wins over the file. Also owns checking the
-//! `[permissions]` section (modes, group names) when the file is loaded.
+//! `[permissions]` section (modes, group names) when the file is loaded; hooks that would
+//! pass a sender's text into a command are refused then too.
 
 use crate::destinations::{Destinations, Hooks, Permissions};
 use gapferry_feeds::Publish;
@@ -138,6 +139,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// What is wrong, with its position.
         message: String,
+    },
+    /// A hook could pass a sender's text to a command, or the pool settings are out of range.
+    #[error("configuration file {path}: {error}")]
+    Hooks {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to write instead.
+        error: crate::hooks::HookConfigError,
     },
     /// A `[permissions]` value cannot be used.
     #[error("[permissions{section}] {key} = {value:?}: {reason}")]
@@ -301,6 +310,10 @@ impl FileConfig {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        crate::hooks::check(&config.hooks).map_err(|error| ConfigError::Hooks {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Ok(config)
     }
 
@@ -362,6 +375,15 @@ max_object_size = 1000
         assert_eq!(d.stix, Path::new("/srv/gapferry/stix"));
         assert_eq!(d.keep_images, 5);
         assert_eq!(d.hooks.image.as_ref().unwrap()[3], "{path}");
+        std::fs::write(&p, "[hooks]\nfile = [\"sh\", \"-c\", \"cp {path} /x\"]\n").unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("GAPFERRY_PATH") && e.contains("r.toml"), "{e}");
+        std::fs::write(&p, "[hooks]\nworkers = 2\nqueue = 10\ntimeout = 5\n").unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(
+            (c.hooks.workers, c.hooks.queue, c.hooks.timeout),
+            (Some(2), Some(10), Some(5))
+        );
         std::fs::write(&p, "bnid = 1\n").unwrap();
         let e = FileConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("bnid"), "{e}");

@@ -7,8 +7,10 @@
 
 use crate::cause::Cause;
 use crate::destinations::Destinations;
+use crate::hooks::{HookJob, HookPool};
 use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
+use gapferry_common::name::escape;
 use gapferry_common::{Event, ObjectDescriptor, ObjectKind, ObjectRef};
 use gapferry_feeds::{ImageStore, MispFeed, Publish, StixStore};
 use std::collections::{BTreeSet, HashMap};
@@ -65,6 +67,7 @@ pub struct Delivery {
     staging_dir: PathBuf,
     signatures_dir: PathBuf,
     records: Arc<Mutex<RecordLog>>,
+    hooks: Option<HookPool>,
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
     pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
@@ -80,6 +83,8 @@ impl Delivery {
         dest: Destinations,
         metrics: crate::metrics::ReceiverMetrics,
     ) -> io::Result<Self> {
+        dest.check_separate(out)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let state = out.join(STATE_DIR);
         let staging_dir = state.join(STAGING_DIR);
         let signatures_dir = state.join(SIGNATURES_DIR);
@@ -105,6 +110,17 @@ impl Delivery {
                 std::fs::remove_file(entry.path())?;
             }
         }
+        let records = Arc::new(Mutex::new(RecordLog::open(&state)?));
+        let hooks = if dest.hooks.any() {
+            Some(HookPool::start(
+                &dest.hooks,
+                &state,
+                records.clone(),
+                metrics.clone(),
+            )?)
+        } else {
+            None
+        };
         Ok(Delivery {
             feed: MispFeed::new(&dest.misp).with_publish(perms.misp),
             stix: StixStore::new(&dest.stix).with_publish(perms.stix),
@@ -113,7 +129,8 @@ impl Delivery {
             state_dir: state.clone(),
             staging_dir,
             signatures_dir,
-            records: Arc::new(Mutex::new(RecordLog::open(&state)?)),
+            records,
+            hooks,
             metrics,
             ledger: None,
             pending_misp: Vec::new(),
@@ -262,7 +279,7 @@ impl Delivery {
                 self.record_failure_because(object, descriptor.as_ref(), reason, cause);
             }
             Event::ObjectAlreadyDelivered { object, descriptor } => {
-                tracing::info!(object = %object, name = %descriptor.name, "already delivered; ignored");
+                tracing::info!(object = %object, name = %escape(&descriptor.name), "already delivered; ignored");
                 let mut r = described(
                     Record::new(Outcome::Skipped, object.session, object.object),
                     &descriptor,
@@ -278,7 +295,7 @@ impl Delivery {
                 through,
                 named,
             } => {
-                let name = named.as_ref().map(|(_, n)| n.as_str());
+                let name = named.as_ref().map(|(_, n)| escape(n).into_owned());
                 let count = u64::from(through - object.object) + 1;
                 if count == 1 {
                     tracing::warn!(object = %object, name, "object lost: sent but never seen");
@@ -451,11 +468,11 @@ impl Delivery {
                 let elapsed = started.elapsed();
                 tracing::info!(
                     object = %object,
-                    name = %d.name,
+                    name = %escape(&d.name),
                     kind = %d.kind,
                     size = d.size,
                     blake3 = %blake3::Hash::from(d.blake3).to_hex(),
-                    path = %dest.display(),
+                    path = %escape(&dest.to_string_lossy()),
                     ms = elapsed.as_millis() as u64,
                     loss_rate = self.loss.get(&object.session).copied(),
                     "delivered"
@@ -470,9 +487,16 @@ impl Delivery {
                 );
                 r.path = Some(dest.clone());
                 r.elapsed_ms = Some(elapsed.as_millis() as u64);
+                let job = self.dest.hooks.for_kind(d.kind).map(|hook| HookJob {
+                    command: hook.clone(),
+                    path: dest,
+                    kind: d.kind,
+                    blake3: r.blake3.clone().unwrap_or_default(),
+                    record: r.clone(),
+                });
                 self.record(r);
-                if let Some(hook) = self.dest.hooks.for_kind(d.kind) {
-                    run_hook(hook.clone(), dest, object, d.clone(), self.records.clone());
+                if let (Some(pool), Some(job)) = (&self.hooks, job) {
+                    pool.submit(job);
                 }
             }
             Err(reason) => {
@@ -535,7 +559,7 @@ impl Delivery {
                 if let Some(sig) = sig {
                     let _ = std::fs::remove_file(sig);
                 }
-                tracing::info!(image = %delivered.stem, sha256 = %delivered.sha256, latest = %delivered.latest_stem, "image stored; its sha256 is the LXD fingerprint");
+                tracing::info!(image = %escape(&delivered.stem), sha256 = %delivered.sha256, latest = %escape(&delivered.latest_stem), "image stored; its sha256 is the LXD fingerprint");
                 Ok(delivered.path)
             }
             ObjectKind::ImageSignature => {
@@ -570,7 +594,7 @@ impl Delivery {
     ) {
         tracing::warn!(
             object = %object,
-            name = d.map(|d| d.name.as_str()),
+            name = d.map(|d| escape(&d.name).into_owned()),
             kind = d.map(|d| d.kind.as_str()),
             size = d.map(|d| d.size),
             blake3 = d.map(|d| blake3::Hash::from(d.blake3).to_hex().to_string()),
@@ -629,41 +653,6 @@ fn read_document(path: &Path, size: u64) -> Result<Vec<u8>, String> {
         .and_then(|f| f.take(MAX_DOCUMENT).read_to_end(&mut bytes))
         .map_err(|e| format!("cannot read the staged object: {e}"))?;
     Ok(bytes)
-}
-
-/// Runs a post-delivery hook in the background; a failure is logged and recorded, and the
-/// delivered file stays where it is.
-fn run_hook(
-    hook: Vec<String>,
-    path: PathBuf,
-    object: ObjectRef,
-    d: ObjectDescriptor,
-    records: Arc<Mutex<RecordLog>>,
-) {
-    let spawned = std::thread::Builder::new().name("gapferry-hook".into()).spawn(move || {
-        let args: Vec<String> = hook.iter().map(|a| a.replace("{path}", &path.to_string_lossy())).collect();
-        let Some((cmd, rest)) = args.split_first() else { return };
-        let result = std::process::Command::new(cmd).args(rest).stdin(std::process::Stdio::null()).output();
-        let failure = match result {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => Some(format!(
-                "hook {cmd} exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Some(format!("hook {cmd} could not start: {e}")),
-        };
-        if let Some(reason) = failure {
-            tracing::warn!(object = %object, name = %d.name, %reason, "post-delivery hook failed; the delivered file stays");
-            let mut r = described(Record::new(Outcome::HookFailed, object.session, object.object), &d);
-            r.path = Some(path);
-            r.reason = Some(reason);
-            append_record(&records, &r);
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start a hook thread: {e}");
-    }
 }
 
 fn described(mut r: Record, d: &ObjectDescriptor) -> Record {

@@ -1,5 +1,6 @@
-//! Where each kind of object is delivered, the permissions it is published with, and the
-//! post-delivery hooks.
+//! Where each kind of object is delivered (directories that must not overlap each other,
+//! `--out` or its state directory), the permissions it is published with, and the
+//! post-delivery hooks' configuration.
 
 use gapferry_common::ObjectKind;
 use gapferry_feeds::Publish;
@@ -78,10 +79,137 @@ impl Permissions {
     }
 }
 
-/// A command and its arguments; `{path}` in an argument becomes the delivered path.
+/// Why the delivery directories cannot be used together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirsError {
+    /// Two kinds share a directory, or one lies inside another's.
+    #[error("[dirs] {inner_kind} ({inner}) {relation} [dirs] {outer_kind} ({outer}): each kind needs a directory of its own, outside the others; give them separate directories")]
+    Overlap {
+        /// The kind whose directory is inside (or equal to) the other.
+        inner_kind: &'static str,
+        /// Its directory.
+        inner: PathBuf,
+        /// "is the same directory as" or "is inside".
+        relation: &'static str,
+        /// The other kind.
+        outer_kind: &'static str,
+        /// Its directory.
+        outer: PathBuf,
+    },
+    /// A directory is `out` itself, holds `out`, or is inside the receiver's state directory.
+    #[error("[dirs] {kind} ({dir}) {relation} {what} ({other}): deliveries there could overwrite the receiver's own state; use a directory under {out} other than .gapferry (the default is {out}/{kind}), or one outside it")]
+    State {
+        /// The kind.
+        kind: &'static str,
+        /// Its directory.
+        dir: PathBuf,
+        /// How it overlaps.
+        relation: &'static str,
+        /// "--out" or "the state directory".
+        what: &'static str,
+        /// That directory.
+        other: PathBuf,
+        /// The delivery root.
+        out: PathBuf,
+    },
+}
+
+/// `path` made absolute and with `.` and `..` resolved: through the filesystem when it
+/// exists (so a symbolic link is seen through), lexically otherwise.
+fn normalised(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    // The longest existing ancestor is resolved through the filesystem, the rest lexically.
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => {
+                out.push(other);
+                if let Ok(p) = std::fs::canonicalize(&out) {
+                    out = p;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Destinations {
+    /// Refuses directories that overlap: two kinds in one directory or one inside
+    /// another, a kind at `out` itself or above it, or inside `out/.gapferry`.
+    pub fn check_separate(&self, out: &Path) -> Result<(), DirsError> {
+        let dirs = [
+            ("misp", normalised(&self.misp), &self.misp),
+            ("stix", normalised(&self.stix), &self.stix),
+            ("images", normalised(&self.images), &self.images),
+            ("files", normalised(&self.files), &self.files),
+        ];
+        let root = normalised(out);
+        let state = root.join(crate::records::STATE_DIR);
+        for (kind, dir, shown) in &dirs {
+            let refuse = |relation, what, other: &Path| DirsError::State {
+                kind,
+                dir: shown.to_path_buf(),
+                relation,
+                what,
+                other: other.to_path_buf(),
+                out: out.to_path_buf(),
+            };
+            if *dir == root {
+                return Err(refuse("is", "--out", out));
+            }
+            if root.starts_with(dir) {
+                return Err(refuse("holds", "--out", out));
+            }
+            if dir.starts_with(&state) {
+                return Err(refuse(
+                    "is inside",
+                    "the state directory",
+                    &out.join(crate::records::STATE_DIR),
+                ));
+            }
+        }
+        for (i, (a_kind, a, a_shown)) in dirs.iter().enumerate() {
+            for (b_kind, b, b_shown) in &dirs[i + 1..] {
+                let (inner, outer) = if b.starts_with(a) {
+                    ((b_kind, b_shown, b), (a_kind, a_shown, a))
+                } else if a.starts_with(b) {
+                    ((a_kind, a_shown, a), (b_kind, b_shown, b))
+                } else {
+                    continue;
+                };
+                return Err(DirsError::Overlap {
+                    inner_kind: inner.0,
+                    inner: inner.1.to_path_buf(),
+                    relation: if inner.2 == outer.2 {
+                        "is the same directory as"
+                    } else {
+                        "is inside"
+                    },
+                    outer_kind: outer.0,
+                    outer: outer.1.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A command and its arguments; an argument that is exactly `{path}` becomes the delivered
+/// path (a `{path}` inside a larger argument is refused: see [`crate::hooks`]).
 pub type HookCommand = Vec<String>;
 
-/// Post-delivery hooks per kind (config file `[hooks]`).
+/// Post-delivery hooks per kind and the pool that runs them (config file `[hooks]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
@@ -93,6 +221,12 @@ pub struct Hooks {
     pub image: Option<HookCommand>,
     /// After a plain file is delivered.
     pub file: Option<HookCommand>,
+    /// Hooks run at once (default 4).
+    pub workers: Option<usize>,
+    /// Hooks waiting for a worker before new ones are recorded `hook_failed` (default 1024).
+    pub queue: Option<usize>,
+    /// Seconds a hook may run before its process group is killed (default 300).
+    pub timeout: Option<u64>,
 }
 
 impl Hooks {
@@ -105,5 +239,125 @@ impl Hooks {
             ObjectKind::File => self.file.as_ref(),
             ObjectKind::ImageSignature => None,
         }
+    }
+
+    /// Every configured hook with the name of its kind.
+    pub fn commands(&self) -> impl Iterator<Item = (&'static str, &HookCommand)> {
+        [
+            ("misp", &self.misp),
+            ("stix", &self.stix),
+            ("image", &self.image),
+            ("file", &self.file),
+        ]
+        .into_iter()
+        .filter_map(|(kind, c)| c.as_ref().map(|c| (kind, c)))
+    }
+
+    /// Whether any kind has a hook.
+    pub fn any(&self) -> bool {
+        self.commands().next().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_layout_is_separate() {
+        let out = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Destinations::under(out.path()).check_separate(out.path()),
+            Ok(())
+        );
+        let mut d = Destinations::under(out.path());
+        d.misp = PathBuf::from("/var/www/MISP/app/files/feeds/gapferry");
+        assert_eq!(d.check_separate(out.path()), Ok(()));
+    }
+
+    #[test]
+    fn overlapping_dirs_are_refused_with_a_clear_message() {
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path();
+        let check = |f: &dyn Fn(&mut Destinations)| {
+            let mut d = Destinations::under(out);
+            f(&mut d);
+            d.check_separate(out).unwrap_err()
+        };
+        // Two kinds in one directory, spelled differently.
+        let e = check(&|d| d.stix = out.join("misp/./"));
+        assert!(
+            matches!(
+                e,
+                DirsError::Overlap {
+                    relation: "is the same directory as",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("[dirs] stix") && text.contains("[dirs] misp"),
+            "{text}"
+        );
+        assert!(text.contains("separate directories"), "{text}");
+        // One inside another.
+        let e = check(&|d| d.files = out.join("images/files"));
+        assert!(
+            matches!(
+                e,
+                DirsError::Overlap {
+                    inner_kind: "files",
+                    outer_kind: "images",
+                    relation: "is inside",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // A kind at out itself: a file named .gapferry/records.jsonl would land in the state.
+        let e = check(&|d| d.files = out.to_path_buf());
+        assert!(matches!(e, DirsError::State { kind: "files", .. }), "{e:?}");
+        assert!(e.to_string().contains("own state"), "{e}");
+        // Above out.
+        let e = check(&|d| d.misp = out.parent().unwrap().to_path_buf());
+        assert!(
+            matches!(
+                e,
+                DirsError::State {
+                    relation: "holds",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Inside the state directory, also through `..`.
+        let e = check(&|d| d.images = out.join("stix/../.gapferry/images"));
+        assert!(
+            matches!(
+                e,
+                DirsError::State {
+                    kind: "images",
+                    relation: "is inside",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_symbolic_link_does_not_hide_an_overlap() {
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path();
+        std::fs::create_dir_all(out.join("misp")).unwrap();
+        std::os::unix::fs::symlink(out.join("misp"), out.join("alias")).unwrap();
+        let mut d = Destinations::under(out);
+        d.stix = out.join("alias");
+        assert!(matches!(
+            d.check_separate(out),
+            Err(DirsError::Overlap { .. })
+        ));
     }
 }

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod destinations;
 pub mod disk;
 pub mod freshness;
+pub mod hooks;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;

@@ -193,6 +193,15 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         .default
         .create_dir_all(&out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
+    cfg.destinations
+        .check_separate(&out)
+        .context("the delivery directories overlap")?;
+    if keys.is_empty() {
+        tracing::warn!(
+            "no key: the receiver accepts datagrams from anyone who can reach {bind}, who can then deliver any file, event or image; \
+             make one with `gapferry-send keygen /etc/gapferry/link.key` on the low side, copy it to this side and give it to both with --key (or `keys` in the configuration)"
+        );
+    }
     if let Some(addr) = a.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         cfg.metrics.register(&mut registry);

@@ -213,9 +213,10 @@ impl ReceiverMetrics {
     }
 }
 
-/// RcvbufErrors from the Udp line of /proc/net/snmp.
+/// RcvbufErrors from the Udp line of /proc/self/net/snmp (the same as /proc/net/snmp, and
+/// still readable under the unit's ProcSubset=pid).
 pub fn udp_rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let text = std::fs::read_to_string("/proc/self/net/snmp").ok()?;
     let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
     let names: Vec<&str> = lines.next()?.split_whitespace().collect();
     let values: Vec<&str> = lines.next()?.split_whitespace().collect();

@@ -185,8 +185,7 @@ impl Engine {
                 let backlog = backlog.clone();
                 move || {
                     run_assembler(
-                        assembler, input_rx, events, clock, metrics, backlog, activity,
-                        freshness,
+                        assembler, input_rx, events, clock, metrics, backlog, activity, freshness,
                     )
                 }
             })?;

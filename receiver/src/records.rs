@@ -24,13 +24,17 @@ pub enum Outcome {
     Lost,
     /// Delivered before (same name and content); ignored without decoding it again.
     Skipped,
-    /// Delivered, but its post-delivery hook failed (the file stays delivered).
+    /// Delivered, but its post-delivery hook failed, timed out or was not run (the file
+    /// stays delivered); `reason` says which.
     #[serde(rename = "hook_failed")]
     HookFailed,
     /// A sender session was refused a place (the table of sessions was full); `object` is
     /// the lowest object id heard from it.
     #[serde(rename = "session_refused")]
     SessionRefused,
+    /// Delivered, and its post-delivery hook exited with status 0.
+    #[serde(rename = "hook_ok")]
+    HookOk,
 }
 
 /// One line of the record log.

@@ -1,9 +1,11 @@
 //! The link's state on disk (`<out>/.gapferry/link.json`, rewritten on each heartbeat;
 //! `<out>/.gapferry/activity.json`, rewritten about once a second while authenticated
-//! datagrams arrive) and the `status` report built from them and the record log.
+//! datagrams arrive) and the `status` report built from them and the record log, every
+//! text from the log escaped so that a name cannot take over the operator's terminal.
 
 use crate::records::{RECORDS_FILE, STATE_DIR};
 use gapferry_common::assembler::OwnDrops;
+use gapferry_common::name::escape;
 use gapferry_common::Heartbeat;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -177,21 +179,32 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
     );
     let bad: Vec<&serde_json::Value> = rows
         .iter()
-        .filter(|r| r["outcome"] != "delivered" && r["outcome"] != "skipped")
+        .filter(|r| {
+            !["delivered", "skipped", "hook_ok"].contains(&r["outcome"].as_str().unwrap_or(""))
+        })
         .collect();
+    // Every field may hold a sender's text (names, reasons): escaped, it cannot drive the
+    // terminal (escape sequences) or disguise itself (bidi overrides).
+    let field = |r: &serde_json::Value, key: &str| -> String {
+        escape(r[key].as_str().unwrap_or("")).into_owned()
+    };
     if !bad.is_empty() {
         text += &format!("last {} not delivered:\n", bad.len().min(last));
         for r in bad.iter().rev().take(last).rev() {
+            let name = match r["name"].as_str() {
+                Some(n) => escape(n).into_owned(),
+                None => "(name unknown)".into(),
+            };
             text += &format!(
                 "  {} {:<11} session {} object {} {} {}\n",
-                r["time"].as_str().unwrap_or(""),
-                r["outcome"].as_str().unwrap_or(""),
-                r["session"].as_str().unwrap_or(""),
-                r["object"],
-                r["name"].as_str().unwrap_or("(name unknown)"),
+                field(r, "time"),
+                field(r, "outcome"),
+                field(r, "session"),
+                r["object"].as_u64().map_or("?".into(), |o| o.to_string()),
+                name,
                 r["reason"]
                     .as_str()
-                    .map(|s| format!("— {s}"))
+                    .map(|s| format!("— {}", escape(s)))
                     .unwrap_or_default()
             );
         }
@@ -275,6 +288,7 @@ fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{Outcome, Record, RecordLog};
 
     const NOW: u64 = 1_800_000_000_000;
 
@@ -400,5 +414,40 @@ mod tests {
         datagrams_at(NOW, "00000000000000aa").save(&state).unwrap();
         let back: Activity = load_json(&state, ACTIVITY_FILE).unwrap();
         assert_eq!(back, datagrams_at(NOW, "00000000000000aa"));
+    }
+
+    #[test]
+    fn status_escapes_terminal_sequences_and_bidi_controls_in_names_and_reasons() {
+        let out = tempfile::tempdir().unwrap();
+        let state = out.path().join(STATE_DIR);
+        let mut log = RecordLog::open(&state).unwrap();
+        // Records written by an older receiver, or by hand: names it would refuse today.
+        let mut r = Record::new(Outcome::Failed, 7, 3);
+        r.name = Some("evil\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mname\u{202e}fdp.exe".into());
+        r.reason = Some("blake3 differs\u{1b}[1A\rdelivered OK".into());
+        log.append(&r).unwrap();
+        let mut ok = Record::new(Outcome::HookOk, 7, 4);
+        ok.name = Some("fine.json".into());
+        log.append(&ok).unwrap();
+        let text = report(out.path(), 10).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n')
+                    || gapferry_common::name::is_invisible_format(c)),
+            "raw control or format character in {text:?}"
+        );
+        assert!(
+            text.contains("evil\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.contains("name\\u{202e}fdp.exe"), "{text}");
+        assert!(
+            text.contains("differs\\u{1b}[1A\\u{d}delivered OK"),
+            "{text}"
+        );
+        // A successful hook is not listed among what was not delivered.
+        assert!(!text.contains("fine.json"), "{text}");
+        assert!(text.contains("last 1 not delivered"), "{text}");
     }
 }
