@@ -28,7 +28,11 @@ pub const DISK_RESERVE: u64 = 8 << 20;
 /// Largest MISP event or STIX bundle read into memory for checking, in bytes.
 pub const MAX_DOCUMENT: u64 = 1 << 30;
 
-/// Counts of outcomes, and the records of this run.
+/// Records of objects not delivered (or delivered without a name) a [`Summary`] keeps.
+pub const SUMMARY_NOTABLE: usize = 100;
+
+/// Counts of outcomes, and the last few records worth naming: its size does not grow
+/// with the run's length (every record is in `records.jsonl`).
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     /// Objects verified and published.
@@ -37,8 +41,24 @@ pub struct Summary {
     pub failed: u64,
     /// Objects sent but never seen.
     pub lost: u64,
-    /// Every record written in this run, in order.
-    pub records: Vec<Record>,
+    /// The last [`SUMMARY_NOTABLE`] records with a reason or without a name, in order.
+    pub notable: std::collections::VecDeque<Record>,
+    /// Notable records left out of `notable` because newer ones took their place.
+    pub notable_dropped: u64,
+}
+
+impl Summary {
+    /// Keeps `r` if it has a reason or no name, forgetting the oldest beyond the bound.
+    pub fn note(&mut self, r: &Record) {
+        if r.reason.is_none() && r.name.is_some() {
+            return;
+        }
+        if self.notable.len() == SUMMARY_NOTABLE {
+            self.notable.pop_front();
+            self.notable_dropped += 1;
+        }
+        self.notable.push_back(r.clone());
+    }
 }
 
 struct Staged {
@@ -532,7 +552,7 @@ impl Delivery {
             self.metrics.delivered_bytes.inc_by(r.size.unwrap_or(0));
         }
         append_record(&self.records, &r);
-        self.summary.records.push(r);
+        self.summary.note(&r);
     }
 
     /// Drops every incomplete object's staging file (at shutdown).

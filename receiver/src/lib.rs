@@ -10,6 +10,7 @@ pub mod disk;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
+pub mod record_lines;
 pub mod records;
 pub mod replay;
 pub mod socket;

@@ -240,11 +240,16 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
         "objects: {} delivered, {} failed, {} lost",
         s.delivered, s.failed, s.lost
     );
-    for rec in s
-        .records
-        .iter()
-        .filter(|r| r.reason.is_some() || r.name.is_none())
-    {
+    if s.notable_dropped > 0 {
+        println!(
+            "  ({} earlier ones are in {}/{}/{})",
+            s.notable_dropped,
+            a.out.display(),
+            gapferry_receiver::records::STATE_DIR,
+            gapferry_receiver::records::RECORDS_FILE
+        );
+    }
+    for rec in &s.notable {
         println!(
             "  {:?} {} {}",
             rec.outcome,
