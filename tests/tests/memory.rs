@@ -223,3 +223,95 @@ fn datagrams_longer_than_the_mtu_are_dropped_and_counted() {
         report.report.assembler
     );
 }
+
+/// `{"Event":{...,"Attribute":[item,item,...]}}` of `n` items, written to `path`.
+fn misp_event_file(path: &Path, uuid: &str, item: &str, n: usize) {
+    let mut doc = String::with_capacity((item.len() + 1) * n + 300);
+    doc.push_str(&format!(
+        r#"{{"Event":{{"uuid":"{uuid}","info":"inflated","Orgc":{{"name":"CIRCL","uuid":"55f6ea5e-2c60-40e5-964f-47a8950d210f"}},"timestamp":"1700000000","date":"2023-11-14","Attribute":["#
+    ));
+    for i in 0..n {
+        if i > 0 {
+            doc.push(',');
+        }
+        doc.push_str(item);
+    }
+    doc.push_str("]}}");
+    std::fs::write(path, doc).unwrap();
+}
+
+/// Sends `event` as kind misp to a fresh receiver binary; returns the records about it
+/// a second after the first, and the receiver's peak RSS.
+fn send_event(
+    event: &Path,
+) -> (
+    Vec<serde_json::Value>,
+    u64,
+    std::path::PathBuf,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let rx = Receiver::start(&out, &[]);
+    send(&[event], rx.udp, &["--kind", "misp"]);
+    let first = wait_records(&out, 1, Duration::from_secs(60));
+    assert!(!first.is_empty(), "no outcome recorded for the event");
+    // Anything more about the same event would come right after.
+    std::thread::sleep(Duration::from_secs(1));
+    let records = read_records(&out);
+    (records, rx.peak_rss(), out, dir)
+}
+
+#[test]
+fn a_misp_event_inflating_to_16_mb_is_failed_once_and_memory_stays_bounded() {
+    let src = tempfile::tempdir().unwrap();
+    let event = src.path().join("zeros.json");
+    // 16 MiB of `0,`: a few KB once compressed, 8 Mi elements of a JSON tree.
+    misp_event_file(&event, "5a0a9aa9-23a4-4607-b6df-41a9950d2100", "0", 8 << 20);
+    let (records, peak, out, _dir) = send_event(&event);
+    assert_eq!(
+        records.len(),
+        1,
+        "failed or delivered, never both: {records:#?}"
+    );
+    assert_eq!(records[0]["outcome"], "failed", "{records:#?}");
+    let reason = records[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("attribute 0 is not an object"), "{reason}");
+    assert!(
+        !out.join("misp/5a0a9aa9-23a4-4607-b6df-41a9950d2100.json")
+            .exists(),
+        "nothing delivered"
+    );
+    println!("receiver peak RSS {peak} bytes");
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "a 16 MiB event of zeros drove the receiver's peak RSS to {peak} bytes (bound {PEAK_RSS_BOUND})"
+    );
+}
+
+#[test]
+fn a_valid_misp_event_of_half_a_million_attributes_is_delivered_in_bounded_memory() {
+    let src = tempfile::tempdir().unwrap();
+    let event = src.path().join("many.json");
+    let uuid = "5a0a9aa9-23a4-4607-b6df-41a9950d2101";
+    let n = 500_000;
+    misp_event_file(&event, uuid, r#"{"type":"comment","value":"0"}"#, n);
+    let (records, peak, out, _dir) = send_event(&event);
+    assert_eq!(
+        records.len(),
+        1,
+        "failed or delivered, never both: {records:#?}"
+    );
+    assert_eq!(records[0]["outcome"], "delivered", "{records:#?}");
+    assert_eq!(
+        std::fs::read(out.join(format!("misp/{uuid}.json"))).unwrap(),
+        std::fs::read(&event).unwrap()
+    );
+    let csv = std::fs::read_to_string(out.join("misp/hashes.csv")).unwrap();
+    assert_eq!(csv.lines().count(), n);
+    println!("receiver peak RSS {peak} bytes");
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "a {n}-attribute event drove the receiver's peak RSS to {peak} bytes (bound {PEAK_RSS_BOUND})"
+    );
+}
