@@ -167,6 +167,11 @@ impl Delivery {
         self.staged.len()
     }
 
+    /// Sender sessions whose loss rate is kept (those not closed yet).
+    pub fn sessions_tracked(&self) -> usize {
+        self.loss.len()
+    }
+
     /// Acts on one assembler event.
     pub fn handle(&mut self, event: Event) {
         match event {
@@ -179,7 +184,9 @@ impl Delivery {
                 "sender session heard"
             ),
             Event::SessionClosed { session, reason } => {
-                tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed")
+                tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed");
+                // Per-session state ends with the session: forged session ids cannot grow it.
+                self.loss.remove(&session);
             }
             Event::Heartbeat {
                 session,

@@ -202,3 +202,24 @@ fn a_summary_counts_every_outcome_but_keeps_only_the_last_notable_records() {
     let text = std::fs::read_to_string(out.join(".gapferry/records.jsonl")).unwrap();
     assert_eq!(text.lines().count(), lost as usize);
 }
+
+#[test]
+fn per_session_loss_rates_end_with_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let mut delivery =
+        Delivery::open(out, Destinations::under(out), ReceiverMetrics::default()).unwrap();
+    for session in 0..1_000u64 {
+        delivery.handle(Event::Heartbeat {
+            session,
+            heartbeat: Default::default(),
+            received: 1,
+            loss_rate: Some(0.5),
+        });
+        delivery.handle(Event::SessionClosed {
+            session,
+            reason: "silent".into(),
+        });
+    }
+    assert_eq!(delivery.sessions_tracked(), 0);
+}
