@@ -14,6 +14,7 @@
 
 mod fsutil;
 pub mod image_store;
+mod json_scan;
 pub mod kind;
 pub mod misp_event;
 pub mod misp_feed;

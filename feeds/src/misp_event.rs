@@ -20,15 +20,35 @@
 //! Deliberate differences: attribute types and categories are not checked against MISP's
 //! `describeTypes` list (an event from a newer MISP still passes), and a `datetime` value
 //! that is not ISO 8601 is hashed as written where PyMISP would try `dateutil`.
+//!
+//! Memory: the event is walked, never built into a `serde_json::Value` tree (whose
+//! per-element overhead turns 16 MB of `[0,0,...]` into hundreds of MB). Attributes and
+//! tags are read one at a time from the borrowed document ([`crate::json_scan`]). What
+//! is kept is bounded: at most [`MAX_EVENT_TAGS`] tags in a `Tag` list of at most
+//! [`MAX_TAG_LIST`] bytes, [`MAX_EVENT_HASHES`] `hashes.csv` values (16 bytes each), and
+//! a list or object of at most 64 KiB where a scalar is expected (`info`, `Orgc` fields,
+//! a tag); an event beyond is refused, naming the limit.
 
-use crate::fsutil::{civil_from_days, days_in_month, hex, is_uuid};
+use crate::fsutil::{civil_from_days, days_in_month, is_uuid};
+use crate::json_scan::{
+    first_byte, for_each_element, for_each_member, is_null, members, raw_truthy, small_value,
+};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+
+/// Most tags one event's manifest entry carries.
+pub const MAX_EVENT_TAGS: usize = 10_000;
+/// Largest `Tag` list of one event, in bytes of JSON.
+pub const MAX_TAG_LIST: usize = 1 << 20;
+/// Most `hashes.csv` values (md5 of attribute values) one event gives.
+pub const MAX_EVENT_HASHES: usize = 1 << 20;
+/// Characters of an offending value quoted in an error message.
+const SHOWN: usize = 120;
 
 /// Why a document is not an acceptable MISP event.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -104,8 +124,8 @@ pub struct MispEvent {
     pub timestamp: i64,
     /// Its `manifest.json` entry.
     pub entry: ManifestEntry,
-    /// Its `hashes.csv` values (md5 hex), in PyMISP's order, duplicates kept.
-    pub hashes: Vec<String>,
+    /// Its `hashes.csv` values (md5), in PyMISP's order, duplicates kept.
+    pub hashes: Vec<[u8; 16]>,
     /// The `{"Event": {...}}` document to write as `<uuid>.json`.
     pub document: Vec<u8>,
 }
@@ -119,12 +139,12 @@ pub fn parse_event(json: &[u8]) -> Result<MispEvent, EventError> {
 /// Like [`parse_event`], with `now` standing for the delivery time.
 pub fn parse_event_at(json: &[u8], now: SystemTime) -> Result<MispEvent, EventError> {
     let (event, verbatim) = locate_single(json)?;
+    let (uuid, timestamp, entry, hashes) = analyse(event, now)?;
     let document = if verbatim {
         json.to_vec()
     } else {
         wrap_event(event)
     };
-    let (uuid, timestamp, entry, hashes) = analyse(event.get(), now)?;
     Ok(MispEvent {
         uuid,
         timestamp,
@@ -207,12 +227,91 @@ fn elements(list: &RawValue) -> Result<Vec<&RawValue>, EventError> {
         .collect()
 }
 
+/// The single event of a document, walked member by member and element by element so
+/// that no part of it is built into a tree; with whether the document is exactly
+/// `{"Event": ...}`. Same answers as [`locate_events`], one event expected.
 fn locate_single(json: &[u8]) -> Result<(&RawValue, bool), EventError> {
-    let (events, verbatim) = locate_events(json)?;
-    match events.len() {
-        0 => Err(EventError::NotAnEvent("an empty list of events".into())),
-        1 => Ok((events[0], verbatim)),
-        n => Err(EventError::SeveralEvents(n)),
+    let top: &RawValue =
+        serde_json::from_slice(json).map_err(|e| EventError::NotJson(e.to_string()))?;
+    match first_char(top) {
+        b'{' => {
+            let (mut event, mut response, mut info, mut others) = (None, None, false, false);
+            for_each_member(top, |key, value| {
+                match key {
+                    "Event" => event = Some(value),
+                    "response" => response = Some(value),
+                    "info" => info = true,
+                    _ => {}
+                }
+                others |= key != "Event";
+                Ok(())
+            })
+            .map_err(EventError::NotJson)?;
+            if let Some(ev) = event {
+                Ok((ev, !others))
+            } else if let Some(resp) = response {
+                Ok((single_element(resp)?, false))
+            } else if info {
+                Ok((top, false))
+            } else {
+                Err(EventError::NotAnEvent(
+                    "a JSON object without `Event`, `response` or `info`".into(),
+                ))
+            }
+        }
+        b'[' => Ok((single_element(top)?, false)),
+        _ => Err(EventError::NotAnEvent(
+            "the top level is not a JSON object".into(),
+        )),
+    }
+}
+
+/// The one event of a list of events, counting them without holding them.
+fn single_element(list: &RawValue) -> Result<&RawValue, EventError> {
+    if first_char(list) != b'[' {
+        return Err(EventError::NotAnEvent(
+            "`response` is not a list of events".into(),
+        ));
+    }
+    let mut first = None;
+    let mut count = 0usize;
+    let mut refused = None;
+    let walked = for_each_element(list, |i, item| match list_event(i, item) {
+        Ok(ev) => {
+            first.get_or_insert(ev);
+            count += 1;
+            Ok(())
+        }
+        Err(e) => {
+            refused = Some(e);
+            Err(String::new())
+        }
+    });
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    walked.map_err(EventError::NotJson)?;
+    match (count, first) {
+        (1, Some(ev)) => Ok(ev),
+        (0, _) => Err(EventError::NotAnEvent("an empty list of events".into())),
+        (n, _) => Err(EventError::SeveralEvents(n)),
+    }
+}
+
+/// Element `i` of a list of events: `{"Event": ...}` or a bare event.
+fn list_event(i: usize, item: &RawValue) -> Result<&RawValue, EventError> {
+    if first_char(item) != b'{' {
+        return Err(EventError::NotAnEvent(format!(
+            "element {i} of the event list is not an object"
+        )));
+    }
+    let [event, info] = members(item, ["Event", "info"]).map_err(EventError::NotJson)?;
+    match (event, info) {
+        (Some(ev), _) => Ok(ev),
+        (None, Some(_)) => Ok(item),
+        (None, None) => Err(EventError::NotAnEvent(format!(
+            "element {i} of the event list has no `Event`"
+        ))),
     }
 }
 
@@ -236,53 +335,70 @@ fn check_uuid(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) if is_uuid(s) => Ok(s.to_ascii_lowercase()),
         Value::Null => Err("it has no `uuid`".into()),
-        other => Err(format!("its uuid {other} is not a UUID")),
+        other => Err(format!("its uuid {} is not a UUID", shown(other))),
     }
 }
 
+/// The members of an event the feed needs, borrowed from the document unparsed.
 #[derive(Deserialize)]
-struct EventView {
-    #[serde(default)]
-    uuid: Value,
-    #[serde(default)]
-    info: Value,
-    #[serde(default, rename = "Orgc")]
-    orgc: Value,
-    #[serde(default, rename = "Tag")]
-    tag: Value,
-    #[serde(default)]
-    date: Value,
-    #[serde(default)]
-    analysis: Value,
-    #[serde(default)]
-    threat_level_id: Value,
-    #[serde(default)]
-    timestamp: Value,
-    #[serde(default)]
-    distribution: Value,
-    #[serde(default, rename = "Attribute")]
-    attribute: Value,
-    #[serde(default, rename = "Object")]
-    object: Value,
+struct EventView<'a> {
+    #[serde(default, borrow)]
+    uuid: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "Orgc")]
+    orgc: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "Tag")]
+    tag: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    date: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    analysis: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    threat_level_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    distribution: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "Attribute")]
+    attribute: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "Object")]
+    object: Option<&'a RawValue>,
 }
 
-type Analysed = (String, i64, ManifestEntry, Vec<String>);
+/// A value quoted in an error message, cut to [`SHOWN`] characters.
+fn shown(v: &Value) -> String {
+    cut(v.to_string())
+}
 
-fn analyse(event: &str, now: SystemTime) -> Result<Analysed, EventError> {
-    if !event.starts_with('{') {
+/// `text` cut to [`SHOWN`] characters.
+fn cut(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(SHOWN) {
+        text.truncate(at);
+        text.push_str("...");
+    }
+    text
+}
+
+type Analysed = (String, i64, ManifestEntry, Vec<[u8; 16]>);
+
+fn analyse(event: &RawValue, now: SystemTime) -> Result<Analysed, EventError> {
+    if first_char(event) != b'{' {
         return Err(EventError::Malformed {
             uuid: "(no uuid)".into(),
             reason: "`Event` is not a JSON object".into(),
         });
     }
-    let view: EventView = serde_json::from_str(event).map_err(|e| EventError::Malformed {
+    let view: EventView = serde_json::from_str(event.get()).map_err(|e| EventError::Malformed {
         uuid: "(no uuid)".into(),
         reason: e.to_string(),
     })?;
-    let uuid = check_uuid(&view.uuid).map_err(|reason| EventError::Malformed {
-        uuid: "(no uuid)".into(),
-        reason,
-    })?;
+    let uuid = small_value(view.uuid, "`uuid`")
+        .and_then(|v| check_uuid(&v))
+        .map_err(|reason| EventError::Malformed {
+            uuid: "(no uuid)".into(),
+            reason,
+        })?;
     let bad = |reason: String| EventError::Malformed {
         uuid: uuid.clone(),
         reason,
@@ -292,62 +408,67 @@ fn analyse(event: &str, now: SystemTime) -> Result<Analysed, EventError> {
         Err(e) => -(e.duration().as_secs() as i64),
     };
 
-    if view.info.is_null() {
+    if is_null(view.info) {
         return Err(bad("it has no `info` (title)".into()));
     }
-    if !view.distribution.is_null() {
-        match py_int(&view.distribution) {
+    if !is_null(view.distribution) {
+        let v = small_value(view.distribution, "`distribution`").map_err(&bad)?;
+        match py_int(&v) {
             Some(0..=4) => {}
             _ => {
                 return Err(bad(format!(
                     "distribution {} is not 0, 1, 2, 3 or 4",
-                    view.distribution
+                    shown(&v)
                 )))
             }
         }
     }
-    let threat_level_id = if view.threat_level_id.is_null() {
+    let threat_level_id = if is_null(view.threat_level_id) {
         4
     } else {
-        match py_int(&view.threat_level_id) {
+        let v = small_value(view.threat_level_id, "`threat_level_id`").map_err(&bad)?;
+        match py_int(&v) {
             Some(v @ 1..=4) => v,
             _ => {
                 return Err(bad(format!(
                     "threat_level_id {} is not 1, 2, 3 or 4",
-                    view.threat_level_id
+                    shown(&v)
                 )))
             }
         }
     };
-    let analysis = if view.analysis.is_null() {
+    let analysis = if is_null(view.analysis) {
         2
     } else {
-        match py_int(&view.analysis) {
+        let v = small_value(view.analysis, "`analysis`").map_err(&bad)?;
+        match py_int(&v) {
             Some(v @ 0..=2) => v,
-            _ => return Err(bad(format!("analysis {} is not 0, 1 or 2", view.analysis))),
+            _ => return Err(bad(format!("analysis {} is not 0, 1 or 2", shown(&v)))),
         }
     };
-    let timestamp = if py_truthy(&view.timestamp) {
-        py_int(&view.timestamp)
-            .ok_or_else(|| bad(format!("timestamp {} is not an integer", view.timestamp)))?
+    let timestamp = if raw_truthy(view.timestamp) {
+        let v = small_value(view.timestamp, "`timestamp`").map_err(&bad)?;
+        py_int(&v).ok_or_else(|| bad(format!("timestamp {} is not an integer", shown(&v))))?
     } else {
         now_secs
     };
-    let (y, m, d) = if py_truthy(&view.date) {
-        py_date(&view.date).ok_or_else(|| bad(format!("date {} is not YYYY-MM-DD", view.date)))?
+    let (y, m, d) = if raw_truthy(view.date) {
+        let v = small_value(view.date, "`date`").map_err(&bad)?;
+        py_date(&v).ok_or_else(|| bad(format!("date {} is not YYYY-MM-DD", shown(&v))))?
     } else {
         civil_from_days(now_secs.div_euclid(86_400))
     };
     let date = format!("{y:04}-{m:02}-{d:02}");
 
-    let orgc = manifest_org(&view.orgc).map_err(&bad)?;
-    let tags = manifest_tags(&view.tag).map_err(&bad)?;
-    let hashes = attribute_hashes(&view.attribute, &view.object).map_err(&bad)?;
+    let orgc = manifest_org(view.orgc).map_err(&bad)?;
+    let tags = manifest_tags(view.tag).map_err(&bad)?;
+    let hashes = attribute_hashes(view.attribute, view.object).map_err(&bad)?;
+    let info = small_value(view.info, "`info`").map_err(&bad)?;
 
     let entry = ManifestEntry {
         orgc,
         tags,
-        info: view.info,
+        info,
         date,
         analysis,
         threat_level_id,
@@ -356,86 +477,119 @@ fn analyse(event: &str, now: SystemTime) -> Result<Analysed, EventError> {
     Ok((uuid, timestamp, entry, hashes))
 }
 
-fn manifest_org(orgc: &Value) -> Result<ManifestOrg, String> {
-    if !py_truthy(orgc) {
-        return Err("it has no `Orgc` (creating organisation)".into());
-    }
-    let Value::Object(map) = orgc else {
+fn manifest_org(orgc: Option<&RawValue>) -> Result<ManifestOrg, String> {
+    let orgc = match orgc {
+        Some(o) if raw_truthy(Some(o)) => o,
+        _ => return Err("it has no `Orgc` (creating organisation)".into()),
+    };
+    if first_byte(orgc) != b'{' {
         return Err("its `Orgc` is not an object".into());
-    };
-    let map = match map.get("Organisation") {
-        Some(Value::Object(inner)) => inner,
+    }
+    let [inner, name, uuid] = members(orgc, ["Organisation", "name", "uuid"])?;
+    let (name, uuid) = match inner {
+        Some(inner) if first_byte(inner) == b'{' => {
+            let [name, uuid] = members(inner, ["name", "uuid"])?;
+            (name, uuid)
+        }
         Some(_) => return Err("its `Orgc.Organisation` is not an object".into()),
-        None => map,
+        None => (name, uuid),
     };
-    let field = |k: &str| match map.get(k) {
-        None | Some(Value::Null) => Err(format!("its `Orgc` has no `{k}`")),
-        Some(v) => Ok(py_int_to_str(v.clone())),
+    let field = |k: &str, v: Option<&RawValue>| {
+        if is_null(v) {
+            return Err(format!("its `Orgc` has no `{k}`"));
+        }
+        Ok(py_int_to_str(small_value(v, &format!("`Orgc.{k}`"))?))
     };
     Ok(ManifestOrg {
-        name: field("name")?,
-        uuid: field("uuid")?,
+        name: field("name", name)?,
+        uuid: field("uuid", uuid)?,
     })
 }
 
-fn manifest_tags(tags: &Value) -> Result<Vec<ManifestTag>, String> {
-    if !py_truthy(tags) {
-        return Ok(Vec::new());
-    }
-    let Value::Array(list) = tags else {
-        return Err("its `Tag` is not a list".into());
+fn manifest_tags(tags: Option<&RawValue>) -> Result<Vec<ManifestTag>, String> {
+    let tags = match tags {
+        Some(t) if raw_truthy(Some(t)) => t,
+        _ => return Ok(Vec::new()),
     };
-    // Load as PyMISP does: non-null fields only, identical tags once.
-    let mut loaded: Vec<Map<String, Value>> = Vec::new();
-    let mut identities: Vec<Map<String, Value>> = Vec::new();
-    for (i, t) in list.iter().enumerate() {
+    if first_byte(tags) != b'[' {
+        return Err("its `Tag` is not a list".into());
+    }
+    if tags.get().len() > MAX_TAG_LIST {
+        return Err(format!(
+            "its `Tag` list is {} bytes, above the {MAX_TAG_LIST} bytes a feed's manifest entry may carry",
+            tags.get().len()
+        ));
+    }
+    // Loaded as PyMISP does: non-null fields only, identical tags once. Each distinct
+    // tag becomes its manifest tag at once; the first one without a name is the error,
+    // unless a later tag is malformed, which PyMISP finds first.
+    let mut identities: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    let mut loaded = 0usize;
+    let mut nameless: Option<String> = None;
+    for_each_element(tags, |i, t| {
+        if i >= MAX_EVENT_TAGS {
+            return Err(format!(
+                "it has more than {MAX_EVENT_TAGS} tags; split them over several events"
+            ));
+        }
+        let t = small_value(Some(t), &format!("tag {i}"))?;
         let fields: Map<String, Value> = match t {
             Value::String(name) => {
                 let mut m = Map::new();
-                m.insert("name".into(), Value::String(name.clone()));
+                m.insert("name".into(), Value::String(name));
                 m
             }
             Value::Object(m) => {
                 let m = match m.get("Tag") {
                     Some(inner) if py_truthy(inner) => match inner {
-                        Value::Object(inner) => inner,
+                        Value::Object(inner) => inner.clone(),
                         _ => return Err(format!("tag {i} has a `Tag` that is not an object")),
                     },
                     _ => m,
                 };
-                m.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                m.into_iter().filter(|(_, v)| !v.is_null()).collect()
             }
             _ => return Err(format!("tag {i} is neither an object nor a name")),
         };
-        let identity = tag_identity(&fields);
-        if !identities.contains(&identity) {
-            identities.push(identity);
-            loaded.push(fields);
-        }
-    }
-    let mut out = Vec::with_capacity(loaded.len());
-    for (i, t) in loaded.iter().enumerate() {
-        if let Some(exportable) = t.get("exportable") {
-            if !py_truthy(exportable) {
-                continue;
+        // A `Map` is ordered by key: its JSON text identifies it.
+        let identity = serde_json::to_string(&tag_identity(&fields)).map_err(|e| e.to_string())?;
+        if identities.insert(identity) {
+            if nameless.is_none() {
+                match manifest_tag(loaded, &fields) {
+                    Ok(Some(tag)) => out.push(tag),
+                    Ok(None) => {}
+                    Err(e) => nameless = Some(e),
+                }
             }
+            loaded += 1;
         }
-        let get = |k: &str, default: Value| py_int_to_str(t.get(k).cloned().unwrap_or(default));
-        let name = t
-            .get("name")
-            .cloned()
-            .ok_or_else(|| format!("tag {i} has no `name`"))?;
-        out.push(ManifestTag {
-            colour: get("colour", Value::String("#ffffff".into())),
-            local: get("local", Value::Bool(false)),
-            name: py_int_to_str(name),
-            relationship_type: get("relationship_type", Value::String(String::new())),
-        });
+        Ok(())
+    })?;
+    match nameless {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
-    Ok(out)
+}
+
+/// The manifest form of loaded tag `i`, `None` when it is not exportable.
+fn manifest_tag(i: usize, t: &Map<String, Value>) -> Result<Option<ManifestTag>, String> {
+    if let Some(exportable) = t.get("exportable") {
+        if !py_truthy(exportable) {
+            return Ok(None);
+        }
+    }
+    let get = |k: &str, default: Value| py_int_to_str(t.get(k).cloned().unwrap_or(default));
+    let name = t
+        .get("name")
+        .cloned()
+        .ok_or_else(|| format!("tag {i} has no `name`"))?;
+    Ok(Some(ManifestTag {
+        colour: get("colour", Value::String("#ffffff".into())),
+        local: get("local", Value::Bool(false)),
+        name: py_int_to_str(name),
+        relationship_type: get("relationship_type", Value::String(String::new())),
+    }))
 }
 
 /// What PyMISP compares when it drops a duplicate tag (`AbstractMISP.to_dict`).
@@ -453,93 +607,122 @@ fn tag_identity(fields: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-fn attribute_hashes(attributes: &Value, objects: &Value) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    if py_truthy(attributes) {
-        let Value::Array(list) = attributes else {
-            return Err("its `Attribute` is not a list".into());
-        };
-        for (i, a) in list.iter().enumerate() {
-            let Value::Object(a) = a else {
-                return Err(format!("attribute {i} is not an object"));
-            };
-            let ty = match a.get("type") {
-                Some(Value::String(t)) => t.as_str(),
-                _ => return Err(format!("attribute {i} has no `type`")),
-            };
-            match a.get("value") {
-                None | Some(Value::Null) => {
-                    return Err(format!("attribute {i} ({ty}) has no `value`"))
-                }
-                Some(v) => event_attribute_hashes(ty, v, &mut out)
-                    .map_err(|r| format!("attribute {i} ({ty}): {r}"))?,
-            }
+/// `hashes.csv` values of one event, refusing more than [`MAX_EVENT_HASHES`].
+#[derive(Default)]
+struct Hashes(Vec<[u8; 16]>);
+
+impl Hashes {
+    fn push(&mut self, text: &str) -> Result<(), String> {
+        if self.0.len() >= MAX_EVENT_HASHES {
+            return Err(format!(
+                "the event has more than {MAX_EVENT_HASHES} attribute values to index in hashes.csv; split it into smaller events in the source MISP"
+            ));
         }
+        self.0.push(md5(text));
+        Ok(())
     }
-    if py_truthy(objects) {
-        let Value::Array(list) = objects else {
-            return Err("its `Object` is not a list".into());
-        };
-        for (i, o) in list.iter().enumerate() {
-            let Value::Object(o) = o else {
-                return Err(format!("object {i} is not an object"));
-            };
-            let attrs = o.get("Attribute").unwrap_or(&Value::Null);
-            if !py_truthy(attrs) {
-                continue;
+}
+
+/// An attribute's `type` when it is a string.
+fn type_of(ty: Option<&RawValue>) -> Option<String> {
+    ty.filter(|t| first_byte(t) == b'"')
+        .and_then(|t| serde_json::from_str(t.get()).ok())
+}
+
+fn attribute_hashes(
+    attributes: Option<&RawValue>,
+    objects: Option<&RawValue>,
+) -> Result<Vec<[u8; 16]>, String> {
+    let mut out = Hashes::default();
+    if let Some(list) = attributes.filter(|a| raw_truthy(Some(a))) {
+        if first_byte(list) != b'[' {
+            return Err("its `Attribute` is not a list".into());
+        }
+        for_each_element(list, |i, a| {
+            if first_byte(a) != b'{' {
+                return Err(format!("attribute {i} is not an object"));
             }
-            let Value::Array(attrs) = attrs else {
-                return Err(format!("object {i} has an `Attribute` that is not a list"));
+            let [ty, value] = members(a, ["type", "value"])?;
+            let Some(ty) = type_of(ty) else {
+                return Err(format!("attribute {i} has no `type`"));
             };
-            for (j, a) in attrs.iter().enumerate() {
-                let Value::Object(a) = a else {
+            match value {
+                Some(v) if !is_null(Some(v)) => event_attribute_hashes(&ty, v, &mut out)
+                    .map_err(|r| format!("attribute {i} ({ty}): {r}")),
+                _ => Err(format!("attribute {i} ({ty}) has no `value`")),
+            }
+        })?;
+    }
+    if let Some(list) = objects.filter(|o| raw_truthy(Some(o))) {
+        if first_byte(list) != b'[' {
+            return Err("its `Object` is not a list".into());
+        }
+        for_each_element(list, |i, o| {
+            if first_byte(o) != b'{' {
+                return Err(format!("object {i} is not an object"));
+            }
+            let [attrs] = members(o, ["Attribute"])?;
+            let Some(attrs) = attrs.filter(|a| raw_truthy(Some(a))) else {
+                return Ok(());
+            };
+            if first_byte(attrs) != b'[' {
+                return Err(format!("object {i} has an `Attribute` that is not a list"));
+            }
+            for_each_element(attrs, |j, a| {
+                if first_byte(a) != b'{' {
                     return Err(format!("attribute {j} of object {i} is not an object"));
+                }
+                let [ty, value] = members(a, ["type", "value"])?;
+                let ty = type_of(ty).unwrap_or_default();
+                let value = match value {
+                    None => return Ok(()),
+                    Some(v) => match first_byte(v) {
+                        b'n' => return Ok(()),
+                        b'[' | b'{' => {
+                            return Err(format!(
+                                "attribute {j} of object {i} has a value that is not a scalar: {}",
+                                cut(v.get().to_string())
+                            ))
+                        }
+                        _ => small_value(Some(v), "value")?,
+                    },
                 };
-                let ty = match a.get("type") {
-                    Some(Value::String(t)) => t.as_str(),
-                    _ => "",
-                };
-                let value = match a.get("value") {
-                    None | Some(Value::Null) => continue,
-                    Some(Value::String(s)) => {
-                        let s = py_strip(s).trim_matches('\0');
+                let value = match value {
+                    Value::String(s) => {
+                        let s = py_strip(&s).trim_matches('\0');
                         if s.is_empty() {
-                            continue;
+                            return Ok(());
                         }
                         Value::String(s.to_string())
                     }
-                    Some(v @ (Value::Array(_) | Value::Object(_))) => {
-                        return Err(format!(
-                            "attribute {j} of object {i} has a value that is not a scalar: {v}"
-                        ))
-                    }
-                    Some(v) => v.clone(),
+                    v => v,
                 };
-                hash_value(ty, &value, &mut out)
-                    .map_err(|r| format!("attribute {j} of object {i} ({ty}): {r}"))?;
-            }
-        }
+                hash_value(&ty, &value, &mut out)
+                    .map_err(|r| format!("attribute {j} of object {i} ({ty}): {r}"))
+            })
+        })?;
     }
-    Ok(out)
+    Ok(out.0)
 }
 
-fn event_attribute_hashes(ty: &str, v: &Value, out: &mut Vec<String>) -> Result<(), String> {
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                if item.is_null() {
-                    return Err("a null value in its value list".into());
-                }
-                event_attribute_hashes(ty, item, out)?;
+fn event_attribute_hashes(ty: &str, v: &RawValue, out: &mut Hashes) -> Result<(), String> {
+    match first_byte(v) {
+        b'[' => for_each_element(v, |_, item| {
+            if first_byte(item) == b'n' {
+                return Err("a null value in its value list".into());
             }
-            Ok(())
-        }
-        other => hash_value(ty, other, out),
+            event_attribute_hashes(ty, item, out)
+        }),
+        b'{' => Err(format!(
+            "its value is not a scalar: {}",
+            cut(v.get().to_string())
+        )),
+        _ => hash_value(ty, &small_value(Some(v), "value")?, out),
     }
 }
 
 /// `MISPAttribute.hash_values("md5")`.
-fn hash_value(ty: &str, v: &Value, out: &mut Vec<String>) -> Result<(), String> {
+fn hash_value(ty: &str, v: &Value, out: &mut Hashes) -> Result<(), String> {
     let composite = ty.contains('|') || ty == "malware-sample";
     let text = match v {
         Value::String(s) if ty == "datetime" => py_datetime_str(s).unwrap_or_else(|| s.clone()),
@@ -550,20 +733,28 @@ fn hash_value(ty: &str, v: &Value, out: &mut Vec<String>) -> Result<(), String> 
         Value::Number(n) => py_number_str(n),
         Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
         Value::Null | Value::Array(_) | Value::Object(_) => {
-            return Err(format!("its value is not a scalar: {v}"))
+            return Err(format!("its value is not a scalar: {}", shown(v)))
         }
     };
     if composite {
-        out.extend(text.split('|').map(md5_hex));
+        for part in text.split('|') {
+            out.push(part)?;
+        }
+        Ok(())
     } else {
-        out.push(md5_hex(&text));
+        out.push(&text)
     }
-    Ok(())
+}
+
+/// md5 of a string's UTF-8.
+fn md5(s: &str) -> [u8; 16] {
+    Md5::digest(s.as_bytes()).into()
 }
 
 /// md5 of a string's UTF-8, lower-case hex.
-pub(crate) fn md5_hex(s: &str) -> String {
-    hex(&Md5::digest(s.as_bytes()))
+#[cfg(test)]
+fn md5_hex(s: &str) -> String {
+    crate::fsutil::hex(&Md5::digest(s.as_bytes()))
 }
 
 /// Python's truthiness of a JSON value.
@@ -1006,7 +1197,8 @@ mod tests {
         .iter()
         .map(|s| md5_hex(s))
         .collect();
-        assert_eq!(e.hashes, want);
+        let got: Vec<String> = e.hashes.iter().map(|h| crate::fsutil::hex(h)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!   mode.
 
 use crate::fsutil::{
-    child, ensure_real_dir, is_uuid, sync_dir, write_atomic, write_atomic_with, Publish,
+    child, ensure_real_dir, hex, is_uuid, sync_dir, write_atomic, write_atomic_with, Publish,
 };
 use crate::misp_event::{parse_event, py_int_of, EventError, MispEvent};
 use serde_json::value::RawValue;
@@ -36,6 +36,9 @@ pub const MANIFEST: &str = "manifest.json";
 pub const HASHES: &str = "hashes.csv";
 /// Name of the marker listing event uuids whose files were written but not yet indexed.
 pub const PENDING: &str = ".gapferry-pending";
+/// `hashes.csv` values (16 bytes each) a batch holds before it commits what it has and
+/// goes on: memory for hashes stays near 16 MiB plus one event's whatever the batch.
+pub const BATCH_HASHES: usize = 1 << 20;
 
 /// Why an event was not delivered into the feed.
 #[derive(Debug, Error)]
@@ -158,10 +161,13 @@ impl MispFeed {
         B: AsRef<[u8]>,
     {
         let mut batch = self.batch()?;
-        let results = events
-            .into_iter()
-            .map(|json| batch.add(json.as_ref()))
-            .collect();
+        let mut results = Vec::new();
+        for json in events {
+            results.push(batch.add(json.as_ref()));
+            if batch.state.held_hashes() > BATCH_HASHES {
+                batch.state.commit(&batch.feed.dir)?;
+            }
+        }
         batch.commit()?;
         Ok(results)
     }
@@ -214,7 +220,7 @@ impl MispBatch<'_> {
 struct State {
     publish: Publish,
     manifest: BTreeMap<String, Box<RawValue>>,
-    new_hashes: BTreeMap<String, Vec<String>>,
+    new_hashes: BTreeMap<String, Vec<[u8; 16]>>,
     rewrite: HashSet<String>,
     changed: bool,
     pending: Option<File>,
@@ -264,6 +270,11 @@ fn entry_timestamp(raw: &RawValue) -> Option<i64> {
 }
 
 impl State {
+    /// `hashes.csv` values waiting for the commit.
+    fn held_hashes(&self) -> usize {
+        self.new_hashes.values().map(Vec::len).sum()
+    }
+
     fn load(dir: &Path) -> Result<State, MispError> {
         let mut st = State::default();
         let manifest_path = child(dir, MANIFEST);
@@ -471,7 +482,7 @@ impl State {
             for (uuid, hashes) in new_hashes {
                 if manifest.contains_key(uuid) {
                     for h in hashes {
-                        writeln!(w, "{h},{uuid}")?;
+                        writeln!(w, "{},{uuid}", hex(h))?;
                     }
                 }
             }

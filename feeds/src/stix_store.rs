@@ -15,7 +15,9 @@
 //!   directory its directory mode when the store creates it.
 
 use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, write_atomic, Publish};
+use crate::json_scan::{first_byte, for_each_element, members, small_value};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -77,29 +79,21 @@ pub struct StixStore {
     publish: Publish,
 }
 
+/// The members of a bundle that are checked, borrowed from the document unparsed.
 #[derive(Deserialize)]
-struct BundleView {
-    #[serde(default, rename = "type")]
-    ty: Value,
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    spec_version: Value,
-    #[serde(default)]
-    objects: Option<Vec<ObjectHead>>,
+struct BundleView<'a> {
+    #[serde(default, borrow, rename = "type")]
+    ty: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    spec_version: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    objects: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct ObjectHead {
-    #[serde(default, rename = "type")]
-    ty: Value,
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    spec_version: Value,
-}
-
-/// Checks that `json` is a STIX 2.1 bundle.
+/// Checks that `json` is a STIX 2.1 bundle. The bundle is walked object by object, never
+/// built into a JSON tree, so a bundle costs about its own size to check.
 pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
         return Err(StixError::NotJson(e.to_string()));
@@ -109,51 +103,83 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
         return Err(not("the top level is not a JSON object".into()));
     }
     let view: BundleView = serde_json::from_slice(json).map_err(|e| not(e.to_string()))?;
-    match &view.ty {
+    match small_value(view.ty, "`type`").map_err(not)? {
         Value::String(t) if t == "bundle" => {}
         Value::Null => return Err(not("it has no `type`".into())),
-        other => return Err(not(format!("its type is {other}, not \"bundle\""))),
+        other => {
+            return Err(not(format!(
+                "its type is {}, not \"bundle\"",
+                shown(&other)
+            )))
+        }
     }
-    let id = match &view.id {
+    let id = match small_value(view.id, "`id`").map_err(not)? {
         // Lower case: the same bundle id in upper case names the same file.
         Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => {
             id.to_ascii_lowercase()
         }
         Value::Null => return Err(not("it has no `id`".into())),
-        other => return Err(not(format!("its id {other} is not bundle--<uuid>"))),
+        other => {
+            return Err(not(format!(
+                "its id {} is not bundle--<uuid>",
+                shown(&other)
+            )))
+        }
     };
-    check_spec_version(&view.spec_version)
+    check_spec_version(&small_value(view.spec_version, "`spec_version`").map_err(not)?)
         .map_err(|v| not(format!("the bundle declares spec_version {v}")))?;
-    let objects = view
-        .objects
-        .ok_or_else(|| not("it has no `objects` list".into()))?;
-    for (i, o) in objects.iter().enumerate() {
-        let ty = match &o.ty {
+    let objects = match view.objects {
+        Some(o) if first_byte(o) == b'[' => o,
+        Some(o) if first_byte(o) != b'n' => {
+            return Err(not(
+                "its `objects` is not a sequence (a JSON list) of objects".into(),
+            ))
+        }
+        _ => return Err(not("it has no `objects` list".into())),
+    };
+    let mut count = 0usize;
+    for_each_element(objects, |i, o| {
+        if first_byte(o) != b'{' {
+            return Err(format!("object {i} is not a JSON object"));
+        }
+        let [ty, id, spec_version] = members(o, ["type", "id", "spec_version"])?;
+        let ty = match small_value(ty, "`type`")? {
             Value::String(t) if !t.is_empty() => t,
-            _ => return Err(not(format!("object {i} has no `type`"))),
+            _ => return Err(format!("object {i} has no `type`")),
         };
-        let ok_id = matches!(&o.id, Value::String(id)
+        let id = small_value(id, "`id`")?;
+        let ok_id = matches!(&id, Value::String(id)
             if id.strip_prefix(ty.as_str()).and_then(|r| r.strip_prefix("--")).is_some_and(is_uuid));
         if !ok_id {
-            return Err(not(format!(
+            return Err(format!(
                 "object {i} ({ty}) has id {}, not {ty}--<uuid>",
-                o.id
-            )));
+                shown(&id)
+            ));
         }
-        check_spec_version(&o.spec_version)
-            .map_err(|v| not(format!("object {i} ({ty}) declares spec_version {v}")))?;
-    }
-    Ok(BundleInfo {
-        id,
-        objects: objects.len(),
+        check_spec_version(&small_value(spec_version, "`spec_version`")?)
+            .map_err(|v| format!("object {i} ({ty}) declares spec_version {v}"))?;
+        count += 1;
+        Ok(())
     })
+    .map_err(not)?;
+    Ok(BundleInfo { id, objects: count })
+}
+
+/// A value quoted in an error message, cut to 120 characters.
+fn shown(v: &Value) -> String {
+    let mut text = v.to_string();
+    if let Some((at, _)) = text.char_indices().nth(120) {
+        text.truncate(at);
+        text.push_str("...");
+    }
+    text
 }
 
 fn check_spec_version(v: &Value) -> Result<(), String> {
     match v {
         Value::Null => Ok(()),
         Value::String(s) if s == "2.1" => Ok(()),
-        other => Err(other.to_string()),
+        other => Err(shown(other)),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub keys: Vec<PathBuf>,
     /// `--recv-buffer`.
     pub recv_buffer: Option<usize>,
+    /// `--mtu`: the link's MTU; longer datagrams are dropped unread.
+    pub mtu: Option<usize>,
     /// `--session-timeout`, seconds.
     pub session_timeout: Option<u64>,
     /// `--metrics`, the Prometheus endpoint's address.
@@ -119,6 +121,10 @@ pub struct LimitOptions {
     pub max_name_depth: Option<usize>,
     /// Most sender sessions tracked at once.
     pub max_sessions: Option<usize>,
+    /// Most bytes of datagrams queued between the socket thread and the assembler.
+    pub max_queue_bytes: Option<usize>,
+    /// Largest MISP event or STIX bundle, bytes (read into memory to be checked).
+    pub max_document: Option<u64>,
 }
 
 /// Why the configuration file could not be used.
@@ -357,6 +363,7 @@ bind = "0.0.0.0:7000"
 out = "/srv/gapferry"
 keys = ["/etc/gapferry/a.key", "/etc/gapferry/b.key"]
 session_timeout = 60
+mtu = 1500
 [dirs]
 misp = "/var/www/MISP/feed"
 [images]
@@ -365,11 +372,16 @@ keep = 5
 image = ["lxc", "image", "import", "{path}"]
 [limits]
 max_object_size = 1000
+max_queue_bytes = 16777216
+max_document = 33554432
 "#,
         )
         .unwrap();
         let c = FileConfig::load(&p).unwrap();
         assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.mtu, Some(1500));
+        assert_eq!(c.limits.max_queue_bytes, Some(16 << 20));
+        assert_eq!(c.limits.max_document, Some(32 << 20));
         let d = c.destinations(Path::new("/srv/gapferry")).unwrap();
         assert_eq!(d.misp, Path::new("/var/www/MISP/feed"));
         assert_eq!(d.stix, Path::new("/srv/gapferry/stix"));

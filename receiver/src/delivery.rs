@@ -29,10 +29,15 @@ pub const SIGNATURES_DIR: &str = "signatures";
 const MISP_BATCH: usize = 256;
 /// Free space always left on the delivery filesystem, in bytes.
 pub const DISK_RESERVE: u64 = 8 << 20;
-/// Largest MISP event or STIX bundle read into memory for checking, in bytes.
-pub const MAX_DOCUMENT: u64 = 1 << 30;
+/// Largest MISP event or STIX bundle read into memory for checking, in bytes, by default
+/// (`[limits] max_document`); also the most bytes of MISP events one batch holds.
+pub const MAX_DOCUMENT: u64 = 64 << 20;
 
-/// Counts of outcomes, and the records of this run.
+/// Records of objects not delivered (or delivered without a name) a [`Summary`] keeps.
+pub const SUMMARY_NOTABLE: usize = 100;
+
+/// Counts of outcomes, and the last few records worth naming: its size does not grow
+/// with the run's length (every record is in `records.jsonl`).
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     /// Objects verified and published.
@@ -41,8 +46,24 @@ pub struct Summary {
     pub failed: u64,
     /// Objects sent but never seen.
     pub lost: u64,
-    /// Every record written in this run, in order.
-    pub records: Vec<Record>,
+    /// The last [`SUMMARY_NOTABLE`] records with a reason or without a name, in order.
+    pub notable: std::collections::VecDeque<Record>,
+    /// Notable records left out of `notable` because newer ones took their place.
+    pub notable_dropped: u64,
+}
+
+impl Summary {
+    /// Keeps `r` if it has a reason or no name, forgetting the oldest beyond the bound.
+    pub fn note(&mut self, r: &Record) {
+        if r.reason.is_none() && r.name.is_some() {
+            return;
+        }
+        if self.notable.len() == SUMMARY_NOTABLE {
+            self.notable.pop_front();
+            self.notable_dropped += 1;
+        }
+        self.notable.push_back(r.clone());
+    }
 }
 
 struct Staged {
@@ -71,6 +92,8 @@ pub struct Delivery {
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
     pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
+    pending_misp_bytes: u64,
+    max_document: u64,
     loss: HashMap<u64, f64>,
     staged: HashMap<ObjectRef, Staged>,
     summary: Summary,
@@ -134,10 +157,18 @@ impl Delivery {
             metrics,
             ledger: None,
             pending_misp: Vec::new(),
+            pending_misp_bytes: 0,
+            max_document: MAX_DOCUMENT,
             loss: HashMap::new(),
             staged: HashMap::new(),
             summary: Summary::default(),
         })
+    }
+
+    /// Sets the largest MISP event or STIX bundle read into memory, which is also the
+    /// bytes of MISP events one feed update holds.
+    pub fn set_max_document(&mut self, bytes: u64) {
+        self.max_document = bytes;
     }
 
     /// Notes every delivery in `ledger`.
@@ -158,6 +189,11 @@ impl Delivery {
     /// Objects being written now.
     pub fn in_progress(&self) -> usize {
         self.staged.len()
+    }
+
+    /// Sender sessions whose loss rate is kept (those not closed yet).
+    pub fn sessions_tracked(&self) -> usize {
+        self.loss.len()
     }
 
     /// Acts on one assembler event.
@@ -191,7 +227,9 @@ impl Delivery {
                 self.record(r);
             }
             Event::SessionClosed { session, reason } => {
-                tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed")
+                tracing::info!(session = format_args!("{session:016x}"), %reason, "sender session closed");
+                // Per-session state ends with the session: forged session ids cannot grow it.
+                self.loss.remove(&session);
             }
             Event::Heartbeat {
                 session,
@@ -331,6 +369,19 @@ impl Delivery {
                 ),
             ));
         }
+        // MISP events and STIX bundles are read into memory to be checked: refuse before
+        // decoding what could never be.
+        if matches!(descriptor.kind, ObjectKind::Misp | ObjectKind::Stix)
+            && descriptor.size > self.max_document
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a {}-byte {} document is above the {}-byte limit; raise [limits] max_document in the receiver's configuration, or send it as kind `file`",
+                    descriptor.size, descriptor.kind, self.max_document
+                ),
+            ));
+        }
         let path = self
             .staging_dir
             .join(format!("{:016x}-{}.part", object.session, object.object));
@@ -406,10 +457,15 @@ impl Delivery {
         }
         if d.kind == ObjectKind::Misp {
             // Events are batched: the feed's manifest and hashes are rewritten once per batch.
-            let doc = read_document(&s.path, d.size);
+            // A batch holds at most `max_document` bytes of events (one event always fits).
+            if self.pending_misp_bytes + d.size > self.max_document {
+                self.flush();
+            }
+            let doc = read_document(&s.path, d.size, self.max_document);
             let _ = std::fs::remove_file(&s.path);
             match doc {
                 Ok(bytes) => {
+                    self.pending_misp_bytes += bytes.len() as u64;
                     self.pending_misp
                         .push((object, s.descriptor.clone(), s.started, bytes))
                 }
@@ -430,6 +486,7 @@ impl Delivery {
             return;
         }
         let pending = std::mem::take(&mut self.pending_misp);
+        self.pending_misp_bytes = 0;
         let results = self
             .feed
             .deliver_batch(pending.iter().map(|(_, _, _, b)| b.as_slice()));
@@ -540,7 +597,7 @@ impl Delivery {
             }
             ObjectKind::Misp => unreachable!("MISP events are delivered in batches by flush"),
             ObjectKind::Stix => {
-                let bytes = read_document(&s.path, d.size)?;
+                let bytes = read_document(&s.path, d.size, self.max_document)?;
                 let _ = std::fs::remove_file(&s.path);
                 self.stix
                     .deliver_bundle(&bytes)
@@ -623,7 +680,7 @@ impl Delivery {
             self.metrics.delivered_bytes.inc_by(r.size.unwrap_or(0));
         }
         append_record(&self.records, &r);
-        self.summary.records.push(r);
+        self.summary.note(&r);
     }
 
     /// Drops every incomplete object's staging file (at shutdown).
@@ -644,13 +701,13 @@ fn append_record(log: &Mutex<RecordLog>, r: &Record) {
 }
 
 /// Reads a verified staged document (MISP event, STIX bundle) for its store's checks.
-fn read_document(path: &Path, size: u64) -> Result<Vec<u8>, String> {
-    if size > MAX_DOCUMENT {
-        return Err(format!("a {size}-byte document is above the {MAX_DOCUMENT}-byte limit for MISP and STIX objects"));
+fn read_document(path: &Path, size: u64, limit: u64) -> Result<Vec<u8>, String> {
+    if size > limit {
+        return Err(format!("a {size}-byte document is above the {limit}-byte limit for MISP and STIX objects; raise [limits] max_document in the receiver's configuration, or send it as kind `file`"));
     }
     let mut bytes = Vec::with_capacity(size as usize);
     File::open(path)
-        .and_then(|f| f.take(MAX_DOCUMENT).read_to_end(&mut bytes))
+        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
         .map_err(|e| format!("cannot read the staged object: {e}"))?;
     Ok(bytes)
 }

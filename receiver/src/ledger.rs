@@ -10,6 +10,17 @@ use std::sync::Mutex;
 
 type Key = (String, [u8; 32]);
 
+/// The fields of a record line the ledger reads.
+#[derive(serde::Deserialize)]
+struct DeliveredLine {
+    #[serde(default)]
+    outcome: String,
+    name: Option<String>,
+    blake3: Option<String>,
+    kind: Option<String>,
+    path: Option<PathBuf>,
+}
+
 /// Delivered objects by (name, blake3), with where they went.
 #[derive(Debug, Default)]
 pub struct DeliveredLedger {
@@ -28,34 +39,53 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 }
 
 impl DeliveredLedger {
-    /// Rebuilds the ledger from `<out>/.gapferry/records.jsonl`.
+    /// Rebuilds the ledger from `<out>/.gapferry/records.jsonl`, read line by line.
     pub fn load(out: &Path) -> Self {
+        match std::fs::File::open(out.join(STATE_DIR).join(RECORDS_FILE)) {
+            Ok(file) => Self::from_records(file),
+            Err(_) => DeliveredLedger::default(),
+        }
+    }
+
+    /// Rebuilds the ledger from a record log's content, streamed: only the deliveries
+    /// are kept, one line is held at a time.
+    pub fn from_records(records: impl std::io::Read) -> Self {
         let ledger = DeliveredLedger::default();
-        let Ok(text) = std::fs::read_to_string(out.join(STATE_DIR).join(RECORDS_FILE)) else {
-            return ledger;
-        };
         let mut map = ledger.entries.lock().unwrap_or_else(|p| p.into_inner());
-        for line in text.lines() {
-            let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
+        let scanned = crate::record_lines::for_each_line(records, |line| {
+            let Ok(r) = serde_json::from_slice::<DeliveredLine>(line) else {
+                return;
             };
-            if r["outcome"] != "delivered" {
-                continue;
+            if r.outcome != "delivered" {
+                return;
             }
             let (Some(name), Some(hash), Some(kind), Some(path)) = (
-                r["name"].as_str(),
-                r["blake3"].as_str().and_then(parse_hex32),
-                r["kind"].as_str(),
-                r["path"].as_str(),
+                r.name,
+                r.blake3.as_deref().and_then(parse_hex32),
+                r.kind,
+                r.path,
             ) else {
-                continue;
+                return;
             };
             if let Ok(kind) = kind.parse::<ObjectKind>() {
-                map.insert((name.to_string(), hash), (kind, PathBuf::from(path)));
+                map.insert((name, hash), (kind, path));
             }
+        });
+        if let Err(e) = scanned {
+            tracing::warn!("the record log could not be read to the end: {e}; objects delivered before may be decoded again");
         }
         drop(map);
         ledger
+    }
+
+    /// How many distinct deliveries the ledger holds.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether the ledger holds no delivery.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Notes a delivery.

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
+pub mod record_lines;
 pub mod records;
 pub mod replay;
 pub mod socket;

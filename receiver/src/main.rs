@@ -107,6 +107,9 @@ struct ListenArgs {
     /// Receive buffer to request, in bytes [default: 67108864].
     #[arg(long)]
     recv_buffer: Option<usize>,
+    /// The link's MTU: a datagram whose UDP payload cannot fit it is dropped unread [default: 9000].
+    #[arg(long)]
+    mtu: Option<usize>,
     /// Seconds of silence after which a sender session is closed and its incomplete objects failed [default: 30].
     #[arg(long)]
     session_timeout: Option<u64>,
@@ -164,6 +167,15 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         .recv_buffer
         .or(file.recv_buffer)
         .unwrap_or(cfg.recv_buffer);
+    cfg.mtu = a.mtu.or(file.mtu).unwrap_or(cfg.mtu);
+    let mtus = gapferry_common::layout::MIN_MTU..=gapferry_common::layout::MAX_MTU;
+    anyhow::ensure!(
+        mtus.contains(&cfg.mtu),
+        "--mtu {} is outside {}..={}: give the link's MTU (1500, or 9000 with jumbo frames)",
+        cfg.mtu,
+        mtus.start(),
+        mtus.end()
+    );
     let timeout = a.session_timeout.or(file.session_timeout).unwrap_or(30);
     cfg.limits.session_timeout = Duration::from_secs(timeout.max(1));
     if let Some(v) = file.limits.max_object_size {
@@ -186,6 +198,12 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     }
     if let Some(v) = file.limits.max_sessions {
         cfg.limits.max_sessions = v.max(1);
+    }
+    if let Some(v) = file.limits.max_queue_bytes {
+        cfg.queue_bytes = v;
+    }
+    if let Some(v) = file.limits.max_document {
+        cfg.max_document = v;
     }
     // Created with the configured directory mode: readers traverse it to the deliveries.
     cfg.destinations
@@ -261,11 +279,16 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
         "objects: {} delivered, {} failed, {} lost",
         s.delivered, s.failed, s.lost
     );
-    for rec in s
-        .records
-        .iter()
-        .filter(|r| r.reason.is_some() || r.name.is_none())
-    {
+    if s.notable_dropped > 0 {
+        println!(
+            "  ({} earlier ones are in {}/{}/{})",
+            s.notable_dropped,
+            a.out.display(),
+            gapferry_receiver::records::STATE_DIR,
+            gapferry_receiver::records::RECORDS_FILE
+        );
+    }
+    for rec in &s.notable {
         println!(
             "  {:?} {} {}",
             rec.outcome,

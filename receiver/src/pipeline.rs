@@ -1,16 +1,23 @@
 //! The receiver's threads: one drains the socket and does nothing else, one runs the
 //! assembler, one writes to disk. Replay drives the same assembler and delivery.
+//!
+//! Memory between them is bounded in bytes: the socket thread drops a datagram longer
+//! than the MTU, or failing the wire checks (tag included), before copying it, and
+//! queues for the assembler only while the queued bytes stay under `queue_bytes`; the
+//! assembler hands decoded blocks to the disk writer only while their bytes stay under
+//! [`EVENT_BYTES`].
 
 use crate::delivery::{Delivery, Summary};
 use crate::socket::UdpSource;
 use crate::solvers::Solvers;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use gapferry_common::assembler::Stats;
-use gapferry_common::{Assembler, Event, KeyRing, Limits};
+use gapferry_common::{wire, Assembler, Event, KeyRing, Limits};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,15 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// Datagrams queued between the socket thread and the assembler.
 pub const DEFAULT_QUEUE: usize = 1 << 16;
+/// Bytes of datagrams queued between the socket thread and the assembler.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+/// Largest MTU of the link by default: jumbo frames pass, anything longer is dropped.
+pub const DEFAULT_MTU: usize = 9000;
+/// Bytes of an IPv4 and a UDP header: what an MTU leaves at most for a UDP payload.
+const IP_UDP_HEADERS: usize = 28;
+/// Bytes of decoded blocks queued between the assembler and the disk writer (one block
+/// always passes, however large).
+pub const EVENT_BYTES: usize = 128 << 20;
 /// Datagrams the socket thread hands over at once at most.
 const BATCH: usize = 64;
 /// How long a partly filled batch waits for more datagrams.
@@ -44,6 +60,13 @@ pub struct ReceiverConfig {
     pub recv_buffer: usize,
     /// Datagrams queued between the socket thread and the assembler.
     pub queue: usize,
+    /// Bytes of datagrams queued between the socket thread and the assembler.
+    pub queue_bytes: usize,
+    /// The link's MTU: a datagram whose UDP payload cannot fit it is dropped unread.
+    pub mtu: usize,
+    /// Largest MISP event or STIX bundle read into memory; also the bytes of MISP events
+    /// one feed update holds.
+    pub max_document: u64,
     /// Where each kind is delivered.
     pub destinations: crate::destinations::Destinations,
     /// Prometheus metrics, updated by every thread.
@@ -61,6 +84,9 @@ impl ReceiverConfig {
             limits: Limits::default(),
             recv_buffer: crate::socket::DEFAULT_RECV_BUFFER,
             queue: DEFAULT_QUEUE,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            mtu: DEFAULT_MTU,
+            max_document: crate::delivery::MAX_DOCUMENT,
         }
     }
 }
@@ -102,6 +128,11 @@ impl Arrival {
     pub fn count(&self) -> usize {
         self.bytes.len().div_ceil(self.stride.max(1))
     }
+
+    /// Bytes of memory it takes while queued.
+    pub fn cost(&self) -> usize {
+        self.bytes.capacity() + std::mem::size_of::<Arrival>()
+    }
 }
 
 /// Whose clock the pipeline runs on.
@@ -126,8 +157,83 @@ pub struct Report {
 pub struct Engine {
     input: Sender<Input>,
     backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
     assembler: JoinHandle<Stats>,
     delivery: JoinHandle<Summary>,
+}
+
+/// Bytes handed from one thread to another and not yet consumed: the producer waits
+/// while they exceed the limit (one hand-over always passes, however large).
+#[derive(Debug)]
+struct ByteBudget {
+    /// Bytes in flight, and whether the consumer is gone.
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl ByteBudget {
+    fn new(limit: usize) -> Self {
+        ByteBudget {
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `n` more bytes fit (or nothing is in flight, or the consumer is gone).
+    fn acquire(&self, n: usize) {
+        let mut st = self.lock();
+        while !st.1 && st.0 > 0 && st.0 + n > self.limit {
+            st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.0 += n;
+    }
+
+    /// `n` bytes were consumed.
+    fn release(&self, n: usize) {
+        let mut st = self.lock();
+        st.0 = st.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The consumer stopped: nobody waits any more.
+    fn close(&self) {
+        self.lock().1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Closes a budget when the consumer thread ends, even by a panic.
+struct CloseOnDrop(Arc<ByteBudget>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Bytes an event carries to the disk writer.
+fn event_bytes(ev: &Event) -> usize {
+    match ev {
+        Event::BlockDecoded { data, .. } => data.capacity(),
+        _ => 0,
+    }
+}
+
+/// Hands `ev` to the disk writer once its bytes fit the budget; false when it is gone.
+fn hand_over(events: &Sender<Event>, budget: &ByteBudget, ev: Event) -> bool {
+    let n = event_bytes(&ev);
+    budget.acquire(n);
+    if events.send(ev).is_err() {
+        budget.release(n);
+        return false;
+    }
+    true
 }
 
 impl Engine {
@@ -136,28 +242,36 @@ impl Engine {
         let ledger = std::sync::Arc::new(crate::ledger::DeliveredLedger::load(&cfg.out));
         let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone(), cfg.metrics.clone())?;
         delivery.set_ledger(ledger.clone());
+        delivery.set_max_document(cfg.max_document);
         let (input, input_rx) = bounded::<Input>(queue);
         let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
+        let budget = Arc::new(ByteBudget::new(EVENT_BYTES));
         let delivery = std::thread::Builder::new()
             .name("gapferry-delivery".into())
-            .spawn(move || {
-                loop {
-                    let ev = match events_rx.try_recv() {
-                        Ok(ev) => ev,
-                        Err(crossbeam_channel::TryRecvError::Empty) => {
-                            // Idle for a moment: deliver the batched MISP events now.
-                            delivery.flush();
-                            match events_rx.recv() {
-                                Ok(ev) => ev,
-                                Err(_) => break,
+            .spawn({
+                let budget = budget.clone();
+                move || {
+                    let _closed = CloseOnDrop(budget.clone());
+                    loop {
+                        let ev = match events_rx.try_recv() {
+                            Ok(ev) => ev,
+                            Err(crossbeam_channel::TryRecvError::Empty) => {
+                                // Idle for a moment: deliver the batched MISP events now.
+                                delivery.flush();
+                                match events_rx.recv() {
+                                    Ok(ev) => ev,
+                                    Err(_) => break,
+                                }
                             }
-                        }
-                        Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                    };
-                    delivery.handle(ev);
+                            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                        };
+                        let n = event_bytes(&ev);
+                        delivery.handle(ev);
+                        budget.release(n);
+                    }
+                    delivery.abandon_all("the receiver stopped before the object completed");
+                    delivery.into_summary()
                 }
-                delivery.abandon_all("the receiver stopped before the object completed");
-                delivery.into_summary()
             })?;
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         assembler.set_ledger(ledger);
@@ -178,20 +292,34 @@ impl Engine {
             )),
             Clock::Inputs => None,
         };
+        let backlog_bytes = Arc::new(AtomicUsize::new(0));
         let assembler = std::thread::Builder::new()
             .name("gapferry-assembler".into())
             .spawn({
-                let metrics = cfg.metrics.clone();
+                let to_delivery = Handover {
+                    events,
+                    budget,
+                    metrics: cfg.metrics.clone(),
+                };
                 let backlog = backlog.clone();
+                let backlog_bytes = backlog_bytes.clone();
                 move || {
                     run_assembler(
-                        assembler, input_rx, events, clock, metrics, backlog, activity, freshness,
+                        assembler,
+                        input_rx,
+                        to_delivery,
+                        clock,
+                        backlog,
+                        backlog_bytes,
+                        activity,
+                        freshness,
                     )
                 }
             })?;
         Ok(Engine {
             input,
             backlog,
+            backlog_bytes,
             assembler,
             delivery,
         })
@@ -205,6 +333,11 @@ impl Engine {
     /// Datagrams handed over in [`Input::Batch`]es that the assembler has not handled yet.
     pub fn backlog(&self) -> Arc<AtomicUsize> {
         self.backlog.clone()
+    }
+
+    /// Bytes ([`Arrival::cost`]) of the [`Input::Batch`]es the assembler has not finished.
+    pub fn backlog_bytes(&self) -> Arc<AtomicUsize> {
+        self.backlog_bytes.clone()
     }
 
     /// Closes the input, lets every thread finish, and reports.
@@ -231,6 +364,25 @@ fn handle(
                 reason: reject.label().to_string(),
             })
             .inc();
+    }
+}
+
+/// The assembler thread's way to the disk writer.
+struct Handover {
+    events: Sender<Event>,
+    budget: Arc<ByteBudget>,
+    metrics: crate::metrics::ReceiverMetrics,
+}
+
+impl Handover {
+    /// Hands every pending event over; false when the disk writer is gone.
+    fn drain(&self, asm: &mut Assembler) -> bool {
+        while let Some(ev) = asm.poll_event() {
+            if !hand_over(&self.events, &self.budget, ev) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -354,13 +506,14 @@ fn note_host_drops(
 fn run_assembler(
     mut asm: Assembler,
     rx: Receiver<Input>,
-    events: Sender<Event>,
+    out: Handover,
     clock: Clock,
-    metrics: crate::metrics::ReceiverMetrics,
     backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
     mut activity: Option<ActivityFile>,
     freshness: Option<crate::freshness::FreshnessFile>,
 ) -> Stats {
+    let metrics = out.metrics.clone();
     let mut published = (0u64, 0u64, 0u64);
     let mut host_drops = (0u64, 0u64);
     let mut warning = OwnDropsWarning::default();
@@ -402,18 +555,20 @@ fn run_assembler(
             }
             Some(Input::Batch(batch)) => {
                 let n: usize = batch.iter().map(Arrival::count).sum();
+                let cost: usize = batch.iter().map(Arrival::cost).sum();
                 backlog.fetch_sub(n, Ordering::Relaxed);
-                for arrival in batch {
+                for arrival in &batch {
                     now = now.max(arrival.at);
                     for bytes in arrival.datagrams() {
                         handle(&mut asm, now, bytes, &metrics);
-                        while let Some(ev) = asm.poll_event() {
-                            if events.send(ev).is_err() {
-                                return asm.stats().clone();
-                            }
+                        if !out.drain(&mut asm) {
+                            return asm.stats().clone();
                         }
                     }
                 }
+                drop(batch);
+                // The batch's bytes count until they are freed.
+                backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
             }
             Some(Input::Tick(t)) => now = now.max(t),
             Some(Input::End(reason)) => {
@@ -460,10 +615,8 @@ fn run_assembler(
                 .queue_depth
                 .set(backlog.load(Ordering::Relaxed) as i64);
         }
-        while let Some(ev) = asm.poll_event() {
-            if events.send(ev).is_err() {
-                return asm.stats().clone();
-            }
+        if !out.drain(&mut asm) {
+            return asm.stats().clone();
         }
     }
     if let Some(solvers) = solvers.as_mut() {
@@ -472,9 +625,7 @@ fn run_assembler(
     note_host_drops(&mut asm, &metrics, &mut host_drops);
     asm.finish("the receiver stopped");
     save_freshness(&mut asm, freshness.as_ref());
-    while let Some(ev) = asm.poll_event() {
-        let _ = events.send(ev);
-    }
+    out.drain(&mut asm);
     asm.stats().clone()
 }
 
@@ -497,12 +648,87 @@ pub struct Listener {
 /// What a listener reports when it stops.
 #[derive(Debug, Clone)]
 pub struct ListenReport {
-    /// Outcomes and assembler counters.
+    /// Outcomes and assembler counters (datagrams the socket thread rejected included).
     pub report: Report,
     /// Datagrams read from the socket.
     pub received: u64,
     /// Datagrams dropped because the assembler could not keep up.
     pub queue_full: u64,
+}
+
+/// Datagrams the socket thread dropped, by reject label, with their metric counters.
+struct SocketRejects {
+    counts: HashMap<&'static str, u64>,
+    counters: HashMap<&'static str, prometheus_client::metrics::counter::Counter>,
+    metrics: crate::metrics::ReceiverMetrics,
+}
+
+impl SocketRejects {
+    fn count(&mut self, label: &'static str, n: u64) {
+        *self.counts.entry(label).or_default() += n;
+        let metrics = &self.metrics;
+        self.counters
+            .entry(label)
+            .or_insert_with(|| {
+                metrics
+                    .rejected
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: label.to_string(),
+                    })
+                    .clone()
+            })
+            .inc_by(n);
+    }
+}
+
+/// The socket thread's checks: what fails them is counted and dropped, never copied.
+struct Gate {
+    /// Longest UDP payload the MTU allows.
+    max_payload: usize,
+    keys: KeyRing,
+    rejects: SocketRejects,
+    /// Scratch: which datagrams of the current message passed.
+    passed: Vec<bool>,
+}
+
+impl Gate {
+    /// Queues in `out` what passes of one message: the message whole when every
+    /// datagram in it passes the wire checks, else only those that pass, one by one.
+    fn admit(&mut self, bytes: &[u8], stride: usize, at: Duration, out: &mut Vec<Arrival>) {
+        let n = bytes.len().div_ceil(stride);
+        // Every datagram of a GRO read but the last is `stride` bytes long.
+        if stride > self.max_payload || bytes.len() > self.max_payload && stride == bytes.len() {
+            self.rejects.count(wire::Reject::TooLong.label(), n as u64);
+            return;
+        }
+        self.passed.clear();
+        for datagram in bytes.chunks(stride) {
+            let verdict = wire::parse(datagram, &self.keys);
+            if let Err(r) = &verdict {
+                self.rejects.count(r.label(), 1);
+            }
+            self.passed.push(verdict.is_ok());
+        }
+        if self.passed.iter().all(|&ok| ok) {
+            out.push(Arrival {
+                at,
+                bytes: bytes.to_vec(),
+                stride,
+            });
+            return;
+        }
+        for (datagram, _) in bytes
+            .chunks(stride)
+            .zip(self.passed.iter())
+            .filter(|(_, &ok)| ok)
+        {
+            out.push(Arrival {
+                at,
+                bytes: datagram.to_vec(),
+                stride: datagram.len(),
+            });
+        }
+    }
 }
 
 impl Listener {
@@ -529,43 +755,71 @@ impl Listener {
     /// Receives and delivers until `shutdown` is set, then finishes what it is writing.
     pub fn run(self, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
         let start = Instant::now();
-        // The channel holds batches of any size; `backlog` bounds the datagrams in them.
+        // The socket thread checks every tag: the assembler gets only datagrams that
+        // passed, and need not check them again.
+        let keys = self.cfg.keys.clone();
+        let engine_cfg = ReceiverConfig {
+            keys: KeyRing::default(),
+            ..self.cfg.clone()
+        };
+        // The channel holds batches of any size; `backlog` bounds the datagrams in them,
+        // `backlog_bytes` their bytes.
         let engine = Engine::start(
-            &self.cfg,
+            &engine_cfg,
             Clock::Live(start),
             (self.cfg.queue / BATCH).max(16),
         )?;
         let input = engine.input().clone();
         let backlog = engine.backlog();
+        let backlog_bytes = engine.backlog_bytes();
         let limit = self.cfg.queue;
+        let byte_limit = self.cfg.queue_bytes;
+        let max_payload = self
+            .cfg
+            .mtu
+            .saturating_sub(IP_UDP_HEADERS)
+            .min(wire::MAX_DATAGRAM);
         let counters = self.counters.clone();
         let metrics = self.cfg.metrics.clone();
         let mut source = self.source;
         let drain = std::thread::Builder::new()
             .name("gapferry-socket".into())
-            .spawn(move || -> std::io::Result<()> {
+            .spawn(move || -> std::io::Result<HashMap<&'static str, u64>> {
                 let mut reads = crate::socket::RecvBatch::default();
                 let mut batch: Vec<Arrival> = Vec::new();
-                let mut queued = 0usize;
+                let mut gate = Gate {
+                    max_payload,
+                    keys,
+                    rejects: SocketRejects {
+                        counts: HashMap::new(),
+                        counters: HashMap::new(),
+                        metrics: metrics.clone(),
+                    },
+                    passed: Vec::new(),
+                };
                 let mut waiting_short = false;
                 let mut kernel_drops = (Instant::now(), 0u64);
                 // Datagrams go to the assembler in batches: one queue operation and one
                 // wake-up per batch rather than per datagram. A batch leaves when it holds
                 // BATCH datagrams or as soon as the socket has been quiet for BATCH_WAIT.
-                let flush = |batch: &mut Vec<Arrival>, queued: &mut usize| {
+                let flush = |batch: &mut Vec<Arrival>| {
                     if batch.is_empty() {
                         return;
                     }
-                    let n = std::mem::take(queued);
                     let full = std::mem::take(batch);
+                    let n: usize = full.iter().map(Arrival::count).sum();
+                    let cost: usize = full.iter().map(Arrival::cost).sum();
                     // Never block the socket: a full queue is a counted drop.
-                    let room = backlog.load(Ordering::Relaxed) + n <= limit;
+                    let room = backlog.load(Ordering::Relaxed) + n <= limit
+                        && backlog_bytes.load(Ordering::Relaxed) + cost <= byte_limit;
                     if room {
                         backlog.fetch_add(n, Ordering::Relaxed);
+                        backlog_bytes.fetch_add(cost, Ordering::Relaxed);
                     }
                     if !room || input.try_send(Input::Batch(full)).is_err() {
                         if room {
                             backlog.fetch_sub(n, Ordering::Relaxed);
+                            backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
                         }
                         counters.queue_full.fetch_add(n as u64, Ordering::Relaxed);
                         metrics.queue_dropped.inc_by(n as u64);
@@ -588,33 +842,32 @@ impl Listener {
                         });
                     }
                     if !source.recv(&mut reads)? {
-                        flush(&mut batch, &mut queued);
+                        flush(&mut batch);
                         continue;
                     }
                     let at = start.elapsed();
                     for (bytes, stride) in reads.messages() {
-                        let arrival = Arrival {
-                            at,
-                            bytes: bytes.to_vec(),
-                            stride,
-                        };
-                        let n = arrival.count();
+                        let n = bytes.len().div_ceil(stride);
                         counters.received.fetch_add(n as u64, Ordering::Relaxed);
                         metrics.datagrams.inc_by(n as u64);
                         metrics.bytes.inc_by(bytes.len() as u64);
-                        queued += n;
-                        batch.push(arrival);
+                        gate.admit(bytes, stride, at, &mut batch);
                     }
-                    if queued >= BATCH {
-                        flush(&mut batch, &mut queued);
+                    if batch.iter().map(Arrival::count).sum::<usize>() >= BATCH {
+                        flush(&mut batch);
                     }
                 }
-                flush(&mut batch, &mut queued);
-                Ok(())
+                flush(&mut batch);
+                Ok(gate.rejects.counts)
             })?;
         let drained = drain.join().expect("socket thread panicked");
-        let report = engine.finish();
-        drained?;
+        let mut report = engine.finish();
+        let rejected = drained?;
+        // Datagrams dropped on the socket thread count as the assembler's rejections did.
+        for (label, n) in rejected {
+            *report.assembler.rejected.entry(label).or_default() += n;
+            report.assembler.datagrams += n;
+        }
         Ok(ListenReport {
             report,
             received: self.counters.received.load(Ordering::Relaxed),
@@ -657,5 +910,48 @@ mod tests {
         );
         assert_eq!(w.check(at(20), drops(12, 4)), None, "the drops stopped");
         assert_eq!(w.check(at(21), drops(13, 4)), Some(drops(1, 0)));
+    }
+
+    /// Joins `t`, failing the test if it has not ended within five seconds.
+    fn join_soon<T>(t: std::thread::JoinHandle<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() {
+            assert!(Instant::now() < deadline, "the producer is still waiting");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn a_byte_budget_holds_the_producer_until_bytes_are_consumed() {
+        let budget = Arc::new(ByteBudget::new(100));
+        // One hand-over always passes, however large.
+        budget.acquire(250);
+        let waiting = std::thread::spawn({
+            let budget = budget.clone();
+            move || {
+                budget.acquire(10);
+                Instant::now()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiting.is_finished(),
+            "250 + 10 bytes exceed the 100-byte budget"
+        );
+        let freed_at = Instant::now();
+        budget.release(250);
+        assert!(join_soon(waiting) >= freed_at);
+        assert_eq!(budget.lock().0, 10);
+        // A consumer that is gone never leaves the producer waiting.
+        budget.acquire(85);
+        let waiting = std::thread::spawn({
+            let budget = budget.clone();
+            move || budget.acquire(50)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiting.is_finished());
+        drop(CloseOnDrop(budget.clone()));
+        join_soon(waiting);
     }
 }

@@ -8,6 +8,7 @@ use gapferry_common::assembler::OwnDrops;
 use gapferry_common::name::escape;
 use gapferry_common::Heartbeat;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -163,34 +164,58 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
         load_json(&state, LINK_FILE),
         load_json(&state, ACTIVITY_FILE),
     );
-    let records = std::fs::read_to_string(state.join(RECORDS_FILE)).unwrap_or_default();
-    let rows: Vec<serde_json::Value> = records
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let count = |o: &str| rows.iter().filter(|r| r["outcome"] == o).count();
-    text += &format!(
+    match std::fs::File::open(state.join(RECORDS_FILE)) {
+        Ok(file) => text += &records_report(file, last)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            text += &records_report(&[][..], last)?
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(text)
+}
+
+/// The outcome counts and the last `last` objects not delivered, from a record log's
+/// content streamed line by line: memory does not depend on the log's length.
+pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Result<String> {
+    // delivered, failed, lost, skipped, hook_failed
+    let mut counts = [0u64; 5];
+    let mut bad_total = 0usize;
+    let mut bad: VecDeque<serde_json::Value> = VecDeque::new();
+    crate::record_lines::for_each_line(records, |line| {
+        let Ok(r) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return;
+        };
+        let outcome = r["outcome"].as_str().unwrap_or("");
+        match outcome {
+            "delivered" => counts[0] += 1,
+            "failed" => counts[1] += 1,
+            "lost" => counts[2] += 1,
+            "skipped" => counts[3] += 1,
+            "hook_failed" => counts[4] += 1,
+            _ => {}
+        }
+        if !["delivered", "skipped", "hook_ok"].contains(&outcome) {
+            bad_total += 1;
+            if last > 0 {
+                if bad.len() == last {
+                    bad.pop_front();
+                }
+                bad.push_back(r);
+            }
+        }
+    })?;
+    let mut text = format!(
         "objects: {} delivered, {} failed, {} lost, {} skipped (already delivered), {} hooks failed\n",
-        count("delivered"),
-        count("failed"),
-        count("lost"),
-        count("skipped"),
-        count("hook_failed")
+        counts[0], counts[1], counts[2], counts[3], counts[4]
     );
-    let bad: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|r| {
-            !["delivered", "skipped", "hook_ok"].contains(&r["outcome"].as_str().unwrap_or(""))
-        })
-        .collect();
     // Every field may hold a sender's text (names, reasons): escaped, it cannot drive the
     // terminal (escape sequences) or disguise itself (bidi overrides).
     let field = |r: &serde_json::Value, key: &str| -> String {
         escape(r[key].as_str().unwrap_or("")).into_owned()
     };
-    if !bad.is_empty() {
-        text += &format!("last {} not delivered:\n", bad.len().min(last));
-        for r in bad.iter().rev().take(last).rev() {
+    if bad_total > 0 {
+        text += &format!("last {} not delivered:\n", bad_total.min(last));
+        for r in &bad {
             let name = match r["name"].as_str() {
                 Some(n) => escape(n).into_owned(),
                 None => "(name unknown)".into(),
