@@ -71,6 +71,9 @@ pub struct ReceiverConfig {
     pub destinations: crate::destinations::Destinations,
     /// Prometheus metrics, updated by every thread.
     pub metrics: crate::metrics::ReceiverMetrics,
+    /// Refuse replays of sessions heard before, across restarts (state under `out`); set
+    /// by [`Listener::run`] when keys are configured.
+    pub replay_protection: bool,
 }
 
 impl ReceiverConfig {
@@ -87,6 +90,7 @@ impl ReceiverConfig {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             mtu: DEFAULT_MTU,
             max_document: crate::delivery::MAX_DOCUMENT,
+            replay_protection: false,
         }
     }
 }
@@ -277,7 +281,7 @@ impl Engine {
         assembler.set_ledger(ledger);
         // A keyed live receiver refuses replays of sessions it knew, across restarts; a
         // capture replayed on purpose (`replay`) is the operator's own, and not refused.
-        let freshness = (matches!(clock, Clock::Live(_)) && cfg.keys.is_enabled()).then(|| {
+        let freshness = (matches!(clock, Clock::Live(_)) && cfg.replay_protection).then(|| {
             crate::freshness::FreshnessFile::new(&cfg.out.join(crate::records::STATE_DIR))
         });
         if let Some(file) = &freshness {
@@ -760,6 +764,8 @@ impl Listener {
         let keys = self.cfg.keys.clone();
         let engine_cfg = ReceiverConfig {
             keys: KeyRing::default(),
+            // Without keys anyone can make a new session id: nothing to protect.
+            replay_protection: self.cfg.keys.is_enabled(),
             ..self.cfg.clone()
         };
         // The channel holds batches of any size; `backlog` bounds the datagrams in them,
