@@ -404,6 +404,10 @@ pub struct Assembler {
     /// The receiver's own drops as of the last authenticated datagram: a new session's
     /// window opens there, as drops before its first datagram may be its own.
     own_drops_heard: OwnDrops,
+    /// Decoders hold their solves until a tick (see [`Assembler::set_hold_solves`]).
+    hold_solves: bool,
+    /// Blocks whose decoder is ready for a solve, held until the next tick.
+    ready: std::collections::BTreeSet<(ObjectRef, u32)>,
 }
 
 /// Undecoded blocks of an object its session gave up on, kept so that a later session
@@ -454,6 +458,8 @@ impl Assembler {
             freshness: None,
             last_session: None,
             own_drops_heard: OwnDrops::default(),
+            hold_solves: false,
+            ready: Default::default(),
         }
     }
 
@@ -945,6 +951,7 @@ impl Assembler {
         let max_symbols = self.limits.max_block_symbols;
         let limit = self.limits.max_held_bytes;
         let held_now = self.held;
+        let hold = self.hold_solves;
         let state = self.object_mut(oref);
         if let Some(d) = &state.descriptor {
             if h.block as u64 >= d.block_count() || h.plain_len as u64 != d.block_plain_len(h.block)
@@ -973,9 +980,10 @@ impl Assembler {
                 if symbol.len() > u16::MAX as usize {
                     return Err(Reject::Refused("block parameters out of range"));
                 }
-                let decoder =
+                let mut decoder =
                     BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
                         .map_err(|_| Reject::Refused("block parameters out of range"))?;
+                decoder.hold_solves(hold);
                 if held_now + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
                     return Err(Reject::Refused(MEMORY_LIMIT));
                 }
@@ -1010,6 +1018,9 @@ impl Assembler {
             Added::Pending => {}
             Added::Decoded(data) => self.block_done(oref, h.block, data),
             Added::Solve(job) => self.dispatch(oref, h.block, job),
+            Added::Ready => {
+                self.ready.insert((oref, h.block));
+            }
         }
         Ok(())
     }
@@ -1051,6 +1062,35 @@ impl Assembler {
     /// solved inside [`Self::handle`], so a pool of threads can solve them.
     pub fn set_solve_elsewhere(&mut self, elsewhere: bool) {
         self.solve_elsewhere = elsewhere;
+    }
+
+    /// Makes a block with enough symbols but some source symbols missing wait for the
+    /// next [`Self::tick`] (or [`Self::flush_ready`]) before it is solved: a sender's
+    /// spreading delivers symbols out of order, and most such blocks complete from their
+    /// source symbols a moment later, without the cost of a RaptorQ solve.
+    pub fn set_hold_solves(&mut self, hold: bool) {
+        self.hold_solves = hold;
+    }
+
+    /// Solves (or hands out) every block held ready since the last call.
+    pub fn flush_ready(&mut self) {
+        for (o, block) in std::mem::take(&mut self.ready) {
+            let Some(b) = self
+                .sessions
+                .get_mut(&o.session)
+                .and_then(|s| s.objects.get_mut(&o.object))
+                .and_then(|state| state.blocks.get_mut(&block))
+            else {
+                continue;
+            };
+            let before = b.decoder.held_bytes();
+            let job = b.decoder.take_job();
+            let after = b.decoder.held_bytes();
+            self.adjust_held(o, before, after);
+            if let Some(job) = job {
+                self.dispatch(o, block, job);
+            }
+        }
     }
 
     /// Reports the outcome of a [`SolveRequest`]: the block's bytes, or `None` when its
@@ -1272,6 +1312,7 @@ impl Assembler {
     /// Advances time to `now`: fails, loses and closes what waited too long.
     pub fn tick(&mut self, now: Duration) {
         self.now = self.now.max(now);
+        self.flush_ready();
         self.expire_parked(now);
         let grace = self.limits.grace;
         let timeout = self.limits.session_timeout;

@@ -107,6 +107,10 @@ pub enum Added {
     /// Enough symbols to try RaptorQ: run the job (on any thread), then report its
     /// outcome with [`BlockDecoder::solve_failed`] if it fails.
     Solve(SolveJob),
+    /// Enough symbols to try RaptorQ, but the decoder holds solves (see
+    /// [`BlockDecoder::hold_solves`]): the missing source symbols may still be on their
+    /// way; take the job with [`BlockDecoder::take_job`] when it is time.
+    Ready,
 }
 
 /// A RaptorQ solve of one block: a copy of the symbols held, runnable on any thread.
@@ -163,6 +167,8 @@ pub struct BlockDecoder {
     lent: usize,
     /// Distinct symbols the job that is out was given.
     distinct_at_job: u32,
+    /// Solves wait for [`BlockDecoder::take_job`] instead of being handed out at once.
+    hold: bool,
 }
 
 impl BlockDecoder {
@@ -184,6 +190,7 @@ impl BlockDecoder {
             attempted: 0,
             lent: 0,
             distinct_at_job: 0,
+            hold: false,
         })
     }
 
@@ -255,6 +262,10 @@ impl BlockDecoder {
             Added::Pending => return Ok(None),
             Added::Decoded(data) => return Ok(Some(data)),
             Added::Solve(job) => job,
+            Added::Ready => match self.take_job() {
+                Some(job) => job,
+                None => return Ok(None),
+            },
         };
         loop {
             if let Some(data) = job.run() {
@@ -290,9 +301,29 @@ impl BlockDecoder {
             self.repairs.push((esi, symbol.to_vec()));
         }
         if !self.solving && self.distinct() >= self.k && self.distinct() > self.attempted {
+            if self.hold {
+                return Ok(Added::Ready);
+            }
             return Ok(Added::Solve(self.job()));
         }
         Ok(Added::Pending)
+    }
+
+    /// Makes [`Self::offer`] answer [`Added::Ready`] instead of handing out a solve: a
+    /// stream whose symbols arrive out of order (a sender spreads them) completes most
+    /// blocks from their source symbols a moment later, without the cost of a solve.
+    pub fn hold_solves(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// The solve a held decoder is ready for, if it still is (no job out, enough symbols,
+    /// more than at the last failed attempt, some source symbol missing).
+    pub fn take_job(&mut self) -> Option<SolveJob> {
+        (!self.solving
+            && self.sources < self.k
+            && self.distinct() >= self.k
+            && self.distinct() > self.attempted)
+            .then(|| self.job())
     }
 
     /// Reports that the job handed out failed; returns a new one when more symbols have
@@ -477,5 +508,67 @@ mod offer_tests {
         assert_eq!(jobs.len(), 1, "one job while it is out");
         let job = jobs.pop().unwrap();
         assert_eq!(job.run(), Some(original));
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+
+    fn block() -> (Vec<u8>, BlockEncoder, u32, Vec<Vec<u8>>) {
+        let original: Vec<u8> = (0..140_800).map(|i| (i * 7 + i / 300) as u8).collect();
+        let mut enc = BlockEncoder::new(original.clone(), 1408);
+        let k = enc.source_symbols();
+        let repairs = enc.repair_symbols(k, 10);
+        (original, enc, k, repairs)
+    }
+
+    #[test]
+    fn a_held_decoder_completes_from_late_sources_without_a_solve() {
+        let (original, enc, k, repairs) = block();
+        let mut dec = BlockDecoder::new(original.len(), 1408, 4096).unwrap();
+        dec.hold_solves(true);
+        // Repairs overtake the last three source symbols, as a spread stream delivers them.
+        for esi in 0..k - 3 {
+            assert!(matches!(
+                dec.offer(esi, enc.source_symbol(esi)).unwrap(),
+                Added::Pending
+            ));
+        }
+        for (i, r) in repairs.iter().take(3).enumerate() {
+            assert!(matches!(
+                dec.offer(k + i as u32, r).unwrap(),
+                Added::Ready | Added::Pending
+            ));
+        }
+        assert!(!dec.solving(), "a held decoder hands out no job by itself");
+        let mut decoded = None;
+        for esi in k - 3..k {
+            match dec.offer(esi, enc.source_symbol(esi)).unwrap() {
+                Added::Decoded(d) => decoded = Some(d),
+                Added::Ready | Added::Pending => {}
+                Added::Solve(_) => panic!("a held decoder handed out a solve"),
+            }
+        }
+        assert_eq!(decoded.as_deref(), Some(&original[..]));
+    }
+
+    #[test]
+    fn a_held_decoder_gives_its_job_when_taken_and_it_solves() {
+        let (original, enc, k, repairs) = block();
+        let mut dec = BlockDecoder::new(original.len(), 1408, 4096).unwrap();
+        dec.hold_solves(true);
+        assert!(dec.take_job().is_none(), "nothing to solve yet");
+        for esi in (0..k).filter(|e| e % 10 != 0) {
+            dec.offer(esi, enc.source_symbol(esi)).unwrap();
+        }
+        let mut ready = false;
+        for (i, r) in repairs.iter().enumerate() {
+            ready |= matches!(dec.offer(k + i as u32, r).unwrap(), Added::Ready);
+        }
+        assert!(ready, "enough symbols make the decoder ready");
+        let job = dec.take_job().expect("a job once taken");
+        assert!(dec.take_job().is_none(), "one job out at a time");
+        assert_eq!(job.run().as_deref(), Some(&original[..]));
     }
 }

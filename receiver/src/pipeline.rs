@@ -524,6 +524,9 @@ fn run_assembler(
     let mut last_tick = Duration::ZERO;
     let mut now = Duration::ZERO;
     asm.set_solve_elsewhere(true);
+    // The sender spreads each block's symbols over its stream: a repair symbol often
+    // arrives before the last source symbols, and a solve started then would be wasted.
+    asm.set_hold_solves(true);
     let mut solvers = match Solvers::start(Solvers::default_threads()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -576,6 +579,7 @@ fn run_assembler(
             }
             Some(Input::Tick(t)) => now = now.max(t),
             Some(Input::End(reason)) => {
+                asm.flush_ready();
                 if let Some(solvers) = solvers.as_mut() {
                     solvers.drain(&mut asm);
                 }
@@ -623,6 +627,7 @@ fn run_assembler(
             return asm.stats().clone();
         }
     }
+    asm.flush_ready();
     if let Some(solvers) = solvers.as_mut() {
         solvers.drain(&mut asm);
     }
