@@ -158,3 +158,44 @@ fn held_bytes_return_to_zero_over_many_blocks_whichever_way_they_are_solved() {
         assert_eq!(a.held_bytes(), 0);
     }
 }
+
+#[test]
+fn held_solves_wait_for_a_tick_and_late_sources_need_none() {
+    let w = DatagramWriter::new(0xABCE, None);
+    let (sent, kept) = lossy_object(&w);
+    let limits = Limits::default();
+
+    // Loss: the blocks are ready only at the next tick, and then solve.
+    let mut a = Assembler::new(limits.clone(), KeyRing::default());
+    a.set_solve_elsewhere(true);
+    a.set_hold_solves(true);
+    for d in &kept {
+        feed(&mut a, &limits, Duration::from_millis(1), d);
+    }
+    assert!(a.poll_solve().is_none(), "held until the next tick");
+    a.tick(Duration::from_millis(100));
+    let requests: Vec<_> = std::iter::from_fn(|| a.poll_solve()).collect();
+    assert_eq!(requests.len(), 3, "one solve per block once the tick came");
+    for r in requests {
+        a.solved(r.ticket, r.object, r.block, r.job.run());
+    }
+    assert!(drain(&mut a)
+        .iter()
+        .any(|e| matches!(e, Event::ObjectComplete { .. })));
+
+    // No loss, every datagram reversed (repairs first): no solve at all.
+    let mut b = Assembler::new(limits.clone(), KeyRing::default());
+    b.set_solve_elsewhere(true);
+    b.set_hold_solves(true);
+    for d in sent.datagrams.iter().rev() {
+        feed(&mut b, &limits, Duration::from_millis(1), d);
+    }
+    b.tick(Duration::from_millis(100));
+    assert!(
+        b.poll_solve().is_none(),
+        "every source arrived: nothing to solve"
+    );
+    assert!(drain(&mut b)
+        .iter()
+        .any(|e| matches!(e, Event::ObjectComplete { .. })));
+}
