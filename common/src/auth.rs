@@ -6,10 +6,17 @@ use thiserror::Error;
 pub const TAG_LEN: usize = 16;
 /// Domain separation for tags, so a key used elsewhere cannot produce ours.
 const TAG_CONTEXT: &[u8] = b"gapferry datagram tag v1";
+/// Domain separation for a key's public id.
+const ID_CONTEXT: &[u8] = b"gapferry key id";
 
 /// A 32-byte pre-shared key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Key([u8; 32]);
+pub struct Key {
+    bytes: [u8; 32],
+    /// The first byte of the key's public id: carried in every tagged datagram so that a
+    /// receiver holding several keys knows which one to try, and names it.
+    hint: u8,
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,7 +38,8 @@ pub enum KeyError {
 impl Key {
     /// Wraps 32 raw bytes as a key.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Key(bytes)
+        let hint = blake3::keyed_hash(&bytes, ID_CONTEXT).as_bytes()[0];
+        Key { bytes, hint }
     }
 
     /// Parses a key file's content: 64 hex digits (surrounding whitespace ignored) or 32 raw bytes.
@@ -44,30 +52,36 @@ impl Key {
                 let lo = hex_value(pair[1]).ok_or(KeyError::BadHex)?;
                 out[i] = hi << 4 | lo;
             }
-            return Ok(Key(out));
+            return Ok(Key::from_bytes(out));
         }
         if content.len() == 32 {
             let mut out = [0u8; 32];
             out.copy_from_slice(content);
-            return Ok(Key(out));
+            return Ok(Key::from_bytes(out));
         }
         Err(KeyError::BadLength(content.len()))
     }
 
     /// The key as 64 lower-case hex digits, the key file format.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// A short public identifier of the key, safe to log (not the key itself).
     pub fn id(&self) -> String {
-        let h = blake3::keyed_hash(&self.0, b"gapferry key id");
+        let h = blake3::keyed_hash(&self.bytes, ID_CONTEXT);
         h.to_hex()[..8].to_string()
+    }
+
+    /// The key's hint byte: the first byte of its id (the first two hex digits of
+    /// [`Self::id`]), carried in every datagram it tags.
+    pub fn hint(&self) -> u8 {
+        self.hint
     }
 
     /// Computes the tag of `message`.
     pub fn tag(&self, message: &[u8]) -> [u8; TAG_LEN] {
-        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        let mut hasher = blake3::Hasher::new_keyed(&self.bytes);
         hasher.update(TAG_CONTEXT);
         hasher.update(message);
         let mut out = [0u8; TAG_LEN];
@@ -108,16 +122,39 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
-/// The keys a receiver accepts; empty means authentication is off.
+/// The keys a receiver accepts (empty means authentication is off), and those it has
+/// retired: a datagram tagged with a retired key is refused as such, so an operator sees
+/// which sender still uses it.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     keys: Vec<Key>,
+    retired: Vec<Key>,
+}
+
+/// What a ring says of a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid under an accepted key.
+    Valid,
+    /// Valid under a retired key only.
+    Retired,
+    /// Valid under no key the ring holds.
+    Invalid,
 }
 
 impl KeyRing {
     /// A ring holding `keys`; any of them makes a tag valid (for key rollover).
     pub fn new(keys: Vec<Key>) -> Self {
-        KeyRing { keys }
+        KeyRing {
+            keys,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The ring with `retired` keys whose tags are refused as retired.
+    pub fn with_retired(mut self, retired: Vec<Key>) -> Self {
+        self.retired = retired;
+        self
     }
 
     /// Whether datagrams must carry a valid tag.
@@ -125,9 +162,27 @@ impl KeyRing {
         !self.keys.is_empty()
     }
 
+    /// The accepted keys.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
     /// Whether `tag` is valid for `message` under any key of the ring.
     pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
         self.keys.iter().any(|k| k.verify(message, tag))
+    }
+
+    /// Checks `tag` against `message`, trying first the keys whose hint is `hint`.
+    pub fn check(&self, hint: u8, message: &[u8], tag: &[u8]) -> Verdict {
+        let (named, others): (Vec<&Key>, Vec<&Key>) =
+            self.keys.iter().partition(|k| k.hint == hint);
+        if named.iter().chain(&others).any(|k| k.verify(message, tag)) {
+            Verdict::Valid
+        } else if self.retired.iter().any(|k| k.verify(message, tag)) {
+            Verdict::Retired
+        } else {
+            Verdict::Invalid
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! All integers are big-endian. The byte-by-byte layout is in `docs/PROTOCOL.md`.
 //! A datagram that fails any check here is a [`Reject`] and never reaches the decoder.
 
-use crate::auth::{Key, KeyRing, TAG_LEN};
+use crate::auth::{Key, KeyRing, Verdict, TAG_LEN};
 use thiserror::Error;
 
 /// The two bytes every gapferry datagram starts with.
@@ -134,6 +134,9 @@ pub enum Reject {
     /// The tag does not verify under any configured key.
     #[error("authentication tag does not verify (check that both sides use the same key)")]
     BadTag,
+    /// The tag verifies only under a key the receiver retired.
+    #[error("tagged with a retired key (the sender still uses it: give it the new key)")]
+    RetiredKey,
     /// A header field is out of range or inconsistent.
     #[error("malformed datagram: {0}")]
     Malformed(&'static str),
@@ -157,6 +160,7 @@ impl Reject {
             Reject::BadType(_) => "bad_type",
             Reject::MissingTag => "missing_tag",
             Reject::BadTag => "bad_tag",
+            Reject::RetiredKey => "retired_key",
             Reject::Replayed(_) => "replayed",
             Reject::Malformed(_) => "malformed",
             Reject::Refused(_) => "refused",
@@ -204,11 +208,14 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
         if !tagged {
             return Err(Reject::MissingTag);
         }
-        if !keys.verify(&buf[..body_end], &buf[body_end..]) {
-            return Err(Reject::BadTag);
+        match keys.check(buf[5], &buf[..body_end], &buf[body_end..]) {
+            Verdict::Valid => {}
+            Verdict::Retired => return Err(Reject::RetiredKey),
+            Verdict::Invalid => return Err(Reject::BadTag),
         }
     }
-    if flags & !FLAG_TAGGED != 0 || buf[5..8] != [0, 0, 0] {
+    // Byte 5 is the key hint of a tagged datagram, zero otherwise.
+    if flags & !FLAG_TAGGED != 0 || buf[6..8] != [0, 0] || (!tagged && buf[5] != 0) {
         return Err(Reject::Malformed("reserved bits set"));
     }
     let msg = &buf[..body_end];
@@ -322,13 +329,13 @@ pub fn split_coalesced(buf: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Writes the common header into `out` (which it clears first).
-fn put_common(out: &mut Vec<u8>, kind: DatagramType, tagged: bool, session: u64, object: u32) {
+fn put_common(out: &mut Vec<u8>, kind: DatagramType, key: Option<&Key>, session: u64, object: u32) {
     out.clear();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(kind as u8);
-    out.push(if tagged { FLAG_TAGGED } else { 0 });
-    out.extend_from_slice(&[0, 0, 0]);
+    out.push(if key.is_some() { FLAG_TAGGED } else { 0 });
+    out.extend_from_slice(&[key.map_or(0, Key::hint), 0, 0]);
     out.extend_from_slice(&session.to_be_bytes());
     out.extend_from_slice(&object.to_be_bytes());
 }
@@ -342,13 +349,7 @@ fn finish(out: &mut Vec<u8>, key: Option<&Key>) {
 
 /// Encodes a data datagram into `out`, reusing its allocation.
 pub fn encode_data(out: &mut Vec<u8>, header: &DataHeader, symbol: &[u8], key: Option<&Key>) {
-    put_common(
-        out,
-        DatagramType::Data,
-        key.is_some(),
-        header.session,
-        header.object,
-    );
+    put_common(out, DatagramType::Data, key, header.session, header.object);
     out.extend_from_slice(&header.block.to_be_bytes());
     out.extend_from_slice(&header.esi.to_be_bytes());
     out.extend_from_slice(&header.block_len.to_be_bytes());
@@ -372,7 +373,7 @@ pub fn encode_control(
 ) {
     assert!(kind != DatagramType::Data);
     let len = u16::try_from(body.len()).expect("control body above 64 KiB");
-    put_common(out, kind, key.is_some(), session, object);
+    put_common(out, kind, key, session, object);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(body);
     finish(out, key);
@@ -440,6 +441,38 @@ mod tests {
         assert_eq!(parse(&plain, &ring), Err(Reject::MissingTag));
         let wrong = KeyRing::new(vec![Key::from_bytes([8; 32])]);
         assert_eq!(parse(&buf, &wrong), Err(Reject::BadTag));
+    }
+
+    #[test]
+    fn tagged_datagrams_name_their_key_and_retired_keys_are_refused_as_such() {
+        let (old, new) = (Key::from_bytes([8; 32]), Key::from_bytes([9; 32]));
+        assert_eq!(format!("{:02x}", new.hint()), new.id()[..2]);
+        let mut buf = Vec::new();
+        encode_data(&mut buf, &header(), &[1; 32], Some(&new));
+        assert_eq!(buf[5], new.hint(), "byte 5 carries the key's hint");
+        let mut ctl = Vec::new();
+        encode_control(&mut ctl, DatagramType::Heartbeat, 1, 0, &[0; 4], Some(&old));
+        assert_eq!(ctl[5], old.hint());
+        // Rolled over: the new key accepted, the old one retired.
+        let ring = KeyRing::new(vec![new.clone()]).with_retired(vec![old.clone()]);
+        assert!(parse(&buf, &ring).is_ok());
+        assert_eq!(parse(&ctl, &ring), Err(Reject::RetiredKey));
+        // A key neither accepted nor retired is a bad tag; a forged hint changes nothing
+        // but the order the keys are tried in (the hint is inside the tag).
+        let other = KeyRing::new(vec![Key::from_bytes([7; 32])]);
+        assert_eq!(parse(&ctl, &other), Err(Reject::BadTag));
+        let mut hinted = buf.clone();
+        hinted[5] ^= 0xFF;
+        assert_eq!(parse(&hinted, &ring), Err(Reject::BadTag));
+        // Untagged datagrams keep byte 5 at zero.
+        let mut plain = Vec::new();
+        encode_data(&mut plain, &header(), &[1; 32], None);
+        assert_eq!(plain[5], 0);
+        plain[5] = 1;
+        assert!(matches!(
+            parse(&plain, &KeyRing::default()),
+            Err(Reject::Malformed(_))
+        ));
     }
 
     #[test]

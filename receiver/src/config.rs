@@ -19,6 +19,9 @@ pub struct FileConfig {
     /// `--key`, a list for key rollover.
     #[serde(default)]
     pub keys: Vec<PathBuf>,
+    /// `--retired-key`: keys no longer accepted, whose datagrams are counted apart.
+    #[serde(default)]
+    pub retired_keys: Vec<PathBuf>,
     /// `--recv-buffer`.
     pub recv_buffer: Option<usize>,
     /// `--mtu`: the link's MTU; longer datagrams are dropped unread.

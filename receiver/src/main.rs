@@ -104,6 +104,10 @@ struct ListenArgs {
     /// Pre-shared key file; repeat for key rollover. Untagged or wrongly tagged datagrams are dropped.
     #[arg(long)]
     key: Vec<PathBuf>,
+    /// A retired key file: its datagrams are refused and counted as `retired_key`, so a
+    /// sender still using it shows; repeatable.
+    #[arg(long, value_name = "FILE")]
+    retired_key: Vec<PathBuf>,
     /// Receive buffer to request, in bytes [default: 67108864].
     #[arg(long)]
     recv_buffer: Option<usize>,
@@ -121,14 +125,19 @@ struct ListenArgs {
     metrics: Option<SocketAddr>,
 }
 
+fn read_key_files(paths: &[PathBuf]) -> Result<Vec<Key>> {
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p)
+                .with_context(|| format!("cannot read key file {}", p.display()))?;
+            Key::parse(&bytes).with_context(|| format!("bad key file {}", p.display()))
+        })
+        .collect()
+}
+
 fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
-    let mut keys = Vec::new();
-    for p in paths {
-        let bytes =
-            std::fs::read(p).with_context(|| format!("cannot read key file {}", p.display()))?;
-        keys.push(Key::parse(&bytes).with_context(|| format!("bad key file {}", p.display()))?);
-    }
-    Ok(KeyRing::new(keys))
+    Ok(KeyRing::new(read_key_files(paths)?))
 }
 
 fn resolve(s: &str) -> Result<SocketAddr> {
@@ -162,7 +171,29 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     } else {
         a.key.clone()
     };
-    cfg.keys = read_keys(&keys)?;
+    let retired = if a.retired_key.is_empty() {
+        file.retired_keys.clone()
+    } else {
+        a.retired_key.clone()
+    };
+    let retired = read_key_files(&retired)?;
+    let accepted = read_key_files(&keys)?;
+    if let Some(k) = retired.iter().find(|k| accepted.contains(k)) {
+        anyhow::bail!(
+            "key {} is both accepted (--key) and retired (--retired-key): drop it from one",
+            k.id()
+        );
+    }
+    if !retired.is_empty() && accepted.is_empty() {
+        anyhow::bail!("--retired-key needs at least one --key: a receiver without keys accepts untagged datagrams");
+    }
+    for k in &accepted {
+        tracing::info!(key = %k.id(), "accepting datagrams tagged with this key");
+    }
+    for k in &retired {
+        tracing::info!(key = %k.id(), "refusing datagrams tagged with this retired key (counted as retired_key)");
+    }
+    cfg.keys = KeyRing::new(accepted).with_retired(retired);
     cfg.recv_buffer = a
         .recv_buffer
         .or(file.recv_buffer)
@@ -236,19 +267,15 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     tracing::info!(bind = %listener.local_addr()?, out = %out.display(), authenticated = !keys.is_empty(), "listening");
     let r = listener.run(shutdown).context("receiving stopped")?;
     let s = &r.report.summary;
+    let rejected = |label: &str| r.report.assembler.rejected.get(label).copied().unwrap_or(0);
     tracing::info!(
         delivered = s.delivered,
         failed = s.failed,
         lost = s.lost,
         datagrams = r.received,
         rejected = r.report.assembler.rejected_total(),
-        replayed = r
-            .report
-            .assembler
-            .rejected
-            .get("replayed")
-            .copied()
-            .unwrap_or(0),
+        replayed = rejected("replayed"),
+        retired_key = rejected("retired_key"),
         queue_full = r.queue_full,
         own_drops = r.report.assembler.own_drops.total(),
         "stopped"
