@@ -14,9 +14,12 @@
 //! - "newest": the version is the first `_`-separated token after `Name`, less a leading
 //!   `v`, cut on `.`, `-`, `+` and `~` into numeric parts up to the first part that is not
 //!   all digits (`v2.5.10` → 2.5.10 > `v2.5.9`; `2024-05-01` → 2024.5.1); versions compare
-//!   part by part; equal versions, or stems without one, are ordered by delivery time (the
-//!   modification time of their `SHA256SUMS`), then by name; a stem with a version is
-//!   newer than one without;
+//!   part by part; equal versions, or stems without one, are ordered by when the image was
+//!   built (`creation_date` in its `metadata.yaml`, read from the head of the tarball; one
+//!   without is older), then by delivery time (the modification time of their
+//!   `SHA256SUMS`), then by name; a stem with a version is newer than one without. So an
+//!   older build that arrives later (a replay, an old file sent again) neither moves
+//!   `latest_` nor pushes a newer build out;
 //! - the `keep` newest of each Name are kept, older directories are removed; an image
 //!   older than all kept ones is delivered and then pruned at once (`retained: false`);
 //! - the sha256 of the tarball is the fingerprint `lxc image import` shows;
@@ -190,12 +193,15 @@ pub fn version_key(stem: &str) -> Vec<u64> {
 struct Version {
     stem: String,
     key: Vec<u64>,
+    /// `creation_date` of its `metadata.yaml` (`i64::MIN` when it declares none).
+    built: i64,
     delivered: SystemTime,
 }
 
 fn newest_first(a: &Version, b: &Version) -> Ordering {
     b.key
         .cmp(&a.key)
+        .then(b.built.cmp(&a.built))
         .then(b.delivered.cmp(&a.delivered))
         .then(b.stem.cmp(&a.stem))
 }
@@ -391,19 +397,21 @@ impl ImageStore {
                 continue;
             }
             let dir = entry.path();
-            let has_tarball = [Compression::Gzip, Compression::Xz].iter().any(|c| {
-                fs::symlink_metadata(dir.join(format!("{stem}{}", c.suffix())))
-                    .is_ok_and(|m| m.is_file())
-            });
-            if !has_tarball {
+            let Some(tarball) = [Compression::Gzip, Compression::Xz]
+                .iter()
+                .map(|c| dir.join(format!("{stem}{}", c.suffix())))
+                .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+            else {
                 continue;
-            }
+            };
+            let built = crate::kind::image_creation_date(&tarball).unwrap_or(i64::MIN);
             let delivered = fs::symlink_metadata(dir.join(SUMS))
                 .and_then(|m| m.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(Version {
                 key: version_key(&stem),
                 stem,
+                built,
                 delivered,
             });
         }

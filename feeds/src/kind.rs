@@ -268,6 +268,50 @@ fn detect_reader<R: Read>(mut r: R, limits: &DetectLimits) -> io::Result<Detecte
     })
 }
 
+/// Most decompressed bytes read looking for an image's `metadata.yaml`, and most entries.
+const BUILD_SCAN_BYTES: u64 = 64 << 20;
+const BUILD_SCAN_ENTRIES: usize = 64;
+/// Largest `metadata.yaml` read.
+const METADATA_MAX: u64 = 64 << 10;
+
+/// The `creation_date` (Unix seconds) an LXD image's `metadata.yaml` declares: when the
+/// image was built. `None` when the tarball holds none near its start (bounded read).
+pub fn image_creation_date(path: &Path) -> Option<i64> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut head = [0u8; 6];
+    let n = f.read(&mut head).ok()?;
+    let compression = Compression::sniff(&head[..n])?;
+    let reader = io::Cursor::new(head[..n].to_vec()).chain(f);
+    match compression {
+        Compression::Gzip => creation_date(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Xz => creation_date(liblzma::read::XzDecoder::new(reader)),
+    }
+}
+
+fn creation_date<R: Read>(r: R) -> Option<i64> {
+    let mut archive = tar::Archive::new(r.take(BUILD_SCAN_BYTES));
+    for entry in archive.entries().ok()?.take(BUILD_SCAN_ENTRIES) {
+        let entry = entry.ok()?;
+        let top_metadata = entry.path().ok().is_some_and(|p| {
+            let mut parts = p.components().filter(|c| !matches!(c, Component::CurDir));
+            matches!(
+                (parts.next(), parts.next()),
+                (Some(Component::Normal(name)), None) if name == "metadata.yaml"
+            )
+        });
+        if !top_metadata || !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut text = String::new();
+        entry.take(METADATA_MAX).read_to_string(&mut text).ok()?;
+        return text.lines().find_map(|l| {
+            l.strip_prefix("creation_date:")
+                .and_then(|v| v.trim().trim_matches(['"', '\'']).parse().ok())
+        });
+    }
+    None
+}
+
 /// Streams a tar listing and reports whether `metadata.yaml` is a top-level file.
 fn tar_has_metadata<R: Read>(r: R, limits: &DetectLimits) -> bool {
     let mut archive = tar::Archive::new(r.take(limits.max_tar_bytes));

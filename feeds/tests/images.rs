@@ -273,3 +273,33 @@ fn unsafe_names_and_planted_links_are_refused() {
     assert!(matches!(err, ImageError::NotATarball(_)), "{err}");
     assert!(err.to_string().contains("gzip nor xz"));
 }
+
+#[test]
+fn an_older_build_arriving_later_neither_moves_latest_nor_deletes_the_newer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    fs::create_dir(&staging).unwrap();
+    let store_dir = tmp.path().join("images");
+    let store = ImageStore::new(&store_dir, 1);
+    // Built first (creation_date 1_700_000_001), then a newer build.
+    let aaa = make_image(&staging, "Redis_aaa.tar.gz", 100, 1);
+    store.deliver_image(&aaa, "Redis_aaa.tar.gz", None).unwrap();
+    let bbb = make_image(&staging, "Redis_bbb.tar.gz", 100, 2);
+    let d = store.deliver_image(&bbb, "Redis_bbb.tar.gz", None).unwrap();
+    assert_eq!(d.latest_stem, "Redis_bbb");
+    assert_eq!(dirs_of(&store_dir, "Redis_"), vec!["Redis_bbb"]);
+    // The older build comes again (a replay, a carousel of an old file): delivered last, but
+    // older by its metadata, so it is pruned at once and the newer one stays.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = make_image(&staging, "Redis_aaa.tar.gz", 100, 1);
+    let d = store
+        .deliver_image(&again, "Redis_aaa.tar.gz", None)
+        .unwrap();
+    assert!(!d.retained, "the older build is not kept");
+    assert_eq!(d.latest_stem, "Redis_bbb");
+    assert_eq!(dirs_of(&store_dir, "Redis_"), vec!["Redis_bbb"]);
+    assert_eq!(
+        fs::read_link(store_dir.join("latest_Redis")).unwrap(),
+        PathBuf::from("Redis_bbb")
+    );
+}
