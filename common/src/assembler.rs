@@ -351,6 +351,8 @@ struct ObjectState {
 }
 
 struct Session {
+    /// The source whose datagram opened it.
+    source: u64,
     started: Duration,
     last_seen: Duration,
     objects: HashMap<u32, ObjectState>,
@@ -406,6 +408,8 @@ pub struct Assembler {
     own_drops_heard: OwnDrops,
     /// Decoders hold their solves until a tick (see [`Assembler::set_hold_solves`]).
     hold_solves: bool,
+    /// The source of the datagram being handled.
+    source: u64,
     /// Blocks whose decoder is ready for a solve, held until the next tick.
     ready: std::collections::BTreeSet<(ObjectRef, u32)>,
 }
@@ -460,6 +464,7 @@ impl Assembler {
             own_drops_heard: OwnDrops::default(),
             hold_solves: false,
             ready: Default::default(),
+            source: 0,
         }
     }
 
@@ -514,6 +519,14 @@ impl Assembler {
 
     /// Processes one received UDP payload at time `now`.
     pub fn handle(&mut self, now: Duration, bytes: &[u8]) -> Result<(), Reject> {
+        self.handle_from(now, 0, bytes)
+    }
+
+    /// Processes one UDP payload received at `now` from `source` (an opaque id of its
+    /// sender's address): when the session table is full, a source holding more than its
+    /// share of it gives a place up to a session of another source.
+    pub fn handle_from(&mut self, now: Duration, source: u64, bytes: &[u8]) -> Result<(), Reject> {
+        self.source = source;
         self.now = self.now.max(now);
         self.stats.datagrams += 1;
         let result = wire::parse(bytes, &self.keys).and_then(|d| {
@@ -677,7 +690,8 @@ impl Assembler {
                 .iter()
                 .filter(|(_, s)| s.ending || now.saturating_sub(s.last_seen) >= grace)
                 .min_by_key(|(_, s)| (!s.ending, s.last_seen))
-                .map(|(&id, _)| id);
+                .map(|(&id, _)| id)
+                .or_else(|| self.over_share());
             match evictable {
                 Some(old) => {
                     self.close_session(old, "a newer sender session needed its place".into())
@@ -702,6 +716,7 @@ impl Assembler {
         self.sessions.insert(
             id,
             Session {
+                source: self.source,
                 started: now,
                 last_seen: now,
                 objects: HashMap::new(),
@@ -727,6 +742,27 @@ impl Assembler {
             first_object,
         });
         Ok(())
+    }
+
+    /// With every session alive: while the newcomer's source holds less than its share
+    /// (the table divided among the sources holding places and the newcomer's), the least
+    /// recently heard session of a source holding more than its share.
+    fn over_share(&self) -> Option<u64> {
+        let mut per_source: HashMap<u64, usize> = HashMap::new();
+        for s in self.sessions.values() {
+            *per_source.entry(s.source).or_default() += 1;
+        }
+        let mine = per_source.get(&self.source).copied().unwrap_or(0);
+        let sources = per_source.len() + usize::from(mine == 0);
+        let share = (self.limits.max_sessions / sources).max(1);
+        if mine >= share {
+            return None;
+        }
+        self.sessions
+            .iter()
+            .filter(|(_, s)| per_source[&s.source] > share)
+            .min_by_key(|(&id, s)| (s.last_seen, id))
+            .map(|(&id, _)| id)
     }
 
     /// Remembers a refused session's lowest object id; the first refusal of a session is an
@@ -1567,6 +1603,43 @@ mod tests {
             assert!(a.handle(Duration::ZERO, &out).is_err());
         }
         assert_eq!(a.objects_in_flight(), 0);
+    }
+
+    #[test]
+    fn one_source_cannot_hold_every_place_while_another_waits() {
+        let limits = Limits {
+            max_sessions: 4,
+            ..Limits::default()
+        };
+        let mut a = Assembler::new(limits, KeyRing::default());
+        let t = Duration::from_secs(1);
+        let (flooder, sender) = (7, 9);
+        for id in 1..=4u64 {
+            a.handle_from(t, flooder, &heartbeat(id, false)).unwrap();
+        }
+        // Every place alive and held by one source: another source's session gets one.
+        a.handle_from(t, sender, &heartbeat(100, false)).unwrap();
+        assert!(a.sessions.contains_key(&100));
+        assert_eq!(a.sessions.len(), 4);
+        // The flooder cannot take it back while it holds its share (4 places, 2 sources).
+        assert_eq!(
+            a.handle_from(t, flooder, &heartbeat(5, false)),
+            Err(Reject::Refused("too many sender sessions"))
+        );
+        // A second legitimate session still gets a place: the flooder holds 3 > 2.
+        a.handle_from(t, sender, &heartbeat(101, false)).unwrap();
+        assert!(a.sessions.contains_key(&100) && a.sessions.contains_key(&101));
+        // A third source: share 1 each; one of the two sources holding 2 gives a place up.
+        a.handle_from(t, 11, &heartbeat(200, false)).unwrap();
+        assert_eq!(a.sessions.len(), 4);
+        assert!(a.sessions.contains_key(&200));
+        // Every source at or below its share once more: a newcomer of a source that holds
+        // a place already is refused, and reported.
+        // (a second later: refusals are reported at most once a second)
+        let later = t + Duration::from_secs(1);
+        assert!(a.handle_from(later, 11, &heartbeat(201, false)).is_err());
+        assert!(std::iter::from_fn(|| a.poll_event())
+            .any(|e| matches!(e, Event::SessionRefused { session: 201, .. })));
     }
 
     #[test]

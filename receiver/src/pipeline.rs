@@ -120,6 +120,9 @@ pub struct Arrival {
     pub bytes: Vec<u8>,
     /// Bytes of each datagram but the last.
     pub stride: usize,
+    /// Where they came from (a hash of the UDP source address; 0 when unknown), so that
+    /// one source cannot hold the whole session table while another waits.
+    pub source: u64,
 }
 
 impl Arrival {
@@ -354,13 +357,20 @@ impl Engine {
 }
 
 /// Feeds one datagram to the assembler, counting a rejection by its reason.
+/// An opaque id of a UDP source address, for the assembler's fairness between sources.
+fn source_id(addr: SocketAddr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(addr)
+}
+
 fn handle(
     asm: &mut Assembler,
     now: Duration,
+    source: u64,
     bytes: &[u8],
     metrics: &crate::metrics::ReceiverMetrics,
 ) {
-    if let Err(reject) = asm.handle(now, bytes) {
+    if let Err(reject) = asm.handle_from(now, source, bytes) {
         tracing::trace!(%reject, "datagram rejected");
         metrics
             .rejected
@@ -558,7 +568,7 @@ fn run_assembler(
         match input {
             Some(Input::Datagram { at, bytes }) => {
                 now = now.max(at);
-                handle(&mut asm, now, &bytes, &metrics);
+                handle(&mut asm, now, 0, &bytes, &metrics);
             }
             Some(Input::Batch(batch)) => {
                 let n: usize = batch.iter().map(Arrival::count).sum();
@@ -567,7 +577,7 @@ fn run_assembler(
                 for arrival in &batch {
                     now = now.max(arrival.at);
                     for bytes in arrival.datagrams() {
-                        handle(&mut asm, now, bytes, &metrics);
+                        handle(&mut asm, now, arrival.source, bytes, &metrics);
                         if !out.drain(&mut asm) {
                             return asm.stats().clone();
                         }
@@ -703,7 +713,14 @@ struct Gate {
 impl Gate {
     /// Queues in `out` what passes of one message: the message whole when every
     /// datagram in it passes the wire checks, else only those that pass, one by one.
-    fn admit(&mut self, bytes: &[u8], stride: usize, at: Duration, out: &mut Vec<Arrival>) {
+    fn admit(
+        &mut self,
+        bytes: &[u8],
+        stride: usize,
+        at: Duration,
+        source: u64,
+        out: &mut Vec<Arrival>,
+    ) {
         let n = bytes.len().div_ceil(stride);
         // Every datagram of a GRO read but the last is `stride` bytes long.
         if stride > self.max_payload || bytes.len() > self.max_payload && stride == bytes.len() {
@@ -723,6 +740,7 @@ impl Gate {
                 at,
                 bytes: bytes.to_vec(),
                 stride,
+                source,
             });
             return;
         }
@@ -735,6 +753,7 @@ impl Gate {
                 at,
                 bytes: datagram.to_vec(),
                 stride: datagram.len(),
+                source,
             });
         }
     }
@@ -857,12 +876,12 @@ impl Listener {
                         continue;
                     }
                     let at = start.elapsed();
-                    for (bytes, stride) in reads.messages() {
+                    for (bytes, stride, from) in reads.messages() {
                         let n = bytes.len().div_ceil(stride);
                         counters.received.fetch_add(n as u64, Ordering::Relaxed);
                         metrics.datagrams.inc_by(n as u64);
                         metrics.bytes.inc_by(bytes.len() as u64);
-                        gate.admit(bytes, stride, at, &mut batch);
+                        gate.admit(bytes, stride, at, source_id(from), &mut batch);
                     }
                     if batch.iter().map(Arrival::count).sum::<usize>() >= BATCH {
                         flush(&mut batch);

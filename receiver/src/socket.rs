@@ -45,13 +45,13 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     /// The messages of the last read: bytes holding one or more datagrams of `stride`
-    /// bytes each (the last may be shorter).
-    pub fn messages(&self) -> impl Iterator<Item = (&[u8], usize)> {
+    /// bytes each (the last may be shorter), and the address they came from.
+    pub fn messages(&self) -> impl Iterator<Item = (&[u8], usize, std::net::SocketAddr)> {
         self.buffers
             .iter()
             .zip(&self.meta)
             .take(self.messages)
-            .map(|(buf, m)| (&buf[..m.len], m.stride.max(1)))
+            .map(|(buf, m)| (&buf[..m.len], m.stride.max(1), m.addr))
     }
 }
 
