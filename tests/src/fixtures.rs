@@ -38,26 +38,3 @@ fn write(path: &Path, data: &[u8]) {
     }
     std::fs::write(path, data).expect("write fixture");
 }
-
-/// Writes an LXD unified image tarball: metadata.yaml plus rootfs/ with `rootfs_bytes` of data.
-pub fn lxd_image(path: &Path, rootfs_bytes: usize, seed: u64) {
-    use rand::{RngCore, SeedableRng};
-    let f = std::fs::File::create(path).unwrap();
-    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-    let mut t = tar::Builder::new(gz);
-    let meta = format!("architecture: x86_64\ncreation_date: {seed}\nproperties:\n  description: test image {seed}\n");
-    let mut h = tar::Header::new_gnu();
-    h.set_size(meta.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    t.append_data(&mut h, "metadata.yaml", meta.as_bytes())
-        .unwrap();
-    let mut data = vec![0u8; rootfs_bytes];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    t.append_data(&mut h, "rootfs/blob", &data[..]).unwrap();
-    t.into_inner().unwrap().finish().unwrap();
-}

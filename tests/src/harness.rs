@@ -239,3 +239,30 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// `s` without terminal colour codes (the binaries colour their logs on a terminal only,
+/// but a test must read either).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(char::is_ascii_alphabetic);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The number after the last `key=` in a log text (e.g. `datagrams` in the stop line).
+pub fn log_number(log: &str, key: &str) -> Option<u64> {
+    let pat = format!("{key}=");
+    let at = log.rfind(&pat)? + pat.len();
+    log[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}

@@ -3,7 +3,9 @@
 //! apart (`retired_key`), and delivers from the new key.
 
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard};
+use gapferry_tests::harness::{
+    binary, log_number, read_records, strip_ansi, with_outcome, ChildGuard,
+};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,29 +33,6 @@ fn send(file: &std::path::Path, to: &str, key: &std::path::Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The count after `key` in the receiver's log, without colour codes.
-fn logged(log: &str, key: &str) -> Option<u64> {
-    let plain: String = {
-        let mut out = String::new();
-        let mut chars = log.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(char::is_ascii_alphabetic);
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    let at = plain.rfind(key)? + key.len();
-    plain[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
 }
 
 #[test]
@@ -95,19 +74,19 @@ fn a_retired_key_is_refused_and_counted_and_the_new_one_delivers() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert!(rx.terminate().success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap());
     let records = read_records(&out);
     let delivered: Vec<_> = with_outcome(&records, "delivered")
         .iter()
         .filter_map(|r| r["name"].as_str())
         .collect();
     assert_eq!(delivered, ["fresh.bin"], "{records:#?}");
-    let retired = logged(&text, "retired_key=").expect("the stop line counts retired keys");
+    let retired = log_number(&text, "retired_key").expect("the stop line counts retired keys");
     assert!(
         retired > 0,
         "the old key's datagrams must be counted apart: {text}"
     );
-    assert_eq!(logged(&text, "rejected="), Some(retired), "{text}");
+    assert_eq!(log_number(&text, "rejected"), Some(retired), "{text}");
     // Naming both keys and the same key twice are refused at start.
     let both = Command::new(binary("gapferry-recv"))
         .args(["listen", "--bind", &to, "--key"])

@@ -2,8 +2,8 @@
 //! feed equal to PyMISP's, the real STIX bundles land in `stix/`, an LXD image and its
 //! signature land in MISP-airgap's image-store layout.
 
-use gapferry_tests::fixtures::lxd_image;
 use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::lxd::lxd_image;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

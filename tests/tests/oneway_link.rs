@@ -31,7 +31,7 @@
 //! the first pass of the small files and a third of the 1 MiB one: they must arrive anyway.
 
 use gapferry_tests::fixtures::{json_file, random_file};
-use gapferry_tests::harness::{binary, read_records, with_outcome};
+use gapferry_tests::harness::{binary, log_number, read_records, strip_ansi, with_outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -587,35 +587,6 @@ impl Drop for Receiver {
             let _ = c.wait();
         }
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The value of `key=<digits>` in a log text, last occurrence.
-fn log_number(log: &str, key: &str) -> Option<u64> {
-    let pat = format!("{key}=");
-    let at = log.rfind(&pat)? + pat.len();
-    log[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
 }
 
 /// Runs `gapferry-send file <files> --to <to>` inside `ns`; returns the datagrams it sent.

@@ -7,8 +7,11 @@
 //! `--pcap-out` and its datagrams are injected as they are, tags included.
 
 use gapferry_pcap::CaptureReader;
-use gapferry_tests::fixtures::{lxd_image, random_file};
-use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard};
+use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::{
+    binary, log_number, read_records, strip_ansi, with_outcome, ChildGuard,
+};
+use gapferry_tests::lxd::lxd_image;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,17 +73,7 @@ impl Setup {
 
     /// The receiver's log, without terminal colour codes.
     fn log(&self, log: &str) -> String {
-        let raw = std::fs::read_to_string(self.dir.path().join(log)).unwrap();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(char::is_ascii_alphabetic);
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        strip_ansi(&std::fs::read_to_string(self.dir.path().join(log)).unwrap())
     }
 
     /// What a keyed sender puts on the wire for `file`, captured.
@@ -136,20 +129,14 @@ impl Setup {
     }
 }
 
-/// The count after `rejected=` in the receiver's last log line.
-fn rejected(log: &str) -> u64 {
-    count(log, "rejected=")
+/// The count after `key=` in the receiver's last log line (its stop line).
+fn count(log: &str, key: &str) -> u64 {
+    log_number(log, key).expect("the receiver's summary line")
 }
 
-/// The count after `key` (e.g. `datagrams=`) in the receiver's last log line.
-fn count(log: &str, key: &str) -> u64 {
-    let at = log.rfind(key).expect("the receiver's summary line") + key.len();
-    log[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
+/// The datagrams the receiver refused, by its stop line.
+fn rejected(log: &str) -> u64 {
+    count(log, "rejected")
 }
 
 #[test]
@@ -196,7 +183,7 @@ fn a_captured_image_replayed_after_a_restart_is_refused_and_latest_does_not_roll
     assert!(images.join("Redis_bbb/Redis_bbb.tar.gz").is_file());
     // Every replayed datagram that arrived is refused, but inventories: those never open
     // a session and are ignored as they are.
-    let heard = count(&log, "datagrams=");
+    let heard = count(&log, "datagrams");
     let inventories = first.iter().filter(|d| d[3] == 4).count() as u64;
     let missed = first.len() as u64 - heard;
     assert!(
@@ -207,7 +194,7 @@ fn a_captured_image_replayed_after_a_restart_is_refused_and_latest_does_not_roll
         first.len()
     );
     assert_eq!(
-        count(&log, "replayed="),
+        count(&log, "replayed"),
         rejected(&log),
         "the refusals must be counted as replayed: {log}"
     );
