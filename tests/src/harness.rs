@@ -266,3 +266,21 @@ pub fn log_number(log: &str, key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The Prometheus text a `--metrics` endpoint serves at `addr`, or `None` when it does not
+/// answer.
+pub fn scrape_metrics(addr: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The value of the sample line starting with `name` (labels included), if present.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

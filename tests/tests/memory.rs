@@ -5,9 +5,11 @@
 use gapferry_common::wire::{self, MAX_DATAGRAM};
 use gapferry_common::KeyRing;
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard, TestReceiver};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use gapferry_tests::harness::{
+    binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard, TestReceiver,
+};
+
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,21 +49,6 @@ fn peak_rss(pid: u32) -> u64 {
         << 10
 }
 
-fn scrape(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-/// The value of the sample line starting with `name` (labels included), if present.
-fn value(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// A `gapferry-recv listen` on loopback with its metrics endpoint.
 struct Receiver {
     child: ChildGuard,
@@ -84,7 +71,7 @@ impl Receiver {
                 .unwrap(),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while scrape(metrics).is_none() {
+        while scrape_metrics(metrics).is_none() {
             assert!(Instant::now() < deadline, "the receiver never came up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -146,8 +133,8 @@ fn a_flood_of_64k_datagrams_with_bad_tags_stays_bounded_and_a_keyed_send_still_d
     }
     // Let the receiver drain what the kernel still holds: until its count stops moving.
     let counts = |rx: &Receiver| {
-        let body = scrape(rx.metrics).expect("receiver metrics");
-        let get = |name: &str| value(&body, name).unwrap_or(0.0);
+        let body = scrape_metrics(rx.metrics).expect("receiver metrics");
+        let get = |name: &str| metric_value(&body, name).unwrap_or(0.0);
         (
             get("gapferry_receiver_datagrams_received_total"),
             get("gapferry_receiver_datagrams_rejected_total{reason=\"bad_tag\"}"),

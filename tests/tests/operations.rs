@@ -2,9 +2,11 @@
 //! generated man pages and completions.
 
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use gapferry_tests::harness::{
+    binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
+};
+
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,21 +24,6 @@ fn free_port(udp: bool) -> u16 {
             .unwrap()
             .port()
     }
-}
-
-fn scrape(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-/// The value of the sample line starting with `name` (labels included), if present.
-fn value(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]
@@ -85,8 +72,8 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mid = loop {
-        if let Some(b) = scrape(tx_addr) {
-            if value(&b, "gapferry_sender_datagrams_sent_total").is_some_and(|v| v > 100.0) {
+        if let Some(b) = scrape_metrics(tx_addr) {
+            if metric_value(&b, "gapferry_sender_datagrams_sent_total").is_some_and(|v| v > 100.0) {
                 break b;
             }
         }
@@ -97,7 +84,7 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(
-        value(&mid, "gapferry_sender_rate_bits_per_second"),
+        metric_value(&mid, "gapferry_sender_rate_bits_per_second"),
         Some(20_000_000.0),
         "{mid}"
     );
@@ -108,9 +95,9 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let body = scrape(rx_addr).expect("receiver metrics");
+    let body = scrape_metrics(rx_addr).expect("receiver metrics");
     assert_eq!(
-        value(
+        metric_value(
             &body,
             r#"gapferry_receiver_objects_total{kind="file",outcome="delivered"}"#
         ),
@@ -118,19 +105,20 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
         "{body}"
     );
     assert_eq!(
-        value(&body, "gapferry_receiver_delivered_bytes_total"),
+        metric_value(&body, "gapferry_receiver_delivered_bytes_total"),
         Some((6u64 << 20) as f64),
         "{body}"
     );
     assert_eq!(
-        value(&body, "gapferry_receiver_received_bytes_total").map(|b| b > (6u64 << 20) as f64),
+        metric_value(&body, "gapferry_receiver_received_bytes_total")
+            .map(|b| b > (6u64 << 20) as f64),
         Some(true),
         "{body}"
     );
-    let received = value(&body, "gapferry_receiver_datagrams_received_total").unwrap();
+    let received = metric_value(&body, "gapferry_receiver_datagrams_received_total").unwrap();
     assert!(received > 4000.0, "{body}");
     assert!(
-        value(&body, "gapferry_receiver_heartbeat_age_seconds").is_some_and(|a| a < 10.0),
+        metric_value(&body, "gapferry_receiver_heartbeat_age_seconds").is_some_and(|a| a < 10.0),
         "{body}"
     );
     assert!(!body.contains("outcome=\"failed\""), "{body}");

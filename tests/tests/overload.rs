@@ -4,7 +4,9 @@
 //! small memory limit, against a fast sender on loopback.
 
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, read_records, send, sender_config, ChildGuard};
+use gapferry_tests::harness::{
+    binary, metric_value, read_records, scrape_metrics, send, sender_config, ChildGuard,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,13 +28,7 @@ fn free_tcp_port() -> u16 {
 
 /// The value of the Prometheus sample `name` served at `port`.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    metric_value(&scrape_metrics(([127, 0, 0, 1], port).into())?, name)
 }
 
 #[test]
