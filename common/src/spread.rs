@@ -49,10 +49,11 @@ impl Default for Spreader {
 }
 
 impl Spreader {
-    /// An empty spreader.
+    /// An empty spreader; its cells are allocated at the first write, so an unused one
+    /// (a placeholder while a matrix is drained) costs nothing.
     pub fn new() -> Self {
         Spreader {
-            cells: (0..CELLS).map(|_| Vec::new()).collect(),
+            cells: Vec::new(),
             filled: 0,
             reading: None,
             upward: false,
@@ -89,6 +90,9 @@ impl Spreader {
             self.filled < CELLS && self.reading.is_none(),
             "drain the spreader first"
         );
+        if self.cells.is_empty() {
+            self.cells = (0..CELLS).map(|_| Vec::new()).collect();
+        }
         let cell = &mut self.cells[self.filled];
         cell.clear();
         cell

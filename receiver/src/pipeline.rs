@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// How often timeouts are checked, in the clock of the datagrams.
 const TICK: Duration = Duration::from_millis(100);
+/// Least time between two writes of the replay-protection state while running (it is
+/// written once more when the receiver stops).
+const FRESHNESS_EVERY: Duration = Duration::from_secs(1);
 /// Datagrams queued between the socket thread and the assembler.
 pub const DEFAULT_QUEUE: usize = 1 << 16;
 /// Bytes of datagrams queued between the socket thread and the assembler.
@@ -532,6 +535,7 @@ fn run_assembler(
     let mut host_drops = (0u64, 0u64);
     let mut warning = OwnDropsWarning::default();
     let mut last_tick = Duration::ZERO;
+    let mut last_freshness_save = Duration::ZERO;
     let mut now = Duration::ZERO;
     asm.set_solve_elsewhere(true);
     // The sender spreads each block's symbols over its stream: a repair symbol often
@@ -609,7 +613,10 @@ fn run_assembler(
         }
         if now.saturating_sub(last_tick) >= TICK {
             asm.tick(now);
-            save_freshness(&mut asm, freshness.as_ref());
+            if now.saturating_sub(last_freshness_save) >= FRESHNESS_EVERY {
+                save_freshness(&mut asm, freshness.as_ref());
+                last_freshness_save = now;
+            }
             last_tick = now;
             let st = asm.stats();
             metrics
