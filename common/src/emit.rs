@@ -10,8 +10,6 @@ use std::ops::Range;
 
 /// Blocks whose symbols are interleaved, so a burst loss is spread over them.
 pub const INTERLEAVE_DEPTH: usize = 8;
-/// A descriptor copy is sent after this many data datagrams of an object.
-pub const DESCRIPTOR_EVERY: u64 = 128;
 
 /// Encodes datagrams of one sender session into a reused buffer.
 #[derive(Debug, Clone)]

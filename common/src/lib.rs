@@ -1,6 +1,6 @@
 //! The gapferry protocol with no I/O: datagram layout, authentication tags, control
 //! messages, block layout, RaptorQ block coding, block compression, name rules and the
-//! receive-side [`Assembler`] state machine.
+//! receive-side [`Assembler`] and send-side [`send::Session`] state machines.
 //!
 //! Everything here is deterministic: the sender and receiver crates feed it bytes and
 //! a clock, so live UDP, pcap replay, fuzzers and tests drive the same code.
@@ -15,6 +15,7 @@ pub mod freshness;
 pub mod kind;
 pub mod layout;
 pub mod name;
+pub mod send;
 pub mod spread;
 pub mod wire;
 

@@ -125,6 +125,14 @@ impl Spreader {
     /// Columns are read top-down in one matrix and bottom-up in the next. Pad a partial
     /// matrix first: read unpadded, its datagrams are spread over its filled rows only.
     pub fn pop(&mut self) -> Option<&[u8]> {
+        let index = self.next_cell()?;
+        Some(self.cell(index))
+    }
+
+    /// Moves to the next cell to send and returns its index for [`Self::cell`]; `None` once
+    /// the matrix is drained. [`Self::pop`] in two steps, for callers that must change
+    /// other state between choosing the datagram and reading it.
+    pub fn next_cell(&mut self) -> Option<usize> {
         if self.filled == 0 {
             return None;
         }
@@ -145,9 +153,14 @@ impl Spreader {
             };
             let index = row * COLUMNS + pos / ROWS;
             if index < self.filled {
-                return Some(&self.cells[index]);
+                return Some(index);
             }
         }
+    }
+
+    /// The datagram in cell `index`, as returned by [`Self::next_cell`].
+    pub fn cell(&self, index: usize) -> &[u8] {
+        &self.cells[index]
     }
 }
 

@@ -3,9 +3,8 @@
 
 use gapferry_common::compress;
 use gapferry_common::control::ObjectDescriptor;
-use gapferry_common::emit::{
-    DatagramWriter, Interleaver, OutgoingBlock, DESCRIPTOR_EVERY, INTERLEAVE_DEPTH,
-};
+use gapferry_common::emit::DatagramWriter;
+use gapferry_common::send;
 use gapferry_common::{layout, Event, Key, Limits, ObjectKind, ObjectRef};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
@@ -132,7 +131,8 @@ pub struct SentObject {
     pub datagrams: Vec<Vec<u8>>,
 }
 
-/// The datagrams of every pass of an object, as `sender/src/transfer.rs` produces them.
+/// The datagrams of every pass of an object, as `gapferry-send` produces them (through
+/// `gapferry_common::send`).
 pub fn send_object(
     w: &DatagramWriter,
     object: u32,
@@ -153,55 +153,20 @@ pub fn send_object(
         passes,
     };
     let mut datagrams = Vec::new();
-    let mut buf = Vec::new();
     for pass in 1..=passes {
         let d = ObjectDescriptor { pass, ..d1.clone() };
-        let mut descriptor = |out: &mut Vec<Vec<u8>>| {
-            w.descriptor(&mut buf, object, &d)
-                .expect("small descriptor");
-            out.push(buf.clone());
-        };
-        descriptor(&mut datagrams);
-        let mut copies = 1u32;
-        let blocks = d.block_count() as u32;
-        let mut sent_since = 0u64;
-        let mut start = 0u32;
-        while start < blocks {
-            let end = (start + INTERLEAVE_DEPTH as u32).min(blocks);
-            let mut window = Interleaver::new();
-            for b in start..end {
-                let at = b as usize * d.block_plain_size as usize;
-                let plain = &original[at..at + d.block_plain_len(b) as usize];
-                let (codec, data) = compress::compress_block(plain, compress::DEFAULT_LEVEL);
-                window.push(OutgoingBlock::new(
-                    w.session(),
-                    object,
-                    b,
-                    codec,
-                    plain.len() as u32,
-                    data,
-                    max_symbol,
-                    repair_percent,
-                    pass as u32,
-                ));
-            }
-            let halfway = (start == 0 && end == blocks)
-                .then(|| window.remaining() as u64 / 2)
-                .filter(|&h| h > 0 && h < DESCRIPTOR_EVERY);
-            let mut out = Vec::new();
-            while window.next_datagram(w, &mut out) {
-                datagrams.push(out.clone());
-                sent_since += 1;
-                if sent_since.is_multiple_of(DESCRIPTOR_EVERY) || Some(sent_since) == halfway {
-                    descriptor(&mut datagrams);
-                    copies += 1;
-                }
-            }
-            start = end;
-        }
-        for _ in 0..4u32.saturating_sub(copies).max(1) {
-            descriptor(&mut datagrams);
-        }
+        datagrams.extend(
+            send::pass_datagrams(
+                w,
+                object,
+                &d,
+                original,
+                max_symbol,
+                repair_percent,
+                compress::DEFAULT_LEVEL,
+            )
+            .expect("small descriptor"),
+        );
     }
     SentObject {
         object,

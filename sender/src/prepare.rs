@@ -5,8 +5,8 @@
 //! the sending thread, so the pacer sees a steady stream instead of a pause every window
 //! while the next one is read and encoded.
 
+use crate::error::TransferError;
 use crate::source::SourceFile;
-use crate::transfer::TransferError;
 use crossbeam_channel::{bounded, Receiver};
 use gapferry_common::compress;
 use gapferry_common::control::ObjectDescriptor;

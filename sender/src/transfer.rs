@@ -9,35 +9,12 @@ use crate::progress::Progress;
 use crate::session::SenderSession;
 use crate::source::SourceFile;
 use gapferry_common::control::ObjectDescriptor;
-use gapferry_common::emit::{Interleaver, DESCRIPTOR_EVERY};
 use gapferry_common::layout;
+use gapferry_common::send::ObjectSchedule;
 use std::io;
-use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
-use thiserror::Error;
 
-/// Descriptor copies every object gets at least: without one the object is lost, so a
-/// small object (a few datagrams) must not depend on one or two copies surviving.
-const MIN_DESCRIPTORS: u32 = 4;
-
-/// Why an object could not be sent.
-#[derive(Debug, Error)]
-pub enum TransferError {
-    /// The source could not be read.
-    #[error("cannot read {path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        error: io::Error,
-    },
-    /// The file changed while it was being sent; the high side will refuse it.
-    #[error("{0} changed while it was being sent; send it again once it is complete")]
-    Changed(PathBuf),
-    /// The datagram sink failed: the whole session stops.
-    #[error("cannot send datagrams: {0}")]
-    Sink(io::Error),
-}
+pub use crate::error::TransferError;
 
 fn read_err(file: &SourceFile) -> impl Fn(io::Error) -> TransferError + '_ {
     move |source| TransferError::Read {
@@ -81,13 +58,9 @@ pub fn describe(
 
 /// One pass of one object in progress.
 pub struct ObjectTransfer {
-    id: u32,
     file: SourceFile,
-    descriptor: ObjectDescriptor,
+    schedule: ObjectSchedule,
     windows: Preparer,
-    next_block: u32,
-    sent_since_descriptor: u64,
-    copies: u32,
 }
 
 impl ObjectTransfer {
@@ -106,23 +79,21 @@ impl ObjectTransfer {
             repair_percent: session.config().repair_percent,
         };
         let windows = Preparer::start(file, d, encoding)?;
+        let mut schedule = ObjectSchedule::new(id, d.clone())
+            .map_err(|e| TransferError::Sink(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         session
-            .emit_descriptor(id, d)
+            .write_all(&mut schedule)
             .map_err(TransferError::Sink)?;
         Ok(ObjectTransfer {
-            id,
             file: file.clone(),
-            descriptor: d.clone(),
+            schedule,
             windows,
-            next_block: 0,
-            sent_since_descriptor: 0,
-            copies: 1,
         })
     }
 
     /// The object id.
     pub fn id(&self) -> u32 {
-        self.id
+        self.schedule.object()
     }
 
     /// The source being sent.
@@ -132,57 +103,35 @@ impl ObjectTransfer {
 
     /// Whether every block has been sent.
     pub fn blocks_done(&self) -> bool {
-        self.next_block as u64 >= self.descriptor.block_count()
+        self.schedule.blocks_done()
     }
 
     /// Sends the next window of up to [`INTERLEAVE_DEPTH`] blocks; true while more remain.
+    ///
+    /// [`INTERLEAVE_DEPTH`]: gapferry_common::emit::INTERLEAVE_DEPTH
     pub fn send_window(
         &mut self,
         session: &mut SenderSession,
         progress: &Progress,
     ) -> Result<bool, TransferError> {
-        let d = &self.descriptor;
-        let blocks = d.block_count() as u32;
         let Some(prepared) = self.windows.next_window() else {
             return Ok(false);
         };
         let prepared = prepared?;
-        let (start, count) = (self.next_block, prepared.blocks.len() as u32);
-        let end = start + count;
-        let mut window = Interleaver::new();
-        for block in prepared.blocks {
-            window.push(block);
-        }
-        // A small object gets a copy half-way through too, so copies are spread out.
-        let halfway = (start == 0 && end == blocks)
-            .then(|| window.remaining() as u64 / 2)
-            .filter(|&h| h > 0 && h < DESCRIPTOR_EVERY);
-        while session
-            .emit_with(|w, out| window.next_datagram(w, out))
-            .map_err(TransferError::Sink)?
-        {
-            self.sent_since_descriptor += 1;
-            if self.sent_since_descriptor.is_multiple_of(DESCRIPTOR_EVERY)
-                || Some(self.sent_since_descriptor) == halfway
-            {
-                session
-                    .emit_descriptor(self.id, d)
-                    .map_err(TransferError::Sink)?;
-                self.copies += 1;
-            }
-        }
+        self.schedule.add_window(prepared.blocks);
+        session
+            .write_all(&mut self.schedule)
+            .map_err(TransferError::Sink)?;
         progress.advance(prepared.plain_bytes);
-        self.next_block = end;
-        Ok(end < blocks)
+        Ok(!self.schedule.blocks_done())
     }
 
     /// Sends the closing descriptor copies and checks the source did not change.
-    pub fn finish(self, session: &mut SenderSession) -> Result<(), TransferError> {
-        for _ in 0..MIN_DESCRIPTORS.saturating_sub(self.copies).max(1) {
-            session
-                .emit_descriptor(self.id, &self.descriptor)
-                .map_err(TransferError::Sink)?;
-        }
+    pub fn finish(mut self, session: &mut SenderSession) -> Result<(), TransferError> {
+        self.schedule.close();
+        session
+            .write_all(&mut self.schedule)
+            .map_err(TransferError::Sink)?;
         self.windows.verify()
     }
 }
@@ -198,4 +147,91 @@ pub fn send_object(
     let mut t = ObjectTransfer::start(session, id, file, d)?;
     while t.send_window(session, progress)? {}
     t.finish(session)
+}
+
+/// Sending whole files through a session; here rather than in [`crate::session`] so that
+/// module knows nothing of files.
+impl SenderSession {
+    /// Sends `files`, each as one object, in every pass (pass 1 of all, then pass 2...).
+    ///
+    /// A file that fails (vanished, unreadable, changed) is reported and the others go on.
+    pub fn send_files(
+        &mut self,
+        files: &[SourceFile],
+        progress: &Progress,
+    ) -> io::Result<Vec<SendReport>> {
+        let passes = self.config().passes;
+        let mut objects: Vec<(u32, Option<ObjectDescriptor>)> = Vec::with_capacity(files.len());
+        let mut reports: Vec<SendReport> = Vec::with_capacity(files.len());
+        for pass in 1..=passes {
+            for (i, file) in files.iter().enumerate() {
+                progress.set_message(file.name.clone());
+                if pass == 1 {
+                    let id = self.allocate_object();
+                    let d = describe(file, self.max_symbol(), passes);
+                    let error = d.as_ref().err().map(|e| e.to_string());
+                    if let Some(e) = &error {
+                        tracing::error!(file = %file.path.display(), "{e}");
+                        self.object_done(id);
+                    }
+                    reports.push(SendReport {
+                        name: file.name.clone(),
+                        object: id,
+                        error,
+                    });
+                    objects.push((id, d.ok()));
+                }
+                let (id, Some(d)) = &objects[i] else { continue };
+                let d = ObjectDescriptor { pass, ..d.clone() };
+                match send_object(self, *id, file, &d, progress) {
+                    Ok(()) => {}
+                    Err(TransferError::Sink(e)) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(file = %file.path.display(), object = id, "{e}");
+                        reports[i].error.get_or_insert(e.to_string());
+                    }
+                }
+                if pass == passes {
+                    self.object_done(*id);
+                    let outcome = if reports[i].error.is_some() {
+                        "failed"
+                    } else {
+                        "sent"
+                    };
+                    self.metrics().object(file.kind, outcome);
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Sends `file` whole under a new object id, its `passes` passes back to back.
+    pub fn send_whole(
+        &mut self,
+        file: &SourceFile,
+        passes: u8,
+        progress: &Progress,
+    ) -> (u32, Result<(), TransferError>) {
+        let id = self.allocate_object();
+        let result = describe(file, self.max_symbol(), passes).and_then(|d| {
+            for pass in 1..=passes {
+                let d = ObjectDescriptor { pass, ..d.clone() };
+                send_object(self, id, file, &d, progress)?;
+            }
+            Ok(())
+        });
+        self.object_done(id);
+        (id, result)
+    }
+}
+
+/// The outcome of sending one file.
+#[derive(Debug)]
+pub struct SendReport {
+    /// The file.
+    pub name: String,
+    /// The object id it was sent as.
+    pub object: u32,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
 }

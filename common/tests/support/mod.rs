@@ -1,13 +1,13 @@
 //! Helpers shared by the common crate's integration tests: an allocator that measures
 //! what a call allocates, a sender that produces an object's datagrams exactly as
-//! `gapferry-send` does (`sender/src/transfer.rs`), and a checker of assembler events.
+//! `gapferry-send` does (through `gapferry_common::send`), and a checker of assembler events.
 #![allow(dead_code)]
 
 use gapferry_common::compress;
 use gapferry_common::control::ObjectDescriptor;
-use gapferry_common::emit::INTERLEAVE_DEPTH;
-use gapferry_common::emit::{DatagramWriter, Interleaver, OutgoingBlock, DESCRIPTOR_EVERY};
+use gapferry_common::emit::DatagramWriter;
 use gapferry_common::layout;
+use gapferry_common::send;
 use gapferry_common::{Assembler, Event, Heartbeat, Key, Limits, ObjectKind, ObjectRef};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -100,9 +100,6 @@ pub struct SentObject {
     pub datagrams: Vec<Vec<u8>>,
 }
 
-/// Descriptor copies every object gets at least (as `sender/src/transfer.rs`).
-const MIN_DESCRIPTORS: u32 = 4;
-
 /// The descriptor `gapferry-send` would build for `original`.
 pub fn describe(name: &str, original: &[u8], max_symbol: u16, passes: u8) -> ObjectDescriptor {
     ObjectDescriptor {
@@ -129,55 +126,20 @@ pub fn send_object(
 ) -> SentObject {
     let d1 = describe(name, original, max_symbol, passes);
     let mut datagrams = Vec::new();
-    let mut buf = Vec::new();
     for pass in 1..=passes {
         let d = ObjectDescriptor { pass, ..d1.clone() };
-        let mut emit_descriptor = |datagrams: &mut Vec<Vec<u8>>| {
-            w.descriptor(&mut buf, object, &d)
-                .expect("small descriptor");
-            datagrams.push(buf.clone());
-        };
-        emit_descriptor(&mut datagrams);
-        let mut copies = 1u32;
-        let blocks = d.block_count() as u32;
-        let mut sent_since = 0u64;
-        let mut start = 0u32;
-        while start < blocks {
-            let end = (start + INTERLEAVE_DEPTH as u32).min(blocks);
-            let mut window = Interleaver::new();
-            for b in start..end {
-                let at = b as usize * d.block_plain_size as usize;
-                let plain = &original[at..at + d.block_plain_len(b) as usize];
-                let (codec, data) = compress::compress_block(plain, compress::DEFAULT_LEVEL);
-                window.push(OutgoingBlock::new(
-                    w.session(),
-                    object,
-                    b,
-                    codec,
-                    plain.len() as u32,
-                    data,
-                    max_symbol,
-                    repair_percent,
-                    pass as u32,
-                ));
-            }
-            let halfway = (start == 0 && end == blocks)
-                .then(|| window.remaining() as u64 / 2)
-                .filter(|&h| h > 0 && h < DESCRIPTOR_EVERY);
-            let mut out = Vec::new();
-            while window.next_datagram(w, &mut out) {
-                datagrams.push(out.clone());
-                sent_since += 1;
-                if sent_since.is_multiple_of(DESCRIPTOR_EVERY) || Some(sent_since) == halfway {
-                    emit_descriptor(&mut datagrams);
-                    copies += 1;
-                }
-            }
-            start = end;
-        }
-        for _ in 0..MIN_DESCRIPTORS.saturating_sub(copies).max(1) {
-            emit_descriptor(&mut datagrams);
-        }
+        datagrams.extend(
+            send::pass_datagrams(
+                w,
+                object,
+                &d,
+                original,
+                max_symbol,
+                repair_percent,
+                compress::DEFAULT_LEVEL,
+            )
+            .expect("small descriptor"),
+        );
     }
     SentObject {
         descriptor: d1,

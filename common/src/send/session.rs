@@ -1,0 +1,351 @@
+//! A sender session as a state machine with no I/O: object numbering, the burst spreader,
+//! padding, heartbeats and inventories. The caller writes objects' datagrams in with
+//! [`Session::write`], then takes what is ready to leave with [`Session::poll_transmit`]
+//! and sends it on its own pacing; [`Session::poll_timeout`] says when to call again.
+//!
+//! Every datagram of an object (symbols and descriptor copies) goes through a
+//! [`Spreader`], so a burst loss anywhere in the stream costs each object only a sliver;
+//! when the stream pauses or ends ([`Session::flush`], [`Session::finish`]), the last matrix
+//! is padded with descriptor copies, heartbeats and inventories and sent over at least
+//! [`FLUSH_SPAN`]. Time-driven heartbeats and inventories leave at once, beside the spread
+//! stream.
+
+use super::object::{Emitted, ObjectSchedule};
+use crate::control::{Heartbeat, Inventory, InventoryEntry, ObjectDescriptor};
+use crate::emit::DatagramWriter;
+use crate::spread::{Spreader, CELLS};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Interval between heartbeats.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// An inventory of recent objects goes out with every this many heartbeats.
+const INVENTORY_EVERY: u64 = 5;
+/// Recent objects named in inventories.
+const INVENTORY_OBJECTS: usize = 32;
+/// Heartbeats sent after the last matrix when a session ends, [`ENDING_SPACING`] apart, on
+/// top of those padding the last matrix.
+const ENDING_HEARTBEATS: u32 = 5;
+/// Time between the trailing ending heartbeats, so one link flap cannot take them all.
+pub const ENDING_SPACING: Duration = Duration::from_millis(100);
+/// Shortest time over which a padded matrix is sent: its real datagrams leave about
+/// `FLUSH_SPAN / 16` apart, so a short link outage costs each object one at most.
+pub const FLUSH_SPAN: Duration = Duration::from_millis(250);
+/// Descriptors of the current matrix remembered for padding.
+const PADDING_DESCRIPTORS: usize = 64;
+/// Stands in a padded matrix for a heartbeat built when it leaves, so its counters are
+/// those of that moment. No datagram is one byte long: it cannot be mistaken for one.
+const HEARTBEAT_SLOT: &[u8] = &[0];
+
+/// A datagram ready to leave.
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    /// The datagram's bytes (the UDP payload).
+    pub datagram: &'a [u8],
+    /// It must leave at least this long after the previous datagram.
+    pub gap: Duration,
+}
+
+/// Where the datagram [`Session::poll_transmit`] hands out lies.
+enum Ready {
+    Cell(usize),
+    Buffer,
+}
+
+/// Object numbering and the counters heartbeats report.
+#[derive(Debug)]
+struct Counters {
+    started: Instant,
+    heartbeat_seq: u64,
+    datagrams: u64,
+    bytes: u64,
+    next_object: u32,
+    in_progress: BTreeSet<u32>,
+    /// Objects done whose datagrams are not all out of the spreader yet, with the count of
+    /// datagrams written when they were done.
+    unemitted: VecDeque<(u32, u64)>,
+    rate_bps: u64,
+}
+
+impl Counters {
+    fn done_below(&self) -> u32 {
+        let unemitted = self.unemitted.iter().map(|&(id, _)| id).min();
+        let in_progress = self.in_progress.first().copied();
+        [unemitted, in_progress]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_object)
+            .min(self.next_object)
+    }
+
+    fn heartbeat(&mut self, now: Instant, ending: bool) -> Heartbeat {
+        self.heartbeat_seq += 1;
+        Heartbeat {
+            seq: self.heartbeat_seq,
+            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            datagrams_sent: self.datagrams,
+            bytes_sent: self.bytes,
+            next_object: self.next_object,
+            done_below: self.done_below(),
+            rate_bps: self.rate_bps,
+            ending,
+        }
+    }
+}
+
+/// The sender's side of one session, without I/O.
+pub struct Session {
+    writer: DatagramWriter,
+    counters: Counters,
+    spreader: Spreader,
+    /// Objects whose descriptor copies went into the current matrix, for padding it.
+    matrix_descriptors: Vec<(u32, ObjectDescriptor)>,
+    recent: VecDeque<InventoryEntry>,
+    /// Set while the spreader's matrix is read out, with the gap between its datagrams.
+    draining: Option<Duration>,
+    last_heartbeat: Option<Instant>,
+    inventory_due: bool,
+    /// Set once the session is ending: heartbeats then say so.
+    ending: bool,
+    ending_heartbeats: u32,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    /// A session writing with `writer`, started at `now`, announcing `rate_bps` in its
+    /// heartbeats.
+    pub fn new(writer: DatagramWriter, rate_bps: u64, now: Instant) -> Self {
+        Session {
+            writer,
+            counters: Counters {
+                started: now,
+                heartbeat_seq: 0,
+                datagrams: 0,
+                bytes: 0,
+                next_object: 0,
+                in_progress: BTreeSet::new(),
+                unemitted: VecDeque::new(),
+                rate_bps,
+            },
+            spreader: Spreader::new(),
+            matrix_descriptors: Vec::new(),
+            recent: VecDeque::new(),
+            draining: None,
+            last_heartbeat: None,
+            inventory_due: false,
+            ending: false,
+            ending_heartbeats: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The datagram writer (session id, key).
+    pub fn writer(&self) -> &DatagramWriter {
+        &self.writer
+    }
+
+    /// Datagrams and UDP payload bytes handed out so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.counters.datagrams, self.counters.bytes)
+    }
+
+    /// The next object id to be assigned.
+    pub fn next_object(&self) -> u32 {
+        self.counters.next_object
+    }
+
+    /// Reserves the next object id; it counts as in progress until [`Self::object_done`].
+    pub fn allocate_object(&mut self) -> u32 {
+        let id = self.counters.next_object;
+        self.counters.next_object += 1;
+        self.counters.in_progress.insert(id);
+        id
+    }
+
+    /// Records that object `id` has had its last pass (or will never be sent).
+    pub fn object_done(&mut self, id: u32) {
+        if self.counters.in_progress.remove(&id) && self.spreader.held() > 0 {
+            self.counters
+                .unemitted
+                .push_back((id, self.spreader.written()));
+        }
+    }
+
+    /// Every object id below this has had its last pass, and its last datagram has left.
+    pub fn done_below(&self) -> u32 {
+        self.counters.done_below()
+    }
+
+    /// Whether a datagram can be written: false while a matrix is being read out (take
+    /// everything [`Self::poll_transmit`] has first).
+    pub fn can_write(&self) -> bool {
+        self.draining.is_none()
+    }
+
+    /// Writes `schedule`'s next datagram into the spread stream; false when it has none now.
+    ///
+    /// Panics unless [`Self::can_write`].
+    pub fn write(&mut self, schedule: &mut ObjectSchedule) -> bool {
+        assert!(self.can_write(), "take the ready datagrams first");
+        let Some(emitted) = schedule.next(&self.writer, self.spreader.slot()) else {
+            return false;
+        };
+        self.spreader.commit();
+        if emitted == Emitted::Descriptor {
+            self.note_descriptor(schedule.object(), schedule.descriptor());
+        }
+        if self.spreader.is_full() {
+            self.draining = Some(Duration::ZERO);
+        }
+        true
+    }
+
+    /// Remembers a descriptor for inventories and for padding the current matrix.
+    fn note_descriptor(&mut self, object: u32, d: &ObjectDescriptor) {
+        if !self.recent.iter().any(|e| e.object == object) {
+            self.recent.push_back(InventoryEntry {
+                object,
+                kind: d.kind,
+                name: d.name.clone(),
+                size: d.size,
+            });
+            if self.recent.len() > INVENTORY_OBJECTS {
+                self.recent.pop_front();
+            }
+        }
+        if !self.matrix_descriptors.iter().any(|(o, _)| *o == object)
+            && self.matrix_descriptors.len() < PADDING_DESCRIPTORS
+        {
+            self.matrix_descriptors.push((object, d.clone()));
+        }
+    }
+
+    /// Pads the spreader's matrix (descriptor copies of its objects, heartbeats, and the
+    /// inventory) so it leaves over at least [`FLUSH_SPAN`]: for a pause in the stream.
+    pub fn flush(&mut self) {
+        if self.spreader.held() == 0 || self.draining.is_some() {
+            return;
+        }
+        let inventory = Inventory::fitting(self.recent.iter().cloned().collect());
+        let descriptors = &self.matrix_descriptors;
+        let writer = &self.writer;
+        let heartbeat_every = if self.ending { 4 } else { 16 };
+        let mut i = 0usize;
+        let mut next_descriptor = 0usize;
+        self.spreader.pad(|out| {
+            i += 1;
+            if i % 64 == 1 && !inventory.entries.is_empty() {
+                writer.inventory(out, &inventory);
+            } else if i.is_multiple_of(heartbeat_every) || descriptors.is_empty() {
+                out.extend_from_slice(HEARTBEAT_SLOT);
+            } else {
+                let (object, d) = &descriptors[next_descriptor % descriptors.len()];
+                next_descriptor += 1;
+                writer
+                    .descriptor(out, *object, d)
+                    .expect("it was encoded once already");
+            }
+        });
+        self.draining = Some(FLUSH_SPAN / CELLS as u32);
+    }
+
+    /// Ends the session: every object counts as done, the last matrix leaves padded with
+    /// ending heartbeats, then more ending heartbeats follow, spaced in time, so the
+    /// receiver learns every object was sent.
+    pub fn finish(&mut self) {
+        let ids: Vec<u32> = self.counters.in_progress.iter().copied().collect();
+        for id in ids {
+            self.object_done(id);
+        }
+        self.ending = true;
+        self.flush();
+        self.ending_heartbeats = ENDING_HEARTBEATS;
+    }
+
+    /// The next datagram to send at `now`, if one is ready: the spreader's matrix while it
+    /// is read out, then a due heartbeat and its inventory.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        let (ready, gap) = self.next_ready(now)?;
+        let datagram = match ready {
+            Ready::Cell(index) => self.spreader.cell(index),
+            Ready::Buffer => &self.buf,
+        };
+        self.counters.datagrams += 1;
+        self.counters.bytes += datagram.len() as u64;
+        Some(Transmit { datagram, gap })
+    }
+
+    /// Chooses the next datagram and builds it if it is built at sending time.
+    fn next_ready(&mut self, now: Instant) -> Option<(Ready, Duration)> {
+        if let Some(gap) = self.draining {
+            match self.spreader.next_cell() {
+                Some(index) if self.spreader.cell(index) == HEARTBEAT_SLOT => {
+                    let hb = self.counters.heartbeat(now, self.ending);
+                    self.writer.heartbeat(&mut self.buf, &hb);
+                    return Some((Ready::Buffer, gap));
+                }
+                Some(index) => return Some((Ready::Cell(index), gap)),
+                None => self.drained(),
+            }
+        }
+        if self.inventory_due {
+            self.inventory_due = false;
+            let inventory = Inventory::fitting(self.recent.iter().cloned().collect());
+            self.writer.inventory(&mut self.buf, &inventory);
+            return Some((Ready::Buffer, Duration::ZERO));
+        }
+        let gap = if self.ending {
+            if self.ending_heartbeats == 0 {
+                return None;
+            }
+            self.ending_heartbeats -= 1;
+            ENDING_SPACING
+        } else if self
+            .last_heartbeat
+            .is_none_or(|t| now.saturating_duration_since(t) >= HEARTBEAT_EVERY)
+        {
+            Duration::ZERO
+        } else {
+            return None;
+        };
+        self.last_heartbeat = Some(now);
+        let hb = self.counters.heartbeat(now, self.ending);
+        self.inventory_due =
+            (self.ending || hb.seq.is_multiple_of(INVENTORY_EVERY)) && !self.recent.is_empty();
+        self.writer.heartbeat(&mut self.buf, &hb);
+        Some((Ready::Buffer, gap))
+    }
+
+    /// A matrix has been read out: objects whose datagrams have all left are no longer
+    /// unemitted, and the next matrix starts without padding descriptors.
+    fn drained(&mut self) {
+        self.draining = None;
+        let drained = self.spreader.drained_below();
+        let unemitted = &mut self.counters.unemitted;
+        while unemitted.front().is_some_and(|&(_, w)| w <= drained) {
+            unemitted.pop_front();
+        }
+        self.matrix_descriptors.clear();
+    }
+
+    /// When [`Self::poll_transmit`] will next have something without a write: the next
+    /// heartbeat, or `None` once an ended session has sent everything.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.draining.is_some() || self.inventory_due {
+            return Some(self.counters.started);
+        }
+        if self.ending {
+            return (self.ending_heartbeats > 0).then_some(self.counters.started);
+        }
+        Some(
+            self.last_heartbeat
+                .map_or(self.counters.started, |t| t + HEARTBEAT_EVERY),
+        )
+    }
+
+    /// Whether an ended session has handed out its last datagram.
+    pub fn is_finished(&self) -> bool {
+        self.ending && self.draining.is_none() && !self.inventory_due && self.ending_heartbeats == 0
+    }
+}
