@@ -330,7 +330,8 @@ impl Session {
     }
 
     /// When [`Self::poll_transmit`] will next have something without a write: the next
-    /// heartbeat, or `None` once an ended session has sent everything.
+    /// heartbeat (an instant already past when something is ready now), or `None` once an
+    /// ended session has sent everything.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.draining.is_some() || self.inventory_due {
             return Some(self.counters.started);
@@ -347,5 +348,170 @@ impl Session {
     /// Whether an ended session has handed out its last datagram.
     pub fn is_finished(&self) -> bool {
         self.ending && self.draining.is_none() && !self.inventory_due && self.ending_heartbeats == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::decode;
+    use crate::wire::{self, Datagram, DatagramType};
+    use crate::ObjectKind;
+
+    /// What one handed-out datagram was.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Heartbeat(Heartbeat),
+        Inventory,
+        Descriptor(u32),
+        Data(u32),
+    }
+
+    fn seen(datagram: &[u8]) -> Seen {
+        match wire::parse(datagram, &Default::default()).unwrap() {
+            Datagram::Data { header, .. } => Seen::Data(header.object),
+            Datagram::Control {
+                kind, object, body, ..
+            } => match kind {
+                DatagramType::Heartbeat => Seen::Heartbeat(decode(body).unwrap()),
+                DatagramType::Inventory => Seen::Inventory,
+                DatagramType::Descriptor => Seen::Descriptor(object),
+                other => panic!("{other:?}"),
+            },
+        }
+    }
+
+    fn schedule(object: u32, len: usize) -> ObjectSchedule {
+        let d = ObjectDescriptor {
+            kind: ObjectKind::File,
+            name: format!("f{object}"),
+            size: len as u64,
+            blake3: [0; 32],
+            block_plain_size: 1 << 20,
+            mtime: 0,
+            pass: 1,
+            passes: 1,
+        };
+        ObjectSchedule::new(object, d).unwrap()
+    }
+
+    /// Takes everything ready at `now`, with the gaps asked for.
+    fn take(s: &mut Session, now: Instant) -> Vec<(Seen, Duration)> {
+        let mut out = Vec::new();
+        while let Some(t) = s.poll_transmit(now) {
+            out.push((seen(t.datagram), t.gap));
+        }
+        out
+    }
+
+    fn block(object: u32, len: usize) -> crate::emit::OutgoingBlock {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + object as usize) as u8).collect();
+        crate::emit::OutgoingBlock::new(
+            9,
+            object,
+            0,
+            crate::wire::Codec::None,
+            len as u32,
+            data,
+            1000,
+            10,
+            1,
+        )
+    }
+
+    #[test]
+    fn an_ended_session_sends_everything_once_then_spaced_ending_heartbeats() {
+        let t0 = Instant::now();
+        let w = DatagramWriter::new(9, None);
+        let mut s = Session::new(w.clone(), 1_000_000, t0);
+        let mut sent = Vec::new();
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for object in 0..3u32 {
+            let id = s.allocate_object();
+            assert_eq!(id, object);
+            let len = 3000;
+            expected.extend(schedule(id, len).all_datagrams(&w, [vec![block(id, len)]]));
+            let mut sched = schedule(id, len);
+            while s.write(&mut sched) {
+                sent.extend(take(&mut s, t0));
+            }
+            sched.add_window([block(id, len)]);
+            sched.close();
+            while s.write(&mut sched) {
+                sent.extend(take(&mut s, t0));
+            }
+            s.object_done(id);
+            assert!(
+                s.done_below() <= id,
+                "its datagrams are still in the spreader"
+            );
+        }
+        s.finish();
+        let mut out = Vec::new();
+        while let Some(t) = s.poll_transmit(t0) {
+            out.push(t.datagram.to_vec());
+            sent.push((seen(t.datagram), t.gap));
+        }
+        assert!(s.is_finished());
+        assert_eq!(s.poll_timeout(), None);
+        // Every data datagram written leaves exactly once; every descriptor at least once.
+        for d in &expected {
+            let n = out.iter().filter(|o| *o == d).count();
+            match seen(d) {
+                Seen::Data(_) => assert_eq!(n, 1),
+                _ => assert!(n >= 1),
+            }
+        }
+        let heartbeats: Vec<&Heartbeat> = sent
+            .iter()
+            .filter_map(|(d, _)| match d {
+                Seen::Heartbeat(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        let last = heartbeats.last().unwrap();
+        assert!(last.ending);
+        assert_eq!((last.next_object, last.done_below), (3, 3));
+        // The last five heartbeats each leave ENDING_SPACING after what precedes them.
+        let tail: Vec<Duration> = sent
+            .iter()
+            .filter(|(d, _)| matches!(d, Seen::Heartbeat(h) if h.ending))
+            .map(|(_, gap)| *gap)
+            .rev()
+            .take(5)
+            .collect();
+        assert_eq!(tail, vec![ENDING_SPACING; 5]);
+        let (datagrams, _) = s.counters();
+        assert_eq!(datagrams as usize, sent.len());
+    }
+
+    #[test]
+    fn heartbeats_are_due_once_a_second_with_an_inventory_every_fifth() {
+        let t0 = Instant::now();
+        let mut s = Session::new(DatagramWriter::new(9, None), 1_000_000, t0);
+        let id = s.allocate_object();
+        let mut sched = schedule(id, 0);
+        assert!(s.write(&mut sched));
+        let mut seqs = Vec::new();
+        let mut inventories = 0;
+        for second in 0..10u64 {
+            let now = t0 + Duration::from_secs(second);
+            assert!(s.poll_timeout().unwrap() <= now);
+            for (d, _) in take(&mut s, now) {
+                match d {
+                    Seen::Heartbeat(h) => seqs.push(h.seq),
+                    Seen::Inventory => inventories += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(take(&mut s, now + Duration::from_millis(500)).is_empty());
+            assert_eq!(
+                s.poll_timeout(),
+                Some(now + HEARTBEAT_EVERY),
+                "next heartbeat a second later"
+            );
+        }
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(inventories, 2);
     }
 }
