@@ -106,8 +106,8 @@ struct LinkArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-    /// No progress bar.
-    #[arg(long)]
+    /// No progress bar, and only warnings and errors in the log.
+    #[arg(long, short)]
     quiet: bool,
 }
 
@@ -325,7 +325,15 @@ fn run_watch(a: WatchArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    gapferry_metrics::logging::init(&cli.log, cli.log_format);
+    let quiet = match &cli.command {
+        Command::File(a) => a.link.quiet,
+        Command::Watch(a) => a.link.quiet,
+        _ => false,
+    };
+    gapferry_metrics::logging::init(
+        gapferry_metrics::logging::filter(&cli.log, quiet),
+        cli.log_format,
+    );
     let result = match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(
