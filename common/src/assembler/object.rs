@@ -1,0 +1,404 @@
+//! Objects in flight: descriptors, data symbols into their blocks, decoded blocks,
+//! completion and failure.
+
+use super::*;
+
+pub(super) struct BlockState {
+    pub(super) decoder: BlockDecoder,
+    pub(super) block_len: u32,
+    pub(super) plain_len: u32,
+    pub(super) codec: Codec,
+    pub(super) repair_seen: bool,
+    /// The solve request out for this block.
+    pub(super) ticket: Option<u64>,
+}
+
+pub(super) struct EarlyBlock {
+    pub(super) block: u32,
+    pub(super) codec: Codec,
+    pub(super) plain_len: u32,
+    pub(super) data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub(super) struct ObjectState {
+    pub(super) descriptor: Option<ObjectDescriptor>,
+    pub(super) blocks: HashMap<u32, BlockState>,
+    pub(super) decoded: HashSet<u32>,
+    pub(super) early: Vec<EarlyBlock>,
+    pub(super) held: usize,
+    /// Blocks with a solve request out: the object is not failed while any is.
+    pub(super) solving: u32,
+    /// The receiver's own drops when the object was admitted.
+    pub(super) own_drops_at_start: OwnDrops,
+}
+
+impl Assembler {
+    pub(super) fn on_descriptor(
+        &mut self,
+        session_id: u64,
+        object: u32,
+        body: &[u8],
+    ) -> Result<(), Reject> {
+        let descriptor: ObjectDescriptor =
+            control::decode(body).map_err(|_| Reject::Malformed("descriptor does not decode"))?;
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        if s.resolved.contains(object) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        s.next_object = s.next_object.max(object.saturating_add(1));
+        s.seen_next = s.seen_next.max(object.saturating_add(1));
+        let oref = ObjectRef {
+            session: session_id,
+            object,
+        };
+        if let Some(state) = s.objects.get(&object) {
+            if let Some(known) = &state.descriptor {
+                let same = ObjectDescriptor {
+                    pass: known.pass,
+                    passes: known.passes,
+                    ..descriptor.clone()
+                };
+                return if &same == known {
+                    self.stats.redundant += 1;
+                    Ok(())
+                } else {
+                    Err(Reject::Refused("descriptor differs from an earlier copy"))
+                };
+            }
+        }
+        if let Err(reason) = self.check_descriptor(&descriptor) {
+            self.fail(oref, Some(descriptor), reason);
+            return Ok(());
+        }
+        if self
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.already_delivered(&descriptor))
+        {
+            self.remove_object(oref);
+            self.sessions
+                .get_mut(&session_id)
+                .expect("touched")
+                .resolved
+                .insert(object);
+            self.events.push_back(Event::ObjectAlreadyDelivered {
+                object: oref,
+                descriptor,
+            });
+            return Ok(());
+        }
+        if !self.sessions[&session_id].objects.contains_key(&object) {
+            self.admit_object(session_id, object)?;
+        }
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        let state = s.objects.get_mut(&object).expect("admitted");
+        state.descriptor = Some(descriptor.clone());
+        let early = std::mem::take(&mut state.early);
+        self.adopt_parked(oref, &descriptor);
+        self.events.push_back(Event::ObjectStarted {
+            object: oref,
+            descriptor: descriptor.clone(),
+        });
+        for b in early {
+            self.held -= b.data.len();
+            let state = self.object_mut(oref);
+            state.held -= b.data.len();
+            if b.block as u64 >= descriptor.block_count()
+                || b.plain_len as u64 != descriptor.block_plain_len(b.block)
+            {
+                self.fail(
+                    oref,
+                    Some(descriptor),
+                    "a block disagrees with the object's descriptor".into(),
+                );
+                return Ok(());
+            }
+            self.events.push_back(Event::BlockDecoded {
+                object: oref,
+                block: b.block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data: b.data,
+            });
+        }
+        self.complete_if_done(oref);
+        Ok(())
+    }
+
+    pub(super) fn check_descriptor(&self, d: &ObjectDescriptor) -> Result<(), String> {
+        name::validate_within(
+            &d.name,
+            self.limits.max_name_bytes,
+            self.limits.max_name_depth,
+        )
+        .map_err(|e| format!("unsafe name {:?}: {e}", d.name))?;
+        if d.size > self.limits.max_object_size {
+            return Err(format!(
+                "declared size {} exceeds the receiver's limit of {} bytes",
+                d.size, self.limits.max_object_size
+            ));
+        }
+        if d.size > 0
+            && (d.block_plain_size == 0 || d.block_plain_size > self.limits.max_block_plain)
+        {
+            return Err(format!(
+                "declared block size {} is outside 1..={}",
+                d.block_plain_size, self.limits.max_block_plain
+            ));
+        }
+        if d.block_count() > u32::MAX as u64 {
+            return Err("declares more than 2^32 blocks".into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn admit_object(&mut self, session_id: u64, object: u32) -> Result<(), Reject> {
+        if self.objects_in_flight() >= self.limits.max_objects_in_flight {
+            return Err(Reject::Refused(OBJECTS_LIMIT));
+        }
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        // Charged from the previous admission on: drops of an object's first datagrams
+        // happen before the object is known here.
+        let state = ObjectState {
+            own_drops_at_start: std::mem::replace(&mut s.own_drops_mark, self.stats.own_drops),
+            ..ObjectState::default()
+        };
+        s.objects.insert(object, state);
+        s.next_object = s.next_object.max(object.saturating_add(1));
+        s.seen_next = s.seen_next.max(object.saturating_add(1));
+        Ok(())
+    }
+
+    pub(super) fn object_mut(&mut self, o: ObjectRef) -> &mut ObjectState {
+        self.sessions
+            .get_mut(&o.session)
+            .and_then(|s| s.objects.get_mut(&o.object))
+            .expect("object in flight")
+    }
+
+    pub(super) fn on_data(
+        &mut self,
+        _now: Duration,
+        h: DataHeader,
+        symbol: &[u8],
+    ) -> Result<(), Reject> {
+        let oref = ObjectRef {
+            session: h.session,
+            object: h.object,
+        };
+        let s = self.sessions.get_mut(&h.session).expect("touched");
+        if s.resolved.contains(h.object) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        if h.plain_len > self.limits.max_block_plain || h.block_len > h.plain_len {
+            return Err(Reject::Refused("block larger than the receiver's limit"));
+        }
+        if !s.objects.contains_key(&h.object) {
+            // A datagram that would be refused anyway must not take an object slot.
+            let cost = u16::try_from(symbol.len())
+                .map_err(|_| Reject::Refused("block parameters out of range"))
+                .and_then(|t| {
+                    BlockDecoder::opening_cost(
+                        h.block_len as usize,
+                        t,
+                        self.limits.max_block_symbols,
+                    )
+                    .map_err(|_| Reject::Refused("block parameters out of range"))
+                })?;
+            if self.held + cost > self.limits.max_held_bytes {
+                return Err(Reject::Refused(MEMORY_LIMIT));
+            }
+            self.admit_object(h.session, h.object)?;
+        }
+        let max_symbols = self.limits.max_block_symbols;
+        let limit = self.limits.max_held_bytes;
+        let held_now = self.held;
+        let hold = self.hold_solves;
+        let state = self.object_mut(oref);
+        if let Some(d) = &state.descriptor {
+            if h.block as u64 >= d.block_count() || h.plain_len as u64 != d.block_plain_len(h.block)
+            {
+                return Err(Reject::Refused(
+                    "block disagrees with the object's descriptor",
+                ));
+            }
+        }
+        if state.decoded.contains(&h.block) {
+            self.stats.redundant += 1;
+            return Ok(());
+        }
+        let block = match state.blocks.entry(h.block) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let b = e.into_mut();
+                if b.block_len != h.block_len || b.plain_len != h.plain_len || b.codec != h.codec {
+                    return Err(Reject::Refused("symbol disagrees with its block"));
+                }
+                if held_now + b.decoder.cost_of_symbol() > limit {
+                    return Err(Reject::Refused(MEMORY_LIMIT));
+                }
+                b
+            }
+            std::collections::hash_map::Entry::Vacant(_) => {
+                if symbol.len() > u16::MAX as usize {
+                    return Err(Reject::Refused("block parameters out of range"));
+                }
+                let mut decoder =
+                    BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
+                        .map_err(|_| Reject::Refused("block parameters out of range"))?;
+                decoder.hold_solves(hold);
+                if held_now + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
+                    return Err(Reject::Refused(MEMORY_LIMIT));
+                }
+                let opened = decoder.held_bytes();
+                state.held += opened;
+                self.held += opened;
+                let state = self
+                    .sessions
+                    .get_mut(&h.session)
+                    .and_then(|s| s.objects.get_mut(&h.object))
+                    .expect("object in flight");
+                state.blocks.entry(h.block).or_insert(BlockState {
+                    decoder,
+                    block_len: h.block_len,
+                    plain_len: h.plain_len,
+                    codec: h.codec,
+                    repair_seen: false,
+                    ticket: None,
+                })
+            }
+        };
+        let k = block.decoder.source_symbols();
+        block.repair_seen |= h.esi >= k;
+        let before = block.decoder.held_bytes();
+        let added = block
+            .decoder
+            .offer(h.esi, symbol)
+            .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
+        let after = block.decoder.held_bytes();
+        self.adjust_held(oref, before, after);
+        match added {
+            Added::Pending => {}
+            Added::Decoded(data) => self.block_done(oref, h.block, data),
+            Added::Solve(job) => self.dispatch(oref, h.block, job),
+            Added::Ready => {
+                self.ready.insert((oref, h.block));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the held-bytes accounting of one block of `o` from `before` to `after`.
+    pub(super) fn adjust_held(&mut self, o: ObjectRef, before: usize, after: usize) {
+        // A decoder that just handed its buffer over holds less than before.
+        let state = self.object_mut(o);
+        state.held = (state.held + after).saturating_sub(before);
+        self.held = (self.held + after).saturating_sub(before);
+    }
+
+    /// Block `block` of `o` decoded into `data`: hand it on (or keep it until the
+    /// descriptor arrives) and complete the object if it was the last.
+    pub(super) fn block_done(&mut self, oref: ObjectRef, block: u32, data: Vec<u8>) {
+        let state = self.object_mut(oref);
+        let b = state.blocks.remove(&block).expect("present");
+        if b.ticket.is_some() {
+            state.solving -= 1;
+        }
+        let freed = b.decoder.held_bytes();
+        state.held -= freed;
+        state.decoded.insert(block);
+        self.held -= freed;
+        self.stats.blocks_decoded += 1;
+        if b.repair_seen {
+            self.stats.blocks_repaired += 1;
+        }
+        let state = self.object_mut(oref);
+        if state.descriptor.is_some() {
+            self.events.push_back(Event::BlockDecoded {
+                object: oref,
+                block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data,
+            });
+            self.complete_if_done(oref);
+        } else {
+            let len = data.len();
+            state.held += len;
+            state.early.push(EarlyBlock {
+                block,
+                codec: b.codec,
+                plain_len: b.plain_len,
+                data,
+            });
+            self.held += len;
+        }
+    }
+
+    pub(super) fn complete_if_done(&mut self, o: ObjectRef) {
+        let Some(s) = self.sessions.get_mut(&o.session) else {
+            return;
+        };
+        let Some(state) = s.objects.get(&o.object) else {
+            return;
+        };
+        let Some(d) = &state.descriptor else { return };
+        if state.decoded.len() as u64 == d.block_count() {
+            self.remove_object(o);
+            self.events.push_back(Event::ObjectComplete { object: o });
+        }
+    }
+
+    pub(super) fn remove_object(&mut self, o: ObjectRef) -> Option<ObjectState> {
+        let s = self.sessions.get_mut(&o.session)?;
+        s.resolved.insert(o.object);
+        let state = s.objects.remove(&o.object)?;
+        self.held -= state.held;
+        Some(state)
+    }
+
+    pub(super) fn fail(
+        &mut self,
+        o: ObjectRef,
+        descriptor: Option<ObjectDescriptor>,
+        reason: String,
+    ) {
+        let state = self.remove_object(o);
+        let descriptor = descriptor.or(state.and_then(|s| s.descriptor));
+        self.events.push_back(Event::ObjectFailed {
+            object: o,
+            descriptor,
+            reason,
+            shortfall: None,
+        });
+    }
+
+    pub(super) fn fail_incomplete(&mut self, o: ObjectRef, why: &str) {
+        let s = &self.sessions[&o.session];
+        let state = &s.objects[&o.object];
+        let shortfall = Shortfall {
+            decoded: state.decoded.len() as u64,
+            blocks: state.descriptor.as_ref().map(ObjectDescriptor::block_count),
+            sender_finished: o.object < s.done_below,
+            own_drops: self.stats.own_drops.since(&state.own_drops_at_start),
+        };
+        let reason = match shortfall.blocks {
+            Some(blocks) => format!("{why}; {} of {blocks} blocks decoded", shortfall.decoded),
+            None => format!("{why}; its descriptor never arrived"),
+        };
+        let now = self.now;
+        let state = self.remove_object(o);
+        let descriptor = state.as_ref().and_then(|s| s.descriptor.clone());
+        if let Some(state) = state {
+            self.park(state, now);
+        }
+        self.events.push_back(Event::ObjectFailed {
+            object: o,
+            descriptor,
+            reason,
+            shortfall: Some(shortfall),
+        });
+    }
+}
