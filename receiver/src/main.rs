@@ -255,8 +255,14 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         cfg.metrics.register(&mut registry);
         let m = cfg.metrics.clone();
-        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), move || m.refresh())
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let (h, health_dir) = (cfg.metrics.clone(), out.clone());
+        gapferry_metrics::serve(
+            addr,
+            std::sync::Arc::new(registry),
+            move || m.refresh(),
+            move || gapferry_receiver::metrics::health(&h, &health_dir),
+        )
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));

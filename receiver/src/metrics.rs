@@ -213,6 +213,38 @@ impl ReceiverMetrics {
     }
 }
 
+/// The receiver's health for `GET /healthz`: the link carries authenticated datagrams
+/// (one within [`crate::status::LINK_DOWN_AFTER`]), and the delivery filesystem under `out`
+/// has more than [`crate::delivery::DISK_RESERVE`] free.
+pub fn health(metrics: &ReceiverMetrics, out: &std::path::Path) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let down_after = crate::status::LINK_DOWN_AFTER.as_millis() as u64;
+    match metrics.last_datagram_ms.load(Ordering::Relaxed) {
+        0 => problems.push("link down: no authenticated datagram yet".to_string()),
+        last if now.saturating_sub(last) > down_after => problems.push(format!(
+            "link down: no authenticated datagram for {} s",
+            now.saturating_sub(last) / 1000
+        )),
+        _ => {}
+    }
+    match crate::disk::available_bytes(out) {
+        Ok(free) if free <= crate::delivery::DISK_RESERVE => problems.push(format!(
+            "disk full: {free} bytes free under {}",
+            out.display()
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("cannot read free space of {}: {e}", out.display())),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// RcvbufErrors from the Udp line of /proc/self/net/snmp (the same as /proc/net/snmp, and
 /// still readable under the unit's ProcSubset=pid).
 pub fn udp_rcvbuf_errors() -> Option<u64> {

@@ -220,7 +220,7 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         session.metrics().register(&mut registry);
-        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), || {})
+        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), || {}, || Ok(()))
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");

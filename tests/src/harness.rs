@@ -270,9 +270,15 @@ pub fn log_number(log: &str, key: &str) -> Option<u64> {
 /// The Prometheus text a `--metrics` endpoint serves at `addr`, or `None` when it does not
 /// answer.
 pub fn scrape_metrics(addr: SocketAddr) -> Option<String> {
+    http_get(addr, "/metrics")
+}
+
+/// The whole HTTP/1.0 response (status line, headers, body) to `GET path` at `addr`, or
+/// `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)

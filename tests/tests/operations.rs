@@ -3,7 +3,7 @@
 
 use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{
-    binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
+    binary, http_get, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
 
 use std::net::SocketAddr;
@@ -49,6 +49,23 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
             .spawn()
             .unwrap(),
     );
+    // Nothing heard yet: the receiver's health says the link is down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        if let Some(h) = http_get(rx_addr, "/healthz") {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receiver endpoint never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        health.starts_with("HTTP/1.0 503") || health.starts_with("HTTP/1.1 503"),
+        "{health}"
+    );
+    assert!(health.contains("link down"), "{health}");
     let src = tempfile::tempdir().unwrap();
     for i in 0..3 {
         random_file(&src.path().join(format!("f{i}.bin")), 2 << 20, i);
@@ -83,6 +100,14 @@ fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Datagrams flowing: healthy on both sides.
+    let rx_health = http_get(rx_addr, "/healthz").expect("receiver health");
+    assert!(
+        rx_health.contains(" 200 ") && rx_health.ends_with("ok\n"),
+        "{rx_health}"
+    );
+    let tx_health = http_get(tx_addr, "/healthz").expect("sender health");
+    assert!(tx_health.contains(" 200 "), "{tx_health}");
     assert_eq!(
         metric_value(&mid, "gapferry_sender_rate_bits_per_second"),
         Some(20_000_000.0),
