@@ -222,62 +222,70 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
     let session = be_u64(msg, 8);
     let object = be_u32(msg, 16);
     match buf[3] {
-        t if t == DatagramType::Data as u8 => {
-            if msg.len() <= DATA_HEADER_LEN {
-                return Err(Reject::TooShort);
-            }
-            let block = be_u32(msg, 20);
-            let esi = be_u32(msg, 24);
-            let block_len = be_u32(msg, 28);
-            let plain_len = be_u32(msg, 32);
-            let codec = Codec::from_u8(msg[36]).ok_or(Reject::Malformed("unknown codec"))?;
-            if msg[37..40] != [0, 0, 0] {
-                return Err(Reject::Malformed("reserved bytes set"));
-            }
-            if esi > MAX_ESI {
-                return Err(Reject::Malformed("symbol id above 2^24"));
-            }
-            if block_len == 0 || plain_len == 0 {
-                return Err(Reject::Malformed("empty block"));
-            }
-            if codec == Codec::None && block_len != plain_len {
-                return Err(Reject::Malformed("uncompressed block with two lengths"));
-            }
-            Ok(Datagram::Data {
-                header: DataHeader {
-                    session,
-                    object,
-                    block,
-                    esi,
-                    block_len,
-                    plain_len,
-                    codec,
-                },
-                symbol: &msg[DATA_HEADER_LEN..],
-            })
-        }
+        t if t == DatagramType::Data as u8 => parse_data(msg, session, object),
         t if (DatagramType::Descriptor as u8..=DatagramType::Inventory as u8).contains(&t) => {
-            if msg.len() < CONTROL_HEADER_LEN {
-                return Err(Reject::TooShort);
-            }
-            let len = u16::from_be_bytes([msg[20], msg[21]]) as usize;
-            if msg.len() != CONTROL_HEADER_LEN + len {
-                return Err(Reject::Malformed("control body length mismatch"));
-            }
-            let kind = match t {
-                2 => DatagramType::Descriptor,
-                3 => DatagramType::Heartbeat,
-                _ => DatagramType::Inventory,
-            };
-            Ok(Datagram::Control {
-                kind,
-                session,
-                object,
-                body: &msg[CONTROL_HEADER_LEN..],
-            })
+            parse_control(msg, t, session, object)
         }
         other => Err(Reject::BadType(other)),
     }
+}
+
+/// The data datagram in `msg` (authenticated, tag cut off), after its common header.
+fn parse_data(msg: &[u8], session: u64, object: u32) -> Result<Datagram<'_>, Reject> {
+    if msg.len() <= DATA_HEADER_LEN {
+        return Err(Reject::TooShort);
+    }
+    let block = be_u32(msg, 20);
+    let esi = be_u32(msg, 24);
+    let block_len = be_u32(msg, 28);
+    let plain_len = be_u32(msg, 32);
+    let codec = Codec::from_u8(msg[36]).ok_or(Reject::Malformed("unknown codec"))?;
+    if msg[37..40] != [0, 0, 0] {
+        return Err(Reject::Malformed("reserved bytes set"));
+    }
+    if esi > MAX_ESI {
+        return Err(Reject::Malformed("symbol id above 2^24"));
+    }
+    if block_len == 0 || plain_len == 0 {
+        return Err(Reject::Malformed("empty block"));
+    }
+    if codec == Codec::None && block_len != plain_len {
+        return Err(Reject::Malformed("uncompressed block with two lengths"));
+    }
+    Ok(Datagram::Data {
+        header: DataHeader {
+            session,
+            object,
+            block,
+            esi,
+            block_len,
+            plain_len,
+            codec,
+        },
+        symbol: &msg[DATA_HEADER_LEN..],
+    })
+}
+
+/// The control datagram of type byte `t` in `msg` (authenticated, tag cut off).
+fn parse_control(msg: &[u8], t: u8, session: u64, object: u32) -> Result<Datagram<'_>, Reject> {
+    if msg.len() < CONTROL_HEADER_LEN {
+        return Err(Reject::TooShort);
+    }
+    let len = u16::from_be_bytes([msg[20], msg[21]]) as usize;
+    if msg.len() != CONTROL_HEADER_LEN + len {
+        return Err(Reject::Malformed("control body length mismatch"));
+    }
+    let kind = match t {
+        2 => DatagramType::Descriptor,
+        3 => DatagramType::Heartbeat,
+        _ => DatagramType::Inventory,
+    };
+    Ok(Datagram::Control {
+        kind,
+        session,
+        object,
+        body: &msg[CONTROL_HEADER_LEN..],
+    })
 }
 
 /// Splits a buffer that holds several data datagrams back to back, as a UDP GSO batch

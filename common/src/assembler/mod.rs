@@ -26,7 +26,7 @@ pub use api::*;
 use object::{BlockState, ObjectState};
 use parked::Parked;
 use resolved::Resolved;
-use session::{Session, INVENTORY_MEMORY};
+use session::Session;
 
 /// The receive-side protocol state machine.
 pub struct Assembler {
@@ -237,10 +237,10 @@ impl Assembler {
         self.touch_session(now, session_id, first, hint.is_some())?;
         if let Some((i, watermark)) = resume {
             self.closed.remove(i);
-            let s = self.sessions.get_mut(&session_id).expect("touched");
-            s.resolved.raise_to(watermark);
-            s.next_object = s.next_object.max(watermark);
-            s.first_object = s.first_object.max(watermark);
+            self.sessions
+                .get_mut(&session_id)
+                .expect("touched")
+                .resume_above(watermark);
         }
         if let Some(s) = self.sessions.get_mut(&session_id) {
             s.received += 1;
@@ -257,20 +257,7 @@ impl Assembler {
                 kind: DatagramType::Inventory,
                 body,
                 ..
-            } => {
-                let inv: crate::control::Inventory = control::decode(body)
-                    .map_err(|_| Reject::Malformed("inventory does not decode"))?;
-                let s = self.sessions.get_mut(&session_id).expect("touched");
-                for e in inv.entries {
-                    if !s.resolved.contains(e.object) || s.objects.contains_key(&e.object) {
-                        s.inventory.insert(e.object, (e.kind, e.name));
-                    }
-                }
-                while s.inventory.len() > INVENTORY_MEMORY {
-                    s.inventory.pop_first();
-                }
-                Ok(())
-            }
+            } => self.on_inventory(session_id, body),
             Datagram::Control { .. } => {
                 let hb = heartbeat.expect("decoded above");
                 self.on_heartbeat(now, session_id, hb);

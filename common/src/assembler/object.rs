@@ -13,6 +13,48 @@ pub(super) struct BlockState {
     pub(super) ticket: Option<u64>,
 }
 
+impl BlockState {
+    /// A new block for the data datagram `h` whose symbols are `symbol_len` bytes, if its
+    /// parameters are sane and its decoder fits under `limit` beside `held` bytes.
+    fn open(
+        h: &DataHeader,
+        symbol_len: usize,
+        max_symbols: u32,
+        hold_solves: bool,
+        held: usize,
+        limit: usize,
+    ) -> Result<Self, Reject> {
+        let symbol_size = u16::try_from(symbol_len)
+            .map_err(|_| Reject::Refused("block parameters out of range"))?;
+        let mut decoder = BlockDecoder::new(h.block_len as usize, symbol_size, max_symbols)
+            .map_err(|_| Reject::Refused("block parameters out of range"))?;
+        decoder.hold_solves(hold_solves);
+        if held + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
+            return Err(Reject::Refused(MEMORY_LIMIT));
+        }
+        Ok(BlockState {
+            decoder,
+            block_len: h.block_len,
+            plain_len: h.plain_len,
+            codec: h.codec,
+            repair_seen: false,
+            ticket: None,
+        })
+    }
+
+    /// Checks that the data datagram `h` belongs to this block and that its symbol fits
+    /// under `limit` beside `held` bytes.
+    fn check_symbol(&self, h: &DataHeader, held: usize, limit: usize) -> Result<(), Reject> {
+        if self.block_len != h.block_len || self.plain_len != h.plain_len || self.codec != h.codec {
+            return Err(Reject::Refused("symbol disagrees with its block"));
+        }
+        if held + self.decoder.cost_of_symbol() > limit {
+            return Err(Reject::Refused(MEMORY_LIMIT));
+        }
+        Ok(())
+    }
+}
+
 pub(super) struct EarlyBlock {
     pub(super) block: u32,
     pub(super) codec: Codec,
@@ -101,6 +143,20 @@ impl Assembler {
             object: oref,
             descriptor: descriptor.clone(),
         });
+        if self.hand_on_early(oref, &descriptor, early) {
+            self.complete_if_done(oref);
+        }
+        Ok(())
+    }
+
+    /// Hands on the blocks of `oref` decoded before its descriptor arrived, now that it has;
+    /// false when one disagrees with the descriptor (the object is then failed).
+    fn hand_on_early(
+        &mut self,
+        oref: ObjectRef,
+        descriptor: &ObjectDescriptor,
+        early: Vec<EarlyBlock>,
+    ) -> bool {
         for b in early {
             self.held -= b.data.len();
             let state = self.object_mut(oref);
@@ -110,10 +166,10 @@ impl Assembler {
             {
                 self.fail(
                     oref,
-                    Some(descriptor),
+                    Some(descriptor.clone()),
                     "a block disagrees with the object's descriptor".into(),
                 );
-                return Ok(());
+                return false;
             }
             self.events.push_back(Event::BlockDecoded {
                 object: oref,
@@ -123,8 +179,7 @@ impl Assembler {
                 data: b.data,
             });
         }
-        self.complete_if_done(oref);
-        Ok(())
+        true
     }
 
     pub(super) fn check_descriptor(&self, d: &ObjectDescriptor) -> Result<(), String> {
@@ -197,27 +252,17 @@ impl Assembler {
             return Err(Reject::Refused("block larger than the receiver's limit"));
         }
         if !s.objects.contains_key(&h.object) {
-            // A datagram that would be refused anyway must not take an object slot.
-            let cost = u16::try_from(symbol.len())
-                .map_err(|_| Reject::Refused("block parameters out of range"))
-                .and_then(|t| {
-                    BlockDecoder::opening_cost(
-                        h.block_len as usize,
-                        t,
-                        self.limits.max_block_symbols,
-                    )
-                    .map_err(|_| Reject::Refused("block parameters out of range"))
-                })?;
-            if self.held + cost > self.limits.max_held_bytes {
-                return Err(Reject::Refused(MEMORY_LIMIT));
-            }
-            self.admit_object(h.session, h.object)?;
+            self.admit_for_data(&h, symbol.len())?;
         }
-        let max_symbols = self.limits.max_block_symbols;
-        let limit = self.limits.max_held_bytes;
-        let held_now = self.held;
-        let hold = self.hold_solves;
-        let state = self.object_mut(oref);
+        let (limit, held_now) = (self.limits.max_held_bytes, self.held);
+        let (max_symbols, hold) = (self.limits.max_block_symbols, self.hold_solves);
+        // Reached through fields, not `object_mut`, so `self.held` and `self.stats` stay
+        // usable beside it.
+        let state = self
+            .sessions
+            .get_mut(&h.session)
+            .and_then(|s| s.objects.get_mut(&h.object))
+            .expect("object in flight");
         if let Some(d) = &state.descriptor {
             if h.block as u64 >= d.block_count() || h.plain_len as u64 != d.block_plain_len(h.block)
             {
@@ -233,41 +278,15 @@ impl Assembler {
         let block = match state.blocks.entry(h.block) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let b = e.into_mut();
-                if b.block_len != h.block_len || b.plain_len != h.plain_len || b.codec != h.codec {
-                    return Err(Reject::Refused("symbol disagrees with its block"));
-                }
-                if held_now + b.decoder.cost_of_symbol() > limit {
-                    return Err(Reject::Refused(MEMORY_LIMIT));
-                }
+                b.check_symbol(&h, held_now, limit)?;
                 b
             }
-            std::collections::hash_map::Entry::Vacant(_) => {
-                if symbol.len() > u16::MAX as usize {
-                    return Err(Reject::Refused("block parameters out of range"));
-                }
-                let mut decoder =
-                    BlockDecoder::new(h.block_len as usize, symbol.len() as u16, max_symbols)
-                        .map_err(|_| Reject::Refused("block parameters out of range"))?;
-                decoder.hold_solves(hold);
-                if held_now + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
-                    return Err(Reject::Refused(MEMORY_LIMIT));
-                }
-                let opened = decoder.held_bytes();
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let b = BlockState::open(&h, symbol.len(), max_symbols, hold, held_now, limit)?;
+                let opened = b.decoder.held_bytes();
                 state.held += opened;
                 self.held += opened;
-                let state = self
-                    .sessions
-                    .get_mut(&h.session)
-                    .and_then(|s| s.objects.get_mut(&h.object))
-                    .expect("object in flight");
-                state.blocks.entry(h.block).or_insert(BlockState {
-                    decoder,
-                    block_len: h.block_len,
-                    plain_len: h.plain_len,
-                    codec: h.codec,
-                    repair_seen: false,
-                    ticket: None,
-                })
+                e.insert(b)
             }
         };
         let k = block.decoder.source_symbols();
@@ -288,6 +307,21 @@ impl Assembler {
             }
         }
         Ok(())
+    }
+
+    /// Admits the object a first data datagram names, unless that datagram would be
+    /// refused anyway: then it must not take an object slot.
+    fn admit_for_data(&mut self, h: &DataHeader, symbol_len: usize) -> Result<(), Reject> {
+        let cost = u16::try_from(symbol_len)
+            .map_err(|_| Reject::Refused("block parameters out of range"))
+            .and_then(|t| {
+                BlockDecoder::opening_cost(h.block_len as usize, t, self.limits.max_block_symbols)
+                    .map_err(|_| Reject::Refused("block parameters out of range"))
+            })?;
+        if self.held + cost > self.limits.max_held_bytes {
+            return Err(Reject::Refused(MEMORY_LIMIT));
+        }
+        self.admit_object(h.session, h.object)
     }
 
     /// Moves the held-bytes accounting of one block of `o` from `before` to `after`.

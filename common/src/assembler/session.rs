@@ -33,7 +33,33 @@ pub(super) struct Session {
 /// Inventory names remembered per session.
 pub(super) const INVENTORY_MEMORY: usize = 4096;
 
+impl Session {
+    /// A session closed for silence comes back: it resumes above what it had resolved,
+    /// so nothing it ended starts again.
+    pub(super) fn resume_above(&mut self, watermark: u32) {
+        self.resolved.raise_to(watermark);
+        self.next_object = self.next_object.max(watermark);
+        self.first_object = self.first_object.max(watermark);
+    }
+}
+
 impl Assembler {
+    /// Notes the names an inventory gives a session's objects not yet resolved.
+    pub(super) fn on_inventory(&mut self, session_id: u64, body: &[u8]) -> Result<(), Reject> {
+        let inv: crate::control::Inventory =
+            control::decode(body).map_err(|_| Reject::Malformed("inventory does not decode"))?;
+        let s = self.sessions.get_mut(&session_id).expect("touched");
+        for e in inv.entries {
+            if !s.resolved.contains(e.object) || s.objects.contains_key(&e.object) {
+                s.inventory.insert(e.object, (e.kind, e.name));
+            }
+        }
+        while s.inventory.len() > INVENTORY_MEMORY {
+            s.inventory.pop_first();
+        }
+        Ok(())
+    }
+
     pub(super) fn touch_session(
         &mut self,
         now: Duration,
@@ -48,20 +74,8 @@ impl Assembler {
         } else {
             0
         };
-        if self.sessions.contains_key(&id) {
-            // Known in this run: nothing to check.
-        } else if let Some(f) = self.freshness.as_mut() {
-            match f.admit(id) {
-                Err(crate::freshness::Stale::Closed) => {
-                    return Err(Reject::Replayed("the session was closed before"));
-                }
-                Err(crate::freshness::Stale::BeforeFloor) => {
-                    return Err(Reject::Replayed(
-                        "the session started before every session remembered",
-                    ));
-                }
-                Ok(_) => {}
-            }
+        if !self.sessions.contains_key(&id) {
+            self.check_fresh(id)?;
         }
         if let Some(s) = self.sessions.get_mut(&id) {
             s.last_seen = now;
@@ -71,26 +85,7 @@ impl Assembler {
             return Ok(());
         }
         if self.sessions.len() >= self.limits.max_sessions {
-            // Make room by closing the session that ended or went quiet longest ago; only
-            // when every tracked session is alive is the newcomer refused (and reported).
-            let grace = self.limits.grace;
-            let evictable = self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.ending || now.saturating_sub(s.last_seen) >= grace)
-                .min_by_key(|(_, s)| (!s.ending, s.last_seen))
-                .map(|(&id, _)| id)
-                .or_else(|| self.over_share());
-            match evictable {
-                Some(old) => {
-                    self.close_session(old, "a newer sender session needed its place".into())
-                }
-                None => {
-                    let reason = "too many sender sessions";
-                    self.note_refused(now, id, first_object, reason);
-                    return Err(Reject::Refused(reason));
-                }
-            }
+            self.make_room(now, id, first_object)?;
         }
         let first_object = match self.refused.remove(&id) {
             Some(lowest) => first_object.min(lowest),
@@ -131,6 +126,45 @@ impl Assembler {
             first_object,
         });
         Ok(())
+    }
+
+    /// Refuses a session this receiver closed before, or one older than every session
+    /// it remembers (a replay), when replay protection is on.
+    fn check_fresh(&mut self, id: u64) -> Result<(), Reject> {
+        match self.freshness.as_mut().map(|f| f.admit(id)) {
+            Some(Err(crate::freshness::Stale::Closed)) => {
+                Err(Reject::Replayed("the session was closed before"))
+            }
+            Some(Err(crate::freshness::Stale::BeforeFloor)) => Err(Reject::Replayed(
+                "the session started before every session remembered",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The session table is full: closes the session that ended or went quiet longest
+    /// ago (or one of a source over its share); only when every tracked session is alive
+    /// is the newcomer refused (and reported).
+    fn make_room(&mut self, now: Duration, id: u64, first_object: u32) -> Result<(), Reject> {
+        let grace = self.limits.grace;
+        let evictable = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ending || now.saturating_sub(s.last_seen) >= grace)
+            .min_by_key(|(_, s)| (!s.ending, s.last_seen))
+            .map(|(&id, _)| id)
+            .or_else(|| self.over_share());
+        match evictable {
+            Some(old) => {
+                self.close_session(old, "a newer sender session needed its place".into());
+                Ok(())
+            }
+            None => {
+                let reason = "too many sender sessions";
+                self.note_refused(now, id, first_object, reason);
+                Err(Reject::Refused(reason))
+            }
+        }
     }
 
     /// With every session alive: while the newcomer's source holds less than its share
