@@ -1,5 +1,6 @@
 //! gapferry's benchmark harness: test data, a lossy relay, process accounting, the
 //! end-to-end scenarios and the table they print.
+#![warn(missing_docs)]
 
 pub mod data;
 pub mod iperf;

@@ -4,6 +4,7 @@
 //!
 //! Everything here is deterministic: the sender and receiver crates feed it bytes and
 //! a clock, so live UDP, pcap replay, fuzzers and tests drive the same code.
+#![warn(missing_docs)]
 
 pub mod assembler;
 pub mod auth;

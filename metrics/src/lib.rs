@@ -2,6 +2,7 @@
 //! exposition format) and the daemon's health (`GET /healthz`) over HTTP for
 //! `--metrics ADDR`, on the control plane's own thread and tokio runtime, and the log setup
 //! behind `--log-format` ([`logging`]).
+#![warn(missing_docs)]
 
 pub mod logging;
 

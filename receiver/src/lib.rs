@@ -2,6 +2,7 @@
 //! state machine of `gapferry-common`, and delivers verified objects atomically.
 //!
 //! Data flows [`socket`] → [`pipeline`] (assembler) → [`delivery`] → [`records`].
+#![warn(missing_docs)]
 
 pub mod cause;
 pub mod config;

@@ -3,6 +3,7 @@
 //!
 //! Data flows outbox → [`source`] → [`prepare`] → [`transfer`] → [`pacer`] → [`sink`]; the wire format
 //! itself lives in `gapferry-common`.
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod error;
