@@ -1,7 +1,9 @@
 //! Criterion micro-benchmarks of gapferry's hot paths: per-datagram header encode/parse
 //! (with and without the keyed-blake3 tag), RaptorQ block encode and decode at several
 //! block and symbol sizes with 0 % and 5 % loss, zstd per block, and the cost of putting
-//! datagrams on loopback with `send`, `sendmmsg` and UDP GSO.
+//! datagrams on loopback with `send`, `sendmmsg` and UDP GSO, and candidate per-datagram
+//! tags (keyed blake3 as on the wire today, AES-GMAC, ChaCha20-Poly1305 over associated
+//! data only) on datagram-sized inputs.
 //!
 //! Kept short (10 samples, ~2 s each) so the suite runs in a few minutes on 2 cores:
 //! `cargo bench -p gapferry-bench` (add a filter such as `-- fec_decode` to run a part).
@@ -199,9 +201,55 @@ fn bench_udp_send(c: &mut Criterion) {
     g.finish();
 }
 
+/// Per-datagram authentication candidates, each over one datagram's bytes as associated
+/// data with a 16-byte tag out (no encryption: the payload stays in clear, as today).
+/// AES-GMAC and Poly1305 need a nonce unique per datagram under a key, which the wire does
+/// not carry yet; this measures only what each would cost.
+fn bench_tags(c: &mut Criterion) {
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    let mut g = c.benchmark_group("tag");
+    let key = [7u8; 32];
+    let aes = aes_gcm::Aes256Gcm::new(&key.into());
+    let chacha = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+    for len in [64usize, 1472, 8972] {
+        let datagram: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(BenchmarkId::new("blake3_keyed", len), |b| {
+            b.iter(|| black_box(blake3::keyed_hash(&key, black_box(&datagram))))
+        });
+        let nonce = [1u8; 12];
+        g.bench_function(BenchmarkId::new("aes256_gmac", len), |b| {
+            b.iter(|| {
+                black_box(
+                    aes.encrypt_inout_detached(
+                        &nonce.into(),
+                        black_box(&datagram),
+                        (&mut [][..]).into(),
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("chacha20_poly1305", len), |b| {
+            b.iter(|| {
+                black_box(
+                    chacha
+                        .encrypt_inout_detached(
+                            &nonce.into(),
+                            black_box(&datagram),
+                            (&mut [][..]).into(),
+                        )
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = hotpaths;
     config = configure();
-    targets = bench_wire, bench_fec_encode, bench_fec_decode, bench_compress, bench_udp_send
+    targets = bench_wire, bench_fec_encode, bench_fec_decode, bench_compress, bench_udp_send, bench_tags
 }
 criterion_main!(hotpaths);
