@@ -5,8 +5,10 @@
 //! itself lives in `gapferry-common`.
 
 pub mod config;
+pub mod http;
 pub mod keygen;
 pub mod metrics;
+pub mod misp_pull;
 pub mod pacer;
 pub mod prepare;
 pub mod progress;
