@@ -734,6 +734,29 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_section_parses_once_uncommented() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gapferry-send.toml");
+        let text = std::fs::read_to_string(p).unwrap();
+        let start = text.find("# [misp_pull]").expect("the example section");
+        let section: String = text[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c: crate::config::FileConfig = toml::from_str(&section).unwrap();
+        let s = c.misp_pull.expect("[misp_pull]");
+        let cfg = MispPullConfig::from_section(&s).unwrap();
+        assert_eq!(cfg.url, "https://misp.example.org");
+        assert_eq!(cfg.tags, ["airgap:export"]);
+        assert_eq!(cfg.interval, Duration::from_secs(300));
+        assert_eq!(
+            cfg.http.ca_file,
+            Some(PathBuf::from("/etc/gapferry/misp-ca.pem"))
+        );
+    }
+
+    #[test]
     fn the_section_needs_url_and_key_and_bad_urls_are_refused() {
         let e = MispPullConfig::from_section(&MispPullSection::default()).unwrap_err();
         assert!(e.to_string().contains("`url`"), "{e}");
