@@ -32,6 +32,8 @@ use std::time::{Duration, SystemTime};
 
 /// The pull's state file, under the outbox's journal directory.
 pub const STATE_FILE: &str = "misp-pull.json";
+/// Held (flock) by the one puller of an outbox, next to the state file.
+pub const LOCK_FILE: &str = "misp-pull.lock";
 /// Events per restSearch page by default.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Seconds between two pulls of the watch service by default.
@@ -193,6 +195,12 @@ pub enum PullError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// Another puller holds this outbox.
+    #[error("another misp-pull is using the outbox (lock {path} held): the watch service's [misp_pull] or a one-shot misp-pull; let it finish, or stop the service to pull by hand")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The state file exists but cannot be read.
     #[error("cannot read the pull state {path}: {reason}; fix or remove it (removing it pulls every matching event again)")]
     State {
@@ -311,6 +319,8 @@ pub struct MispPuller {
     state_path: PathBuf,
     state: PullState,
     metrics: MispPullMetrics,
+    /// The outbox's lock, held as long as the puller lives.
+    _lock: std::fs::File,
 }
 
 impl MispPuller {
@@ -336,6 +346,7 @@ impl MispPuller {
                 error,
             })?;
         }
+        let lock = lock_outbox(&journal_dir.join(LOCK_FILE))?;
         let state_path = journal_dir.join(STATE_FILE);
         let mut state = match std::fs::read(&state_path) {
             Ok(bytes) => {
@@ -370,6 +381,7 @@ impl MispPuller {
             state_path,
             state,
             metrics,
+            _lock: lock,
         })
     }
 
@@ -654,6 +666,37 @@ fn read_key(path: &Path) -> Result<String, PullError> {
     Ok(key.to_string())
 }
 
+/// Takes the outbox's pull lock, so two pullers never write one position file.
+fn lock_outbox(path: &Path) -> Result<std::fs::File, PullError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|error| PullError::Write {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed. The lock goes
+    // with the descriptor (closed with the puller, or by the kernel when the process ends).
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(if error.kind() == std::io::ErrorKind::WouldBlock {
+            PullError::Busy {
+                path: path.to_path_buf(),
+            }
+        } else {
+            PullError::Write {
+                path: path.to_path_buf(),
+                error,
+            }
+        });
+    }
+    Ok(f)
+}
+
 /// Writes `bytes` under a hidden name next to `path`, syncs, and renames it into place.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PullError> {
     let err = |error| PullError::Write {
@@ -731,6 +774,32 @@ mod tests {
             std::fs::write(&p, bad).unwrap();
             assert!(read_key(&p).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn one_puller_per_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "k3y\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cfg = MispPullConfig::from_section(&MispPullSection {
+            url: Some("http://127.0.0.1:9".into()),
+            key_file: Some(key),
+            ..Default::default()
+        })
+        .unwrap();
+        let outbox = dir.path().join("outbox");
+        let first = MispPuller::new(cfg.clone(), &outbox, MispPullMetrics::default()).unwrap();
+        let e = MispPuller::new(cfg.clone(), &outbox, MispPullMetrics::default())
+            .err()
+            .expect("second puller refused");
+        assert!(matches!(e, PullError::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("misp-pull.lock"), "{e}");
+        drop(first);
+        MispPuller::new(cfg, &outbox, MispPullMetrics::default()).expect("free again");
     }
 
     #[test]

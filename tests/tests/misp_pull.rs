@@ -646,6 +646,14 @@ fn the_watch_service_pulls_into_its_outbox_and_sends_what_it_pulled() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The service holds the outbox: a one-shot pull beside it is refused, saying why.
+    let o = pull(&outbox, &misp.url, &key, &["--tag", "tlp:clear"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("another misp-pull is using the outbox"),
+        "{}",
+        stderr(&o)
+    );
     // A later pull of the running service brings an event added meanwhile.
     let added = derived(&real_events()[0], 42, "tlp:clear", 1_900_000_000);
     misp.add(added);
