@@ -194,6 +194,16 @@ impl HttpClient {
                     timeout_s: self.opts.timeout.as_secs_f64(),
                     attempts: attempt,
                 },
+                // rustls reports a refused certificate or handshake as an I/O error of kind
+                // InvalidData wrapping its own error.
+                Err(ureq::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::InvalidData && e.get_ref().is_some() =>
+                {
+                    return Err(HttpError::Tls {
+                        url: url.into(),
+                        reason: e.to_string(),
+                    })
+                }
                 Err(e @ (ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_))) => {
                     return Err(HttpError::Tls {
                         url: url.into(),
