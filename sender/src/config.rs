@@ -29,6 +29,8 @@ pub struct FileConfig {
     /// `[watch]`: the outbox service.
     #[serde(default)]
     pub watch: WatchOptions,
+    /// `[misp_pull]`: `misp-pull`, and the watch service's periodic pull when present.
+    pub misp_pull: Option<crate::misp_pull::MispPullSection>,
 }
 
 /// `[watch]`.

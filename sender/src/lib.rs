@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod keygen;
 pub mod metrics;
+pub mod misp_pull;
 pub mod pacer;
 pub mod prepare;
 pub mod progress;

@@ -1,5 +1,7 @@
 //! `gapferry-send`: the low-side command line.
 
+mod cli_misp_pull;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gapferry_common::Key;
@@ -60,6 +62,10 @@ enum Command {
     ///
     /// Example: gapferry-send watch --outbox /srv/gapferry/outbox --to 192.0.2.10:7000 --rate 800M
     Watch(WatchArgs),
+    /// Pull the events a MISP marks (tags, organisations) into OUTBOX/misp, from where it stopped last time.
+    ///
+    /// Example: gapferry-send misp-pull --outbox /srv/gapferry/outbox --url https://misp.example.org --key-file /etc/gapferry/misp.key --tag airgap:export
+    MispPull(cli_misp_pull::MispPullArgs),
     /// Write a new random pre-shared key (mode 0600) for --key on both sides.
     ///
     /// Example: gapferry-send keygen /etc/gapferry/link.key
@@ -309,6 +315,8 @@ fn run_watch(a: WatchArgs) -> Result<()> {
         signal_hook::flag::register(sig, shutdown.clone())
             .context("cannot install signal handlers")?;
     }
+    let pull_metrics = session.metrics().misp_pull.clone();
+    cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");
     let stats = watcher
         .run(&mut session, &shutdown, &Progress::hidden())
@@ -349,6 +357,7 @@ fn main() -> std::process::ExitCode {
             .context("cannot write the man page"),
         Command::File(a) => run_file(a),
         Command::Watch(a) => run_watch(a),
+        Command::MispPull(a) => cli_misp_pull::run(a),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)
             .with_context(|| {
                 format!(

@@ -28,6 +28,8 @@ pub struct SenderMetrics {
     pub rate: Gauge,
     /// Files waiting in the outbox (watch).
     pub outbox_pending: Gauge,
+    /// `misp-pull` / `[misp_pull]`.
+    pub misp_pull: crate::misp_pull::MispPullMetrics,
 }
 
 impl SenderMetrics {
@@ -56,6 +58,7 @@ impl SenderMetrics {
             "Files waiting in the outbox",
             self.outbox_pending.clone(),
         );
+        self.misp_pull.register(r);
     }
 
     /// Counts one object outcome.
