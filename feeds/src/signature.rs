@@ -6,7 +6,7 @@
 //! distribution, it trusts exactly the keys of the keyring it is given (no trust database,
 //! no key server, no agent), and it keeps a large cryptographic dependency out of both
 //! binaries. The call is made safe by construction:
-//! - the argv is `gpgv --homedir <empty temp dir> --batch --status-fd 1 --keyring
+//! - the argv is `gpgv --homedir <empty temp dir> --status-fd 1 --keyring
 //!   <keyring> -- <signature> <data>`, all paths the caller controls, no shell, a cleared
 //!   environment (`LC_ALL=C`, the caller's `PATH` only);
 //! - the verdict comes from the machine-readable status lines, never from exit codes or
@@ -161,6 +161,29 @@ impl Verifier {
         Ok(())
     }
 
+    /// Checks the keyring and that the verifier program runs (`gpgv --version`), at
+    /// start-up.
+    pub fn check(&self) -> Result<(), SignatureError> {
+        self.check_keyring()?;
+        let runs = Command::new(&self.program)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match runs {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(SignatureError::NotRunnable {
+                program: self.program.display().to_string(),
+                reason: format!("`--version` exited with {s}"),
+            }),
+            Err(e) => Err(SignatureError::NotRunnable {
+                program: self.program.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Verifies `signature` (a detached signature) over the file `data`.
     pub fn verify(&self, data: &Path, signature: &Path) -> Result<GoodSignature, SignatureError> {
         self.check_keyring()?;
@@ -178,7 +201,6 @@ impl Verifier {
             .env("LC_ALL", "C")
             .arg("--homedir")
             .arg(home.path())
-            .arg("--batch")
             .args(["--status-fd", "1"])
             .arg("--keyring")
             .arg(&self.keyring)
