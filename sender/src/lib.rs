@@ -5,6 +5,7 @@
 //! itself lives in `gapferry-common`.
 
 pub mod config;
+pub mod images_pull;
 pub mod keygen;
 pub mod metrics;
 pub mod pacer;
