@@ -196,3 +196,161 @@ fn a_receiver_with_an_armoured_keyring_refuses_to_start_and_says_how_to_convert_
     assert!(!status.success());
     assert!(stderr.contains("gpg --dearmor"), "{stderr}");
 }
+
+/// The descriptor and the one-block events of `bytes` as object `id`.
+fn object_events(
+    id: u32,
+    kind: gapferry_common::ObjectKind,
+    name: &str,
+    bytes: &[u8],
+) -> (
+    gapferry_common::ObjectRef,
+    gapferry_common::Event,
+    gapferry_common::Event,
+) {
+    let object = gapferry_common::ObjectRef {
+        session: 0xfeed,
+        object: id,
+    };
+    let descriptor = gapferry_common::ObjectDescriptor {
+        kind,
+        name: name.to_string(),
+        size: bytes.len() as u64,
+        blake3: *blake3::hash(bytes).as_bytes(),
+        block_plain_size: bytes.len() as u32,
+        mtime: 0,
+        pass: 0,
+        passes: 1,
+    };
+    let started = gapferry_common::Event::ObjectStarted { object, descriptor };
+    let block = gapferry_common::Event::BlockDecoded {
+        object,
+        block: 0,
+        codec: gapferry_common::wire::Codec::None,
+        plain_len: bytes.len() as u32,
+        data: bytes.to_vec(),
+    };
+    (object, started, block)
+}
+
+#[test]
+fn an_image_complete_before_its_signature_waits_for_it_and_fails_if_it_never_comes() {
+    use gapferry_common::{Event, ObjectDescriptor, ObjectKind};
+    use gapferry_receiver::delivery::Delivery;
+    let Some(signer) = require(TestSigner::new("Image Publisher <images@example.invalid>")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut dest = gapferry_receiver::destinations::Destinations::under(&out);
+    dest.image_keyring = Some(signer.keyring.clone());
+    let mut delivery = Delivery::open(&out, dest, ReceiverMetrics::default()).unwrap();
+    let records = || gapferry_tests::harness::read_records(&out);
+
+    // 1. The signature starts, the image completes first: it waits, then both go in.
+    let img = dir.path().join("MISP_v2.5.1_aaaa.tar.gz");
+    lxd_image(&img, 64 << 10, 1_700_000_001);
+    let sig = signer.sign(&img);
+    let (sig_ref, sig_started, sig_block) = object_events(
+        1,
+        ObjectKind::ImageSignature,
+        "MISP_v2.5.1_aaaa.tar.gz.sig",
+        &std::fs::read(&sig).unwrap(),
+    );
+    let (img_ref, img_started, img_block) = object_events(
+        2,
+        ObjectKind::Image,
+        "MISP_v2.5.1_aaaa.tar.gz",
+        &std::fs::read(&img).unwrap(),
+    );
+    delivery.handle(sig_started);
+    delivery.handle(img_started);
+    delivery.handle(img_block);
+    delivery.handle(Event::ObjectComplete { object: img_ref });
+    assert!(records().is_empty(), "the image waits: {:#?}", records());
+    assert!(!out.join("images/latest_MISP").exists());
+    delivery.handle(sig_block);
+    delivery.handle(Event::ObjectComplete { object: sig_ref });
+    let r = records();
+    assert_eq!(with_outcome(&r, "delivered").len(), 2, "{r:#?}");
+    assert_eq!(latest(&out), PathBuf::from("MISP_v2.5.1_aaaa"));
+
+    // 2. The signature starts but fails: the waiting image fails with it, latest_ stays.
+    let img = dir.path().join("MISP_v2.5.2_bbbb.tar.gz");
+    lxd_image(&img, 64 << 10, 1_700_000_002);
+    let sig = signer.sign(&img);
+    let sig_bytes = std::fs::read(&sig).unwrap();
+    let (sig_ref, sig_started, _) = object_events(
+        3,
+        ObjectKind::ImageSignature,
+        "MISP_v2.5.2_bbbb.tar.gz.sig",
+        &sig_bytes,
+    );
+    let sig_descriptor: Option<ObjectDescriptor> = match &sig_started {
+        Event::ObjectStarted { descriptor, .. } => Some(descriptor.clone()),
+        _ => None,
+    };
+    let (img_ref, img_started, img_block) = object_events(
+        4,
+        ObjectKind::Image,
+        "MISP_v2.5.2_bbbb.tar.gz",
+        &std::fs::read(&img).unwrap(),
+    );
+    delivery.handle(sig_started);
+    delivery.handle(img_started);
+    delivery.handle(img_block);
+    delivery.handle(Event::ObjectComplete { object: img_ref });
+    delivery.handle(Event::ObjectFailed {
+        object: sig_ref,
+        descriptor: sig_descriptor,
+        reason: "timed out with 0 of 1 blocks".into(),
+        shortfall: None,
+    });
+    let r = records();
+    let failed = image_record(&r, "MISP_v2.5.2_bbbb.tar.gz");
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    assert_eq!(failed["cause"], "signature");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not arrive"),
+        "{failed:#}"
+    );
+    assert_eq!(latest(&out), PathBuf::from("MISP_v2.5.1_aaaa"));
+    assert!(!out.join("images/MISP_v2.5.2_bbbb").exists());
+
+    // 3. Still waiting when the receiver stops: failed, not left behind.
+    let (_, sig_started, _) = object_events(
+        5,
+        ObjectKind::ImageSignature,
+        "MISP_v2.5.2_bbbb.tar.gz.sig",
+        &sig_bytes,
+    );
+    let (img_ref, img_started, img_block) = object_events(
+        6,
+        ObjectKind::Image,
+        "MISP_v2.5.2_bbbb.tar.gz",
+        &std::fs::read(&img).unwrap(),
+    );
+    delivery.handle(sig_started);
+    delivery.handle(img_started);
+    delivery.handle(img_block);
+    delivery.handle(Event::ObjectComplete { object: img_ref });
+    let before = with_outcome(&records(), "failed").len();
+    delivery.abandon_all("the receiver stopped");
+    let r = records();
+    let img_failures: Vec<_> = with_outcome(&r, "failed")
+        .into_iter()
+        .filter(|r| r["kind"] == "image" && r["object"] == 6)
+        .collect();
+    assert_eq!(img_failures.len(), 1, "{r:#?}");
+    assert!(with_outcome(&r, "failed").len() > before);
+    assert_eq!(latest(&out), PathBuf::from("MISP_v2.5.1_aaaa"));
+    let staging = out.join(".gapferry/staging");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "no staged file left behind"
+    );
+}
