@@ -4,22 +4,25 @@
 //! <store>/<stem>/<stem>.tar.gz         the LXD unified image (or .tar.xz)
 //! <store>/<stem>/<stem>.tar.gz.sig     its detached signature, when one was sent
 //! <store>/<stem>/SHA256SUMS            "<sha256>  <stem>.tar.gz\n", as sha256sum prints it
-//! <store>/latest_<Name> -> <stem>      relative symlink to the newest version of Name
+//! <store>/latest_<Link> -> <stem>      relative symlink to the newest build of Name
 //! ```
 //!
 //! Rules:
 //! - `Name` is the part of the stem before its first `_` (`MISP_v2.5.1_<commit>` → `MISP`),
 //!   the whole stem when it has none; the stem is the file name less `.tar.gz`, `.tgz`,
 //!   `.tar.xz` or `.txz`; the stored suffix follows the content (gzip or xz);
-//! - "newest": the version is the first `_`-separated token after `Name`, less a leading
-//!   `v`, cut on `.`, `-`, `+` and `~` into numeric parts up to the first part that is not
-//!   all digits (`v2.5.10` → 2.5.10 > `v2.5.9`; `2024-05-01` → 2024.5.1); versions compare
-//!   part by part; equal versions, or stems without one, are ordered by when the image was
-//!   built (`creation_date` in its `metadata.yaml`, read from the head of the tarball; one
-//!   without is older), then by delivery time (the modification time of their
-//!   `SHA256SUMS`), then by name; a stem with a version is newer than one without. So an
-//!   older build that arrives later (a replay, an old file sent again) neither moves
-//!   `latest_` nor pushes a newer build out;
+//! - the link is named as MISP-airgap's `update_tracker.py` names it with its shipped
+//!   `tracker.json`: `latest_MISP`, `latest_MySQL`, `latest_Redis`, `latest_Valkey`, and
+//!   `latest_MISP-modules` for the `Modules_<version>` images (see [`latest_link`]);
+//! - "newest" is the newest build, as the tracker links the image it built last: builds
+//!   are ordered by `creation_date` in their `metadata.yaml` (read from the head of the
+//!   tarball; one without is older than one with); equal or missing dates by version (the
+//!   first `_`-separated token after `Name`, less a leading `v`, cut on `.`, `-`, `+` and
+//!   `~` into numeric parts up to the first part that is not all digits: `v2.5.10` →
+//!   2.5.10 > `v2.5.9`; a stem with a version is newer than one without), then by delivery
+//!   time (the modification time of their `SHA256SUMS`), then by name. So an older build
+//!   that arrives later (a replay, an old file sent again) neither moves `latest_` nor
+//!   pushes a newer build out, while a rebuild is linked even if its version is lower;
 //! - the `keep` newest of each Name are kept, older directories are removed; an image
 //!   older than all kept ones is delivered and then pruned at once (`retained: false`);
 //! - the sha256 of the tarball is the fingerprint `lxc image import` shows;
@@ -46,6 +49,15 @@ pub const DEFAULT_KEEP: usize = 3;
 pub const SUMS: &str = "SHA256SUMS";
 /// Prefix of the per-name symlink to the newest version.
 pub const LATEST_PREFIX: &str = "latest_";
+
+/// The `latest_` link of image `name`, as MISP-airgap's tracker names it: its
+/// `tracker.json` builds the `Modules` images under the tracker name `MISP-modules`.
+pub fn latest_link(name: &str) -> String {
+    match name {
+        "Modules" => format!("{LATEST_PREFIX}MISP-modules"),
+        _ => format!("{LATEST_PREFIX}{name}"),
+    }
+}
 
 /// Why an image was not delivered.
 #[derive(Debug, Error)]
@@ -107,7 +119,7 @@ pub struct DeliveredImage {
     pub sha256: String,
     /// The `SHA256SUMS` path.
     pub sums: PathBuf,
-    /// The `latest_<Name>` symlink.
+    /// The `latest_` symlink of its name (see [`latest_link`]).
     pub latest: PathBuf,
     /// The stem `latest_<Name>` points to.
     pub latest_stem: String,
@@ -199,9 +211,9 @@ struct Version {
 }
 
 fn newest_first(a: &Version, b: &Version) -> Ordering {
-    b.key
-        .cmp(&a.key)
-        .then(b.built.cmp(&a.built))
+    b.built
+        .cmp(&a.built)
+        .then(b.key.cmp(&a.key))
         .then(b.delivered.cmp(&a.delivered))
         .then(b.stem.cmp(&a.stem))
 }
@@ -419,7 +431,7 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Removes all but the `keep` newest versions of `name` and points `latest_<name>` at
+    /// Removes all but the `keep` newest versions of `name` and points its `latest_` link at
     /// the newest. Returns the link, its target stem and the removed stems.
     fn retain(&self, name: &str) -> Result<(PathBuf, String, Vec<String>), ImageError> {
         let store = &self.dir;
@@ -435,7 +447,8 @@ impl ImageStore {
             .first()
             .map(|v| v.stem.clone())
             .ok_or_else(|| io_err(store)(io::Error::other("no version left after delivery")))?;
-        let latest = store.join(format!("{LATEST_PREFIX}{name}"));
+        let link = latest_link(name);
+        let latest = store.join(&link);
         match fs::symlink_metadata(&latest) {
             Ok(m) if m.is_dir() => return Err(ImageError::Planted(latest)),
             Ok(m)
@@ -447,7 +460,7 @@ impl ImageStore {
             }
             _ => {}
         }
-        let tmp = store.join(format!(".{LATEST_PREFIX}{name}.{}.tmp", std::process::id()));
+        let tmp = store.join(format!(".{link}.{}.tmp", std::process::id()));
         remove_file_if_any(&tmp)?;
         std::os::unix::fs::symlink(&newest, &tmp).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &latest).map_err(io_err(&latest))?;
@@ -482,6 +495,19 @@ mod tests {
             ".tar.gz",
         ] {
             assert!(image_stem(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn link_names_follow_the_tracker() {
+        for (name, link) in [
+            ("MISP", "latest_MISP"),
+            ("Modules", "latest_MISP-modules"),
+            ("MySQL", "latest_MySQL"),
+            ("Redis", "latest_Redis"),
+            ("Valkey", "latest_Valkey"),
+        ] {
+            assert_eq!(latest_link(name), link);
         }
     }
 

@@ -6,7 +6,8 @@
 //! High side: [`misp_feed`] keeps a MISP local-feed directory (`<uuid>.json`,
 //! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
 //! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
-//! images in MISP-airgap's server layout. Every write is a staging file in the destination
+//! images in MISP-airgap's server layout; [`signature`] checks an image's detached OpenPGP
+//! signature (with `gpgv`) on either side. Every write is a staging file in the destination
 //! directory given its [`Publish`] mode and group, fsync, then rename.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ mod json_scan;
 pub mod kind;
 pub mod misp_event;
 pub mod misp_feed;
+pub mod signature;
 pub mod stix_store;
 
 pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
@@ -28,4 +30,5 @@ pub use kind::{
 };
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
 pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
+pub use signature::{GoodSignature, SignatureError, Verifier};
 pub use stix_store::{StixError, StixStore, StoredBundle};

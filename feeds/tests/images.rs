@@ -98,9 +98,11 @@ fn four_versions_keep_three_with_latest_link_sums_and_signatures() {
         "MISP_v2.5.10_ccccccc",
         "MISP_v2.5.3_ddddddd",
     ];
+    // Built in version order (v2.5.10 last), delivered out of it.
+    let built = [0u8, 1, 3, 2];
     for (i, stem) in versions.iter().enumerate() {
         let file = format!("{stem}.tar.gz");
-        let staged = make_image(&staging, &file, 64 * 1024 + i, i as u8);
+        let staged = make_image(&staging, &file, 64 * 1024 + i, built[i]);
         let sig = make_sig(&staging, &file);
         let sig_text = fs::read(&sig).unwrap();
         let d = store.deliver_image(&staged, &file, Some(&sig)).unwrap();
@@ -140,9 +142,9 @@ fn four_versions_keep_three_with_latest_link_sums_and_signatures() {
     assert_eq!(target, PathBuf::from("MISP_v2.5.10_ccccccc"));
     assert!(latest.join("MISP_v2.5.10_ccccccc.tar.gz").is_file());
 
-    // An older version than all kept ones is pruned at once.
+    // An older build than all kept ones is pruned at once.
     let file = "MISP_v2.4.199_eeeeeee.tar.gz";
-    let staged = make_image(&staging, file, 1000, 9);
+    let staged = make_image(&staging, file, 1000, 0);
     let d = store.deliver_image(&staged, file, None).unwrap();
     assert!(!d.retained);
     assert_eq!(d.latest_stem, "MISP_v2.5.10_ccccccc");
@@ -150,7 +152,7 @@ fn four_versions_keep_three_with_latest_link_sums_and_signatures() {
 
     // The same bytes again: already present, nothing else changes.
     let file = "MISP_v2.5.3_ddddddd.tar.gz";
-    let staged = make_image(&staging, file, 64 * 1024 + 3, 3);
+    let staged = make_image(&staging, file, 64 * 1024 + 3, 2);
     let d = store.deliver_image(&staged, file, None).unwrap();
     assert!(d.already_present);
     assert!(
@@ -160,6 +162,50 @@ fn four_versions_keep_three_with_latest_link_sums_and_signatures() {
             .is_file(),
         "signature of identical bytes kept"
     );
+}
+
+#[test]
+fn latest_follows_the_newest_build_not_the_highest_version_and_modules_link_as_the_tracker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    fs::create_dir(&staging).unwrap();
+    let store_dir = tmp.path().join("images");
+    let store = ImageStore::new(&store_dir, 3);
+    // v2.5.10 built first, then a rebuild of v2.5.9 (a rollback build): the tracker links
+    // the build it made last, so does the store.
+    let a = make_image(&staging, "MISP_v2.5.10_aaa.tar.gz", 100, 1);
+    store
+        .deliver_image(&a, "MISP_v2.5.10_aaa.tar.gz", None)
+        .unwrap();
+    let b = make_image(&staging, "MISP_v2.5.9_bbb.tar.gz", 100, 2);
+    let d = store
+        .deliver_image(&b, "MISP_v2.5.9_bbb.tar.gz", None)
+        .unwrap();
+    assert_eq!(d.latest_stem, "MISP_v2.5.9_bbb");
+    assert_eq!(
+        fs::read_link(store_dir.join("latest_MISP")).unwrap(),
+        PathBuf::from("MISP_v2.5.9_bbb")
+    );
+    // The same higher version delivered again later is still the older build.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let a = make_image(&staging, "MISP_v2.5.10_aaa.tar.gz", 100, 1);
+    let d = store
+        .deliver_image(&a, "MISP_v2.5.10_aaa.tar.gz", None)
+        .unwrap();
+    assert_eq!(d.latest_stem, "MISP_v2.5.9_bbb");
+
+    // build.sh names the modules image `Modules_<version>`; the tracker links it as
+    // `latest_MISP-modules`.
+    let m = make_image(&staging, "Modules_2.4.198.tar.gz", 100, 3);
+    let d = store
+        .deliver_image(&m, "Modules_2.4.198.tar.gz", None)
+        .unwrap();
+    assert_eq!(d.latest, store_dir.join("latest_MISP-modules"));
+    assert_eq!(
+        fs::read_link(store_dir.join("latest_MISP-modules")).unwrap(),
+        PathBuf::from("Modules_2.4.198")
+    );
+    assert!(fs::symlink_metadata(store_dir.join("latest_Modules")).is_err());
 }
 
 #[test]

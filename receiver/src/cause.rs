@@ -17,6 +17,9 @@ pub enum Cause {
     /// The session ended before the sender said it finished sending the object, or the
     /// receiver stopped first.
     Interrupted,
+    /// An image's OpenPGP signature did not verify against `[images] keyring`, or it had
+    /// none.
+    Signature,
 }
 
 impl Cause {
@@ -26,6 +29,7 @@ impl Cause {
             Cause::Link => "link",
             Cause::Receiver => "receiver",
             Cause::Interrupted => "interrupted",
+            Cause::Signature => "signature",
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct Dirs {
 pub struct ImageOptions {
     /// Versions kept per image name (default 3).
     pub keep: Option<usize>,
+    /// OpenPGP public keyring (binary): every image must carry a `.sig` that verifies
+    /// against it, or it is failed and `latest_` does not move.
+    pub keyring: Option<PathBuf>,
 }
 
 /// `[limits]`.
@@ -345,6 +348,7 @@ impl FileConfig {
         if let Some(k) = self.images.keep {
             d.keep_images = k.max(1);
         }
+        d.image_keyring = self.images.keyring.clone();
         d.hooks = self.hooks.clone();
         d.permissions = self.permissions.resolve()?;
         Ok(d)

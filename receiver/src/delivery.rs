@@ -12,7 +12,7 @@ use crate::records::{Outcome, Record, RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
 use gapferry_common::name::escape;
 use gapferry_common::{Event, ObjectDescriptor, ObjectKind, ObjectRef};
-use gapferry_feeds::{ImageStore, MispFeed, Publish, StixStore};
+use gapferry_feeds::{ImageStore, MispFeed, Publish, StixStore, Verifier};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -96,6 +96,11 @@ pub struct Delivery {
     max_document: u64,
     loss: HashMap<u64, f64>,
     staged: HashMap<ObjectRef, Staged>,
+    /// `[images] keyring`: images must carry a signature that verifies.
+    verifier: Option<Verifier>,
+    /// Verified images waiting for their signature, which is still being received, by
+    /// the signature's base name.
+    awaiting_signature: HashMap<String, (ObjectRef, Staged)>,
     summary: Summary,
 }
 
@@ -126,6 +131,16 @@ impl Delivery {
         for dir in [&staging_dir, &signatures_dir] {
             std::fs::create_dir_all(dir)?;
         }
+        let verifier = match &dest.image_keyring {
+            Some(keyring) => {
+                let v = Verifier::new(keyring);
+                v.check().map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("[images] {e}"))
+                })?;
+                Some(v)
+            }
+            None => None,
+        };
         // Staging files of a previous run can never complete: their state is gone.
         for entry in std::fs::read_dir(&staging_dir)? {
             let entry = entry?;
@@ -161,6 +176,8 @@ impl Delivery {
             max_document: MAX_DOCUMENT,
             loss: HashMap::new(),
             staged: HashMap::new(),
+            verifier,
+            awaiting_signature: HashMap::new(),
             summary: Summary::default(),
         })
     }
@@ -345,11 +362,18 @@ impl Delivery {
                 if count > 1 {
                     r.objects = Some([object.object, through]);
                 }
+                let lost_signature = match &named {
+                    Some((ObjectKind::ImageSignature, name)) => Some(base_name(name).to_string()),
+                    _ => None,
+                };
                 if let Some((kind, name)) = named {
                     r.kind = Some(kind.to_string());
                     r.name = Some(name);
                 }
                 self.record(r);
+                if let Some(sig) = lost_signature {
+                    self.signature_settled(&sig, Some("lost on the link"));
+                }
             }
         }
     }
@@ -476,8 +500,65 @@ impl Delivery {
             }
             return;
         }
+        if d.kind == ObjectKind::Image && self.verifier.is_some() {
+            let sig = format!("{}.sig", base_name(&d.name));
+            let sig_in_flight = self.staged.values().any(|o| {
+                o.descriptor.kind == ObjectKind::ImageSignature
+                    && base_name(&o.descriptor.name) == sig
+            });
+            if sig_in_flight && !self.signatures_dir.join(&sig).exists() {
+                tracing::info!(object = %object, name = %escape(&d.name), "image complete; waiting for its signature, still being received");
+                self.awaiting_signature.insert(sig, (object, s));
+                return;
+            }
+        }
+        self.deliver_staged(object, s);
+    }
+
+    /// Places a verified object, an image only once its signature verified (with a
+    /// keyring), and records the outcome.
+    fn deliver_staged(&mut self, object: ObjectRef, s: Staged) {
+        let d = &s.descriptor;
+        if d.kind == ObjectKind::Image {
+            if let Some(verifier) = &self.verifier {
+                let base = base_name(&d.name);
+                let sig = self.signatures_dir.join(format!("{base}.sig"));
+                let sig = sig.exists().then_some(sig);
+                if let Err((reason, cause)) =
+                    self.check_signature(verifier, &s.path, base, sig.as_deref())
+                {
+                    let _ = std::fs::remove_file(&s.path);
+                    self.record_failure_because(object, Some(d), reason, Some(cause));
+                    return;
+                }
+            }
+        }
         let placed = self.place(&s);
         self.placed(object, d, s.started, placed, &s.path);
+    }
+
+    /// Delivers (or fails) the image that waited for the signature `sig_name`, now
+    /// placed or failed.
+    fn signature_settled(&mut self, sig_name: &str, failure: Option<&str>) {
+        let Some((object, s)) = self.awaiting_signature.remove(sig_name) else {
+            return;
+        };
+        match failure {
+            None => self.deliver_staged(object, s),
+            Some(why) => {
+                let _ = std::fs::remove_file(&s.path);
+                self.metrics.image_signature("missing");
+                self.record_failure_because(
+                    object,
+                    Some(&s.descriptor),
+                    format!(
+                        "not published: its signature {} did not arrive ({why}); [images] keyring requires one; send the image and its .sig again",
+                        escape(sig_name)
+                    ),
+                    Some(Cause::Signature),
+                );
+            }
+        }
     }
 
     /// Delivers the MISP events waiting for a batch; call when no event is queued.
@@ -555,6 +636,9 @@ impl Delivery {
                 if let (Some(pool), Some(job)) = (&self.hooks, job) {
                     pool.submit(job);
                 }
+                if d.kind == ObjectKind::ImageSignature {
+                    self.signature_settled(base_name(&d.name), None);
+                }
             }
             Err(reason) => {
                 if !staged.as_os_str().is_empty() {
@@ -630,6 +714,45 @@ impl Delivery {
         }
     }
 
+    /// Verifies an image's signature against the keyring; on failure the signature is
+    /// dropped and the reason says what to do.
+    fn check_signature(
+        &self,
+        verifier: &Verifier,
+        image: &Path,
+        base: &str,
+        sig: Option<&Path>,
+    ) -> Result<(), (String, Cause)> {
+        let Some(sig) = sig else {
+            self.metrics.image_signature("missing");
+            return Err((
+                format!(
+                    "not published: no signature {base}.sig arrived with the image and [images] keyring ({}) requires one; put the publisher's .sig beside the image in the outbox and send both again",
+                    verifier.keyring().display()
+                ),
+                Cause::Signature,
+            ));
+        };
+        match verifier.verify(image, sig) {
+            Ok(good) => {
+                self.metrics.image_signature("good");
+                tracing::info!(image = %escape(base), key = %good.fingerprint, signer = %escape(&good.signer), "image signature verified");
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(sig);
+                self.metrics.image_signature("bad");
+                Err((
+                    format!(
+                        "not published: its signature does not verify against [images] keyring {}: {e}",
+                        verifier.keyring().display()
+                    ),
+                    Cause::Signature,
+                ))
+            }
+        }
+    }
+
     fn abort(&mut self, object: ObjectRef, reason: String, cause: Option<Cause>) {
         if let Some(s) = self.staged.remove(&object) {
             let _ = std::fs::remove_file(&s.path);
@@ -665,9 +788,12 @@ impl Delivery {
         if let Some(d) = d {
             r = described(r, d);
         }
-        r.reason = Some(reason);
+        r.reason = Some(reason.clone());
         r.cause = cause;
         self.record(r);
+        if let Some(d) = d.filter(|d| d.kind == ObjectKind::ImageSignature) {
+            self.signature_settled(base_name(&d.name), Some(&reason));
+        }
     }
 
     fn record(&mut self, r: Record) {
@@ -686,6 +812,10 @@ impl Delivery {
     /// Drops every incomplete object's staging file (at shutdown).
     pub fn abandon_all(&mut self, reason: &str) {
         self.flush();
+        let waiting: Vec<String> = self.awaiting_signature.keys().cloned().collect();
+        for sig in waiting {
+            self.signature_settled(&sig, Some(reason));
+        }
         let objects: Vec<ObjectRef> = self.staged.keys().copied().collect();
         for o in objects {
             self.abort(o, reason.to_string(), Some(Cause::Interrupted));
@@ -710,6 +840,11 @@ fn read_document(path: &Path, size: u64, limit: u64) -> Result<Vec<u8>, String> 
         .and_then(|f| f.take(limit).read_to_end(&mut bytes))
         .map_err(|e| format!("cannot read the staged object: {e}"))?;
     Ok(bytes)
+}
+
+/// The last component of an object name.
+fn base_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
 }
 
 fn described(mut r: Record, d: &ObjectDescriptor) -> Record {

@@ -25,6 +25,13 @@ pub struct ObjectLabels {
     pub outcome: String,
 }
 
+/// Label: the result of an image signature check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// good, bad or missing.
+    pub result: String,
+}
+
 /// Every receiver metric; clones share the same values.
 #[derive(Clone, Debug, Default)]
 pub struct ReceiverMetrics {
@@ -42,6 +49,8 @@ pub struct ReceiverMetrics {
     pub rejected: Family<ReasonLabel, Counter>,
     /// Objects by kind and outcome.
     pub objects: Family<ObjectLabels, Counter>,
+    /// Image signature checks against `[images] keyring`, by result (good, bad, missing).
+    pub image_signatures: Family<ResultLabel, Counter>,
     /// Bytes of objects delivered.
     pub delivered_bytes: Counter,
     /// Blocks decoded.
@@ -74,6 +83,11 @@ impl ReceiverMetrics {
     /// Registers every metric under `gapferry_receiver_`.
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("gapferry_receiver");
+        r.register(
+            "image_signature_checks",
+            "Image signature checks against [images] keyring, by result (good, bad, missing)",
+            self.image_signatures.clone(),
+        );
         r.register(
             "datagrams_received",
             "Datagrams read from the socket",
@@ -177,6 +191,15 @@ impl ReceiverMetrics {
             .get_or_create(&ObjectLabels {
                 kind: kind.unwrap_or("unknown").to_string(),
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one image signature check (`good`, `bad` or `missing`).
+    pub fn image_signature(&self, result: &str) {
+        self.image_signatures
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
             })
             .inc();
     }

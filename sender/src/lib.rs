@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod images_pull;
 pub mod keygen;
 pub mod metrics;
 pub mod misp_pull;

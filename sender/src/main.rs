@@ -18,6 +18,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod images_pull_cli;
+
 /// Freed block buffers are reused in-process rather than handed back to the kernel and
 /// faulted in again: on the bulk path that churn cost about a CPU-second per GiB.
 #[global_allocator]
@@ -66,6 +68,10 @@ enum Command {
     ///
     /// Example: gapferry-send misp-pull --outbox /srv/gapferry/outbox --url https://misp.example.org --key-file /etc/gapferry/misp.key --tag airgap:export
     MispPull(cli_misp_pull::MispPullArgs),
+    /// Mirror the newest images of a MISP-airgap image server into OUTBOX/images.
+    ///
+    /// Example: gapferry-send images-pull --outbox /srv/gapferry/outbox --base-url https://images.example/ --image MISP,MySQL,Valkey --keyring /etc/gapferry/misp-airgap.gpg
+    ImagesPull(images_pull_cli::ImagesPullArgs),
     /// Write a new random pre-shared key (mode 0600) for --key on both sides.
     ///
     /// Example: gapferry-send keygen /etc/gapferry/link.key
@@ -358,6 +364,7 @@ fn main() -> std::process::ExitCode {
         Command::File(a) => run_file(a),
         Command::Watch(a) => run_watch(a),
         Command::MispPull(a) => cli_misp_pull::run(a),
+        Command::ImagesPull(a) => images_pull_cli::run(a),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)
             .with_context(|| {
                 format!(

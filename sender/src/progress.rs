@@ -38,6 +38,11 @@ impl Progress {
         self.bar.inc(bytes);
     }
 
+    /// Bytes counted so far.
+    pub fn position(&self) -> u64 {
+        self.bar.position()
+    }
+
     /// Names what is being sent now.
     pub fn set_message(&self, msg: String) {
         self.bar.set_message(msg);

@@ -5,4 +5,5 @@
 pub mod fixtures;
 pub mod harness;
 pub mod lxd;
+pub mod openpgp;
 pub mod relay;
