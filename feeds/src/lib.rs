@@ -5,7 +5,8 @@
 //!
 //! High side: [`misp_feed`] keeps a MISP local-feed directory (`<uuid>.json`,
 //! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
-//! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
+//! [`misp_event`]), [`stix_store`] keeps STIX 2.0 and 2.1 bundles (plain, or as OpenCTI's
+//! diode-import connector reads them), and [`image_store`] keeps LXD
 //! images in MISP-airgap's server layout. Every write is a staging file in the destination
 //! directory given its [`Publish`] mode and group, fsync, then rename.
 
@@ -18,6 +19,7 @@ mod json_scan;
 pub mod kind;
 pub mod misp_event;
 pub mod misp_feed;
+pub mod precheck;
 pub mod stix_store;
 
 pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
@@ -28,4 +30,4 @@ pub use kind::{
 };
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
 pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
-pub use stix_store::{StixError, StixStore, StoredBundle};
+pub use stix_store::{OpenCtiImport, StixError, StixLayout, StixSpec, StixStore, StoredBundle};

@@ -29,6 +29,8 @@ pub struct Destinations {
     pub files: PathBuf,
     /// Image versions kept per image name.
     pub keep_images: usize,
+    /// How STIX bundles are written (`[stix] layout`).
+    pub stix_layout: gapferry_feeds::StixLayout,
     /// Commands run after each delivery, per kind.
     pub hooks: Hooks,
     /// File mode, directory mode and group per kind.
@@ -44,6 +46,7 @@ impl Destinations {
             images: out.join(IMAGES_DIR),
             files: out.join(FILES_DIR),
             keep_images: 3,
+            stix_layout: gapferry_feeds::StixLayout::Plain,
             hooks: Hooks::default(),
             permissions: Permissions::default(),
         }

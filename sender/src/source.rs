@@ -1,6 +1,11 @@
 //! Turning command-line paths into the objects to send: their content, their safe
 //! relative names on the high side, and their kind (from content, or forced).
 //!
+//! Whatever the high side would refuse for its kind (a STIX file that is not a bundle, MISP
+//! JSON without acceptable events, an image without `metadata.yaml`) is refused here,
+//! before anything is sent, with the file and the reason, by the same checks the
+//! receiver runs ([`gapferry_feeds::precheck`]), whether the kind was detected or forced.
+//!
 //! A multi-event MISP export or a MISP feed directory becomes one object per event; an
 //! image's detached signature travels just before its image. A file reached twice (named
 //! twice, a signature named beside its image, a file inside a named directory) is one
@@ -102,14 +107,55 @@ pub enum SourceError {
     /// Neither a regular file nor a directory.
     #[error("{0} is neither a regular file nor a directory")]
     NotAFile(PathBuf),
-    /// A MISP export could not be cut into events.
-    #[error("{path} looks like MISP data but cannot be split into events: {reason}")]
+    /// A MISP export could not be cut into events, or holds an event the feed refuses.
+    #[error("{path}: not sent: as kind misp it cannot be split into acceptable events: {reason}")]
     Misp {
         /// The export.
         path: PathBuf,
         /// Why.
         reason: String,
     },
+    /// The high side would refuse the file for its kind.
+    #[error("{path}: not sent: the high side would refuse it as kind {kind}: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// The kind it was to be sent as.
+        kind: ObjectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// True when the file's content is refused (sending it again will not help until
+    /// it changes); false for reading errors and names.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SourceError::Misp { .. } | SourceError::Refused { .. })
+    }
+}
+
+fn refused(path: &Path, kind: ObjectKind, reason: impl ToString) -> SourceError {
+    SourceError::Refused {
+        path: path.to_path_buf(),
+        kind,
+        reason: reason.to_string(),
+    }
+}
+
+/// A STIX bundle as one object, once the STIX store's own check passed.
+fn stix_file(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+    gapferry_feeds::precheck::check_stix(&bytes).map_err(|e| refused(path, ObjectKind::Stix, e))?;
+    whole_file(path, name, ObjectKind::Stix)
+}
+
+/// An image tarball as one object, once the image store's own check passed.
+fn image_file(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    let base = name.rsplit('/').next().unwrap_or(&name);
+    gapferry_feeds::precheck::check_image(path, base)
+        .map_err(|e| refused(path, ObjectKind::Image, e))?;
+    whole_file(path, name, ObjectKind::Image)
 }
 
 fn unreadable(path: &Path, source: std::io::Error) -> SourceError {
@@ -159,7 +205,20 @@ fn misp_events(path: &Path, out: &mut Vec<SourceFile>) -> Result<(), SourceError
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    if docs.is_empty() {
+        return Err(SourceError::Misp {
+            path: path.to_path_buf(),
+            reason: "it holds no event".into(),
+        });
+    }
+    let now = std::time::SystemTime::now();
     for doc in docs {
+        gapferry_feeds::precheck::check_misp_event(&doc.json, now).map_err(|e| {
+            SourceError::Misp {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
         let name = checked_name(path, format!("{}.json", doc.uuid))?;
         out.push(SourceFile {
             path: path.to_path_buf(),
@@ -182,6 +241,10 @@ fn classify_file(
 ) -> Result<(), SourceError> {
     let detected = match mode {
         KindMode::Force(ObjectKind::Misp) => Detected::Misp(MispShape::Event),
+        KindMode::Force(ObjectKind::Stix) => Detected::Stix,
+        KindMode::Force(ObjectKind::Image) => {
+            return image_file(path, name).map(|f| out.push(f));
+        }
         KindMode::Force(k) => return whole_file(path, name, k).map(|f| out.push(f)),
         KindMode::Auto => gapferry_feeds::detect(path).map_err(|e| match e {
             gapferry_feeds::DetectError::Io { path, source } => unreadable(&path, source),
@@ -189,12 +252,9 @@ fn classify_file(
         })?,
     };
     match detected {
-        // Forced: what cannot be split goes as one object, and the high side records why it refuses it.
-        Detected::Misp(_) if mode != KindMode::Auto => misp_events(path, out).or_else(|e| {
-            tracing::warn!("{e}; sending it whole as kind misp as asked");
-            whole_file(path, name, ObjectKind::Misp).map(|f| out.push(f))
-        }),
+        // Forced or detected, what the feed would refuse is refused here.
         Detected::Misp(_) => misp_events(path, out),
+        Detected::Stix => stix_file(path, name).map(|f| out.push(f)),
         // Sent with its image, just before it.
         Detected::Signature { .. } if in_tree => Ok(()),
         Detected::Image { signature, .. } => {
@@ -202,7 +262,7 @@ fn classify_file(
                 let sig_name = format!("{name}.sig");
                 out.push(whole_file(&sig, sig_name, ObjectKind::ImageSignature)?);
             }
-            out.push(whole_file(path, name, ObjectKind::Image)?);
+            out.push(image_file(path, name)?);
             Ok(())
         }
         other => whole_file(path, name, to_object_kind(other.kind())).map(|f| out.push(f)),
@@ -226,7 +286,7 @@ pub fn classify_named(
                     ObjectKind::ImageSignature,
                 )?);
             }
-            out.push(whole_file(path, name, ObjectKind::Image)?);
+            out.push(image_file(path, name)?);
         }
         _ => classify_file(path, name, mode, false, &mut out)?,
     }
@@ -451,6 +511,11 @@ mod tests {
                 ("link-to-a.json", ObjectKind::File)
             ]
         );
+        std::fs::write(
+            &a,
+            br#"{"type":"bundle","id":"bundle--33333333-3333-4333-8333-333333333333","objects":[]}"#,
+        )
+        .unwrap();
         let files = collect(&[a.clone(), a], KindMode::Force(ObjectKind::Stix)).unwrap();
         assert_eq!(names(&files), [("a.json", ObjectKind::Stix)]);
     }
@@ -605,5 +670,74 @@ mod tests {
         )
         .unwrap();
         assert_eq!(forced[0].kind, ObjectKind::File);
+    }
+
+    #[test]
+    fn what_the_high_side_would_refuse_is_refused_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.json");
+        std::fs::write(&report, br#"{"type":"report","id":"x"}"#).unwrap();
+        let bad_bundle = dir.path().join("bad-bundle.json");
+        std::fs::write(
+            &bad_bundle,
+            br#"{"type":"bundle","id":"bundle--1","objects":[]}"#,
+        )
+        .unwrap();
+        let no_event = dir.path().join("empty-export.json");
+        std::fs::write(&no_event, br#"{"response":[]}"#).unwrap();
+        let no_info = dir.path().join("no-info.json");
+        std::fs::write(
+            &no_info,
+            br#"{"Event":{"uuid":"11111111-1111-4111-8111-111111111111","Orgc":{"name":"o"}}}"#,
+        )
+        .unwrap();
+        let not_image = dir.path().join("MISP_v1_abc.tar.gz");
+        std::fs::write(&not_image, b"plain bytes").unwrap();
+        let (no_metadata, _) = {
+            let img = dir.path().join("Other_v1_abc.tar.gz");
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&img).unwrap(),
+                flate2::Compression::fast(),
+            );
+            let mut t = tar::Builder::new(gz);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, "rootfs/etc/hostname", &b"x"[..])
+                .unwrap();
+            t.into_inner().unwrap().finish().unwrap();
+            (img, ())
+        };
+        let cases: [(&Path, KindMode, &str); 7] = [
+            (&report, KindMode::Force(ObjectKind::Stix), "not \"bundle\""),
+            (&report, KindMode::Force(ObjectKind::Misp), "no MISP event"),
+            (&bad_bundle, KindMode::Auto, "bundle--<uuid>"),
+            (&no_event, KindMode::Force(ObjectKind::Misp), "no event"),
+            (&no_info, KindMode::Auto, "no `info`"),
+            (
+                &not_image,
+                KindMode::Force(ObjectKind::Image),
+                "neither gzip nor xz",
+            ),
+            (
+                &no_metadata,
+                KindMode::Force(ObjectKind::Image),
+                "metadata.yaml",
+            ),
+        ];
+        for (path, mode, why) in cases {
+            let e = collect(&[path.to_path_buf()], mode).unwrap_err();
+            let text = e.to_string();
+            assert!(e.is_refusal(), "{text}");
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("not sent"),
+                "{text}"
+            );
+            assert!(text.contains(why), "{why:?} in {text}");
+        }
+        // The report is still a plain file when nothing forces a kind.
+        let files = collect(&[report], KindMode::Auto).unwrap();
+        assert_eq!(names(&files), [("report.json", ObjectKind::File)]);
     }
 }
