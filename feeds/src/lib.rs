@@ -19,6 +19,7 @@ mod json_scan;
 pub mod kind;
 pub mod misp_event;
 pub mod misp_feed;
+pub mod misp_to_feed;
 pub mod precheck;
 pub mod stix_store;
 

@@ -40,6 +40,23 @@ impl std::str::FromStr for KindMode {
     }
 }
 
+/// How inputs become objects, beyond their kind.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// MISP events are converted to the feed form PyMISP's `to_feed` writes (`None`:
+    /// sent as exported).
+    pub misp_feed_form: Option<gapferry_feeds::misp_to_feed::FeedForm>,
+}
+
+impl Default for SourceOptions {
+    /// Feed form on, with PyMISP's defaults.
+    fn default() -> Self {
+        SourceOptions {
+            misp_feed_form: Some(gapferry_feeds::misp_to_feed::FeedForm::default()),
+        }
+    }
+}
+
 /// One object to send and the name it will have on the high side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
@@ -198,8 +215,13 @@ fn to_object_kind(k: gapferry_feeds::Kind) -> ObjectKind {
     }
 }
 
-/// One MISP file (single event, REST export, list of events) as one object per event.
-fn misp_events(path: &Path, out: &mut Vec<SourceFile>) -> Result<(), SourceError> {
+/// One MISP file (single event, REST export, list of events) as one object per event,
+/// each in feed form when `opts` asks; the file itself is never modified.
+fn misp_events(
+    path: &Path,
+    opts: &SourceOptions,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), SourceError> {
     let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
     let docs = gapferry_feeds::split_misp(&bytes).map_err(|e| SourceError::Misp {
         path: path.to_path_buf(),
@@ -212,7 +234,22 @@ fn misp_events(path: &Path, out: &mut Vec<SourceFile>) -> Result<(), SourceError
         });
     }
     let now = std::time::SystemTime::now();
-    for doc in docs {
+    for mut doc in docs {
+        if let Some(form) = &opts.misp_feed_form {
+            match gapferry_feeds::misp_to_feed::to_feed(&doc.json, form, now) {
+                Ok(Some(feed)) => doc.json = feed,
+                Ok(None) => {
+                    tracing::info!(path = %path.display(), event = %doc.uuid, "not sent: its distribution is not among the exported ones");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(SourceError::Misp {
+                        path: path.to_path_buf(),
+                        reason: format!("event {}: {e}", doc.uuid),
+                    })
+                }
+            }
+        }
         gapferry_feeds::precheck::check_misp_event(&doc.json, now).map_err(|e| {
             SourceError::Misp {
                 path: path.to_path_buf(),
@@ -237,6 +274,7 @@ fn classify_file(
     name: String,
     mode: KindMode,
     in_tree: bool,
+    opts: &SourceOptions,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), SourceError> {
     let detected = match mode {
@@ -253,7 +291,7 @@ fn classify_file(
     };
     match detected {
         // Forced or detected, what the feed would refuse is refused here.
-        Detected::Misp(_) => misp_events(path, out),
+        Detected::Misp(_) => misp_events(path, opts, out),
         Detected::Stix => stix_file(path, name).map(|f| out.push(f)),
         // Sent with its image, just before it.
         Detected::Signature { .. } if in_tree => Ok(()),
@@ -275,6 +313,16 @@ pub fn classify_named(
     name: String,
     mode: KindMode,
 ) -> Result<Vec<SourceFile>, SourceError> {
+    classify_named_with(path, name, mode, &SourceOptions::default())
+}
+
+/// [`classify_named`] with `opts`.
+pub fn classify_named_with(
+    path: &Path,
+    name: String,
+    mode: KindMode,
+    opts: &SourceOptions,
+) -> Result<Vec<SourceFile>, SourceError> {
     let mut out = Vec::new();
     match mode {
         // An image forced by its directory still takes its signature along.
@@ -288,7 +336,7 @@ pub fn classify_named(
             }
             out.push(image_file(path, name)?);
         }
-        _ => classify_file(path, name, mode, false, &mut out)?,
+        _ => classify_file(path, name, mode, false, opts, &mut out)?,
     }
     Ok(out)
 }
@@ -297,6 +345,15 @@ pub fn classify_named(
 /// under names relative to that directory, a MISP feed directory as its events.
 /// Symbolic links inside directories are skipped.
 pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, SourceError> {
+    collect_with(paths, mode, &SourceOptions::default())
+}
+
+/// [`collect`] with `opts`.
+pub fn collect_with(
+    paths: &[PathBuf],
+    mode: KindMode,
+    opts: &SourceOptions,
+) -> Result<Vec<SourceFile>, SourceError> {
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
@@ -305,7 +362,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            classify_file(path, name, mode, false, &mut out)?;
+            classify_file(path, name, mode, false, opts, &mut out)?;
         } else if meta.is_dir() {
             let feed = matches!(mode, KindMode::Auto | KindMode::Force(ObjectKind::Misp))
                 && matches!(
@@ -316,7 +373,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                 for event in
                     gapferry_feeds::feed_event_files(path).map_err(|e| unreadable(path, e))?
                 {
-                    misp_events(&event, &mut out)?;
+                    misp_events(&event, opts, &mut out)?;
                 }
                 continue;
             }
@@ -337,7 +394,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                     .to_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| rel.to_string_lossy().into_owned());
-                classify_file(entry.path(), name, mode, true, &mut out)?;
+                classify_file(entry.path(), name, mode, true, opts, &mut out)?;
             }
         } else {
             return Err(SourceError::NotAFile(path.clone()));

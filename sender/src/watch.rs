@@ -60,6 +60,8 @@ pub struct WatchConfig {
     pub resend_every: Duration,
     /// Where files the high side would refuse are moved, with a `.reason` file each.
     pub refused_dir: PathBuf,
+    /// How files become objects (MISP feed form).
+    pub source: source::SourceOptions,
 }
 
 /// Directory under the outbox holding refused files.
@@ -71,6 +73,7 @@ impl WatchConfig {
         WatchConfig {
             after_send: AfterSend::MoveTo(outbox.join("sent")),
             refused_dir: outbox.join(REFUSED_DIR),
+            source: source::SourceOptions::default(),
             outbox,
             settle: Duration::from_secs(2),
             resend_last: 0,
@@ -445,7 +448,7 @@ impl Watcher {
         } else {
             rel.to_string()
         };
-        source::classify_named(path, name, mode)
+        source::classify_named_with(path, name, mode, &self.cfg.source)
     }
 
     fn send_job(
