@@ -313,7 +313,7 @@ fn creation_date<R: Read>(r: R) -> Option<i64> {
 }
 
 /// Streams a tar listing and reports whether `metadata.yaml` is a top-level file.
-fn tar_has_metadata<R: Read>(r: R, limits: &DetectLimits) -> bool {
+pub(crate) fn tar_has_metadata<R: Read>(r: R, limits: &DetectLimits) -> bool {
     let mut archive = tar::Archive::new(r.take(limits.max_tar_bytes));
     let Ok(entries) = archive.entries() else {
         return false;

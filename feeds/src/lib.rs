@@ -5,8 +5,9 @@
 //!
 //! High side: [`misp_feed`] keeps a MISP local-feed directory (`<uuid>.json`,
 //! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
-//! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
-//! images in MISP-airgap's server layout; [`signature`] checks an image's detached OpenPGP
+//! [`misp_event`]), [`stix_store`] keeps STIX 2.0 and 2.1 bundles (plain, or as OpenCTI's
+//! diode-import connector reads them), and [`image_store`] keeps LXD images in
+//! MISP-airgap's server layout; [`signature`] checks an image's detached OpenPGP
 //! signature (with `gpgv`) on either side. Every write is a staging file in the destination
 //! directory given its [`Publish`] mode and group, fsync, then rename.
 
@@ -19,6 +20,8 @@ mod json_scan;
 pub mod kind;
 pub mod misp_event;
 pub mod misp_feed;
+pub mod misp_to_feed;
+pub mod precheck;
 pub mod signature;
 pub mod stix_store;
 
@@ -31,4 +34,4 @@ pub use kind::{
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
 pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
 pub use signature::{GoodSignature, SignatureError, Verifier};
-pub use stix_store::{StixError, StixStore, StoredBundle};
+pub use stix_store::{OpenCtiImport, StixError, StixLayout, StixSpec, StixStore, StoredBundle};

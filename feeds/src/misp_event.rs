@@ -573,7 +573,10 @@ fn manifest_tags(tags: Option<&RawValue>) -> Result<Vec<ManifestTag>, String> {
 }
 
 /// The manifest form of loaded tag `i`, `None` when it is not exportable.
-fn manifest_tag(i: usize, t: &Map<String, Value>) -> Result<Option<ManifestTag>, String> {
+pub(crate) fn manifest_tag(
+    i: usize,
+    t: &Map<String, Value>,
+) -> Result<Option<ManifestTag>, String> {
     if let Some(exportable) = t.get("exportable") {
         if !py_truthy(exportable) {
             return Ok(None);
@@ -593,7 +596,7 @@ fn manifest_tag(i: usize, t: &Map<String, Value>) -> Result<Option<ManifestTag>,
 }
 
 /// What PyMISP compares when it drops a duplicate tag (`AbstractMISP.to_dict`).
-fn tag_identity(fields: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn tag_identity(fields: &Map<String, Value>) -> Map<String, Value> {
     fields
         .iter()
         .filter(|(_, v)| !matches!(v, Value::Array(a) if a.is_empty()))
@@ -758,7 +761,7 @@ fn md5_hex(s: &str) -> String {
 }
 
 /// Python's truthiness of a JSON value.
-fn py_truthy(v: &Value) -> bool {
+pub(crate) fn py_truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -775,7 +778,7 @@ pub(crate) fn py_int_of(v: &Value) -> Option<i64> {
 }
 
 /// Python's `int(v)` for what JSON can hold.
-fn py_int(v: &Value) -> Option<i64> {
+pub(crate) fn py_int(v: &Value) -> Option<i64> {
     match v {
         Value::Bool(b) => Some(*b as i64),
         Value::Number(n) => n.as_i64().or_else(|| {
@@ -806,7 +809,7 @@ fn py_int(v: &Value) -> Option<i64> {
 }
 
 /// PyMISP's `_int_to_str` applied to one value of a dict.
-fn py_int_to_str(v: Value) -> Value {
+pub(crate) fn py_int_to_str(v: Value) -> Value {
     match v {
         Value::Number(n) if n.is_i64() || n.is_u64() => Value::String(n.to_string()),
         Value::Object(m) => {
@@ -817,7 +820,7 @@ fn py_int_to_str(v: Value) -> Value {
 }
 
 /// Python's `str.strip()` (Unicode whitespace, including U+001C..U+001F).
-fn py_strip(s: &str) -> &str {
+pub(crate) fn py_strip(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
@@ -832,7 +835,7 @@ fn py_number_str(n: &serde_json::Number) -> String {
 
 /// Python's `repr(float)`: shortest round-trip digits, scientific when the exponent is
 /// below -4 or at least 16.
-fn py_float_repr(f: f64) -> String {
+pub(crate) fn py_float_repr(f: f64) -> String {
     if !f.is_finite() {
         return if f.is_nan() {
             "nan".into()
@@ -894,7 +897,7 @@ fn iso_date(s: &str) -> Option<(i64, u32, u32)> {
 }
 
 /// PyMISP's event date: an ISO date, the date of an ISO date-time, or a timestamp.
-fn py_date(v: &Value) -> Option<(i64, u32, u32)> {
+pub(crate) fn py_date(v: &Value) -> Option<(i64, u32, u32)> {
     match v {
         Value::String(s) => iso_date(s).or_else(|| {
             let head = s.get(..10)?;
@@ -917,7 +920,7 @@ fn py_date(v: &Value) -> Option<(i64, u32, u32)> {
 }
 
 /// `str(datetime.fromisoformat(s))` (Python 3.11 rules for the common forms).
-fn py_datetime_str(s: &str) -> Option<String> {
+pub(crate) fn py_datetime_str(s: &str) -> Option<String> {
     if !s.is_ascii() {
         return None;
     }

@@ -1,10 +1,18 @@
-//! The high side's STIX 2.1 directory: one file per bundle, named after its bundle id.
+//! The high side's STIX directory: one file per bundle, named after its bundle id.
 //!
 //! Rules:
-//! - only a STIX 2.1 bundle is accepted: `"type": "bundle"`, `"id": "bundle--<uuid>"`, an
-//!   `objects` list whose members each have a `type` and an `id` of the form
-//!   `<type>--<uuid>`, and `spec_version`, where present (bundle or object), equal to
-//!   `2.1`; anything else is refused with its reason and nothing is written;
+//! - a STIX 2.1 or 2.0 bundle is accepted (MISP's STIX parser takes both):
+//!   `"type": "bundle"`, `"id": "bundle--<uuid>"`, an `objects` list whose members each
+//!   have a `type` and an `id` of the form `<type>--<uuid>`; a 2.0 bundle declares
+//!   `"spec_version": "2.0"` on the bundle and none on its objects, a 2.1 bundle declares
+//!   none on the bundle (or `2.1`) and `2.1`, where present, on its objects; anything
+//!   else is refused with its reason and nothing is written. The same check runs on the
+//!   low side before anything is sent ([`validate_bundle`]);
+//! - [`StixLayout::Plain`] stores the bundle's bytes as they crossed;
+//!   [`StixLayout::OpenCti`] stores `{"connector": {...}, "applicant_id": "...",
+//!   "bundle": <the bundle's bytes>}`, the file OpenCTI's diode-import connector reads
+//!   from a directory, with the delivery time as its mtime (the connector skips files
+//!   not newer than its last run);
 //! - the file is `bundle--<uuid>.json`; when that name already holds *different* bytes
 //!   (the OASIS examples ship two different bundles with one id), the newcomer is stored
 //!   as `bundle--<uuid>.<first 32 hex digits of its blake3>.json`, so two different bundles
@@ -30,8 +38,8 @@ pub enum StixError {
     /// The bytes are not JSON.
     #[error("not valid JSON ({0}); it is not a STIX bundle: send it as kind `file`")]
     NotJson(String),
-    /// Valid JSON that is not a STIX 2.1 bundle.
-    #[error("not a STIX 2.1 bundle: {0}; nothing was written: send STIX 2.1 bundles only (convert 2.0 content first), or send it as kind `file`")]
+    /// Valid JSON that is not a STIX 2.0 or 2.1 bundle.
+    #[error("not a STIX 2.0 or 2.1 bundle: {0}; nothing was written: send STIX bundles only, or send it as kind `file`")]
     NotABundle(String),
     /// Reading or writing the STIX directory failed.
     #[error("STIX directory {}: {source}; check that it is writable by the receiver and that the disk has room", path.display())]
@@ -57,6 +65,100 @@ pub struct BundleInfo {
     pub id: String,
     /// Number of objects in it.
     pub objects: usize,
+    /// The STIX version it follows.
+    pub spec: StixSpec,
+}
+
+/// The STIX version of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StixSpec {
+    /// STIX 2.0: `spec_version` on the bundle.
+    V20,
+    /// STIX 2.1: `spec_version` on each object.
+    V21,
+}
+
+impl StixSpec {
+    /// `2.0` or `2.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StixSpec::V20 => "2.0",
+            StixSpec::V21 => "2.1",
+        }
+    }
+}
+
+/// How bundles are written into the STIX directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StixLayout {
+    /// `bundle--<uuid>.json` holding the bundle as it crossed.
+    #[default]
+    Plain,
+    /// `bundle--<uuid>.json` holding the file OpenCTI's diode-import connector reads.
+    OpenCti(OpenCtiImport),
+}
+
+/// What the OpenCTI layout writes around each bundle: the connector the diode-import
+/// connector registers and impersonates, and the applicant it maps to a local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCtiImport {
+    /// `connector.id`: a UUID, registered in OpenCTI by the diode-import connector.
+    pub connector_id: String,
+    /// `connector.name`, shown in OpenCTI's works.
+    pub connector_name: String,
+    /// `applicant_id`: matched against the connector's `applicant_mappings`.
+    pub applicant_id: String,
+}
+
+/// The connector id written when none is configured (a fixed random UUID, so that
+/// OpenCTI sees one connector across restarts).
+pub const DEFAULT_OPENCTI_CONNECTOR_ID: &str = "6a1b7c0e-3f9d-4c2a-9e57-0d4b8f21c6e3";
+
+impl Default for OpenCtiImport {
+    fn default() -> Self {
+        OpenCtiImport {
+            connector_id: DEFAULT_OPENCTI_CONNECTOR_ID.into(),
+            connector_name: "gapferry".into(),
+            applicant_id: String::new(),
+        }
+    }
+}
+
+impl OpenCtiImport {
+    /// The same import with `connector.id` set to `id`, which must be a UUID.
+    pub fn with_connector_id(mut self, id: &str) -> Result<Self, String> {
+        if !is_uuid(id) {
+            return Err(format!(
+                "{id:?} is not a UUID: OpenCTI registers the connector under it"
+            ));
+        }
+        self.connector_id = id.to_ascii_lowercase();
+        Ok(self)
+    }
+
+    /// The file the diode-import connector reads, around the bundle's bytes `bundle`
+    /// (kept as they crossed, not re-serialised).
+    pub fn wrap(&self, bundle: &[u8]) -> Vec<u8> {
+        let connector = serde_json::json!({
+            "id": self.connector_id,
+            "name": self.connector_name,
+            "type": "EXTERNAL_IMPORT",
+            "scope": "stix2",
+            "auto": false,
+            "validate_before_import": false,
+        });
+        let head = serde_json::json!({
+            "connector": connector,
+            "applicant_id": self.applicant_id,
+        })
+        .to_string();
+        let mut out = Vec::with_capacity(head.len() + bundle.len() + 16);
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(b",\"bundle\":");
+        out.extend_from_slice(bundle);
+        out.push(b'}');
+        out
+    }
 }
 
 /// A bundle in the store.
@@ -72,11 +174,12 @@ pub struct StoredBundle {
     pub already_stored: bool,
 }
 
-/// The STIX 2.1 bundle directory.
+/// The STIX bundle directory.
 #[derive(Debug, Clone)]
 pub struct StixStore {
     dir: PathBuf,
     publish: Publish,
+    layout: StixLayout,
 }
 
 /// The members of a bundle that are checked, borrowed from the document unparsed.
@@ -92,7 +195,7 @@ struct BundleView<'a> {
     objects: Option<&'a RawValue>,
 }
 
-/// Checks that `json` is a STIX 2.1 bundle. The bundle is walked object by object, never
+/// Checks that `json` is a STIX 2.0 or 2.1 bundle. The bundle is walked object by object, never
 /// built into a JSON tree, so a bundle costs about its own size to check.
 pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
@@ -126,8 +229,17 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
             )))
         }
     };
-    check_spec_version(&small_value(view.spec_version, "`spec_version`").map_err(not)?)
-        .map_err(|v| not(format!("the bundle declares spec_version {v}")))?;
+    let spec = match small_value(view.spec_version, "`spec_version`").map_err(not)? {
+        Value::Null => StixSpec::V21,
+        Value::String(s) if s == "2.0" => StixSpec::V20,
+        Value::String(s) if s == "2.1" => StixSpec::V21,
+        other => {
+            return Err(not(format!(
+                "the bundle declares spec_version {}, neither 2.0 nor 2.1",
+                shown(&other)
+            )))
+        }
+    };
     let objects = match view.objects {
         Some(o) if first_byte(o) == b'[' => o,
         Some(o) if first_byte(o) != b'n' => {
@@ -156,13 +268,21 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
                 shown(&id)
             ));
         }
-        check_spec_version(&small_value(spec_version, "`spec_version`")?)
-            .map_err(|v| format!("object {i} ({ty}) declares spec_version {v}"))?;
+        check_spec_version(spec, &small_value(spec_version, "`spec_version`")?).map_err(|v| {
+            format!(
+                "object {i} ({ty}) declares spec_version {v} in a STIX {} bundle",
+                spec.as_str()
+            )
+        })?;
         count += 1;
         Ok(())
     })
     .map_err(not)?;
-    Ok(BundleInfo { id, objects: count })
+    Ok(BundleInfo {
+        id,
+        objects: count,
+        spec,
+    })
 }
 
 /// A value quoted in an error message, cut to 120 characters.
@@ -175,11 +295,12 @@ fn shown(v: &Value) -> String {
     text
 }
 
-fn check_spec_version(v: &Value) -> Result<(), String> {
-    match v {
-        Value::Null => Ok(()),
-        Value::String(s) if s == "2.1" => Ok(()),
-        other => Err(shown(other)),
+/// An object's `spec_version` in a bundle of `spec`: none in 2.0, none or `2.1` in 2.1.
+fn check_spec_version(spec: StixSpec, v: &Value) -> Result<(), String> {
+    match (spec, v) {
+        (_, Value::Null) => Ok(()),
+        (StixSpec::V21, Value::String(s)) if s == "2.1" => Ok(()),
+        (_, other) => Err(shown(other)),
     }
 }
 
@@ -199,7 +320,14 @@ impl StixStore {
         StixStore {
             dir: dir.into(),
             publish: Publish::default(),
+            layout: StixLayout::Plain,
         }
+    }
+
+    /// The same store, writing bundles in `layout`.
+    pub fn with_layout(mut self, layout: StixLayout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// The same store, publishing bundles with `publish`'s modes and group.
@@ -221,14 +349,32 @@ impl StixStore {
     /// Checks and stores one bundle; says where and whether it was already there.
     pub fn store_bundle(&self, json: &[u8]) -> Result<StoredBundle, StixError> {
         let info = validate_bundle(json)?;
+        let wrapped;
+        let json = match &self.layout {
+            StixLayout::Plain => json,
+            StixLayout::OpenCti(import) => {
+                wrapped = import.wrap(json);
+                &wrapped[..]
+            }
+        };
         let dir = &self.dir;
         ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         let hash = blake3::hash(json);
-        let stored = |path: PathBuf, already_stored: bool| StoredBundle {
-            path,
-            bundle_id: info.id.clone(),
-            objects: info.objects,
-            already_stored,
+        let stored = |path: PathBuf, already_stored: bool| {
+            if !already_stored && self.layout != StixLayout::Plain {
+                // The diode-import connector takes files newer than its last run: the
+                // delivery time, not the staging file's last write.
+                let _ = File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
+            StoredBundle {
+                path,
+                bundle_id: info.id.clone(),
+                objects: info.objects,
+                already_stored,
+            }
         };
 
         let plain = dir.join(format!("{}.json", info.id));

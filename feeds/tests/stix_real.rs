@@ -1,7 +1,7 @@
-//! The STIX store against the real bundles under realdata/stix21/.
+//! The STIX store against the real bundles under realdata/stix21/ and realdata/stix20/.
 
 use gapferry_feeds::stix_store::validate_bundle;
-use gapferry_feeds::{StixError, StixStore};
+use gapferry_feeds::{OpenCtiImport, StixError, StixLayout, StixSpec, StixStore};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -196,4 +196,73 @@ fn a_planted_symlink_is_never_followed() {
     assert_ne!(p, dir.join(format!("{id}.json")));
     assert_eq!(fs::read(&p).unwrap(), bundle);
     assert_eq!(fs::read(&outside).unwrap(), b"precious");
+}
+
+#[test]
+fn real_stix_2_0_bundles_are_stored_by_bundle_id() {
+    let mut files = Vec::new();
+    json_files(&realdata().join("stix20"), &mut files);
+    files.sort();
+    assert_eq!(files.len(), 3, "bundles under realdata/stix20");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = StixStore::new(tmp.path().join("stix"));
+    for f in &files {
+        let bytes = fs::read(f).unwrap();
+        let info = validate_bundle(&bytes).unwrap();
+        assert_eq!(info.spec, StixSpec::V20, "{}", f.display());
+        let stored = store.store_bundle(&bytes).unwrap();
+        assert_eq!(
+            stored.path,
+            store.dir().join(format!("{}.json", info.id)),
+            "{}",
+            f.display()
+        );
+        assert_eq!(fs::read(&stored.path).unwrap(), bytes);
+    }
+    // A 2.0 bundle whose objects declare a version, 2.1 or 2.0, is neither.
+    let one = fs::read(&files[0]).unwrap();
+    for v in ["2.1", "2.0"] {
+        let mut doc: Value = serde_json::from_slice(&one).unwrap();
+        doc["objects"][1]["spec_version"] = json!(v);
+        let err = validate_bundle(doc.to_string().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("object 1") && err.to_string().contains("STIX 2.0"),
+            "{err}"
+        );
+    }
+    let mut doc: Value = serde_json::from_slice(&one).unwrap();
+    doc["spec_version"] = json!("2.2");
+    let err = validate_bundle(doc.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("neither 2.0 nor 2.1"), "{err}");
+}
+
+#[test]
+fn the_opencti_layout_wraps_the_bundle_for_the_diode_import_connector() {
+    let bundle = fs::read(realdata().join("stix21/oasis-examples/infrastructure.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let import = OpenCtiImport {
+        applicant_id: "user-on-the-low-side".into(),
+        ..OpenCtiImport::default()
+    };
+    let store = StixStore::new(tmp.path().join("stix")).with_layout(StixLayout::OpenCti(import));
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let stored = store.store_bundle(&bundle).unwrap();
+    let file: Value = serde_json::from_slice(&fs::read(&stored.path).unwrap()).unwrap();
+    let original: Value = serde_json::from_slice(&bundle).unwrap();
+    assert_eq!(file["bundle"], original);
+    assert_eq!(file["applicant_id"], "user-on-the-low-side");
+    assert_eq!(
+        file["connector"]["id"],
+        gapferry_feeds::stix_store::DEFAULT_OPENCTI_CONNECTOR_ID
+    );
+    for key in ["name", "type", "scope"] {
+        assert!(file["connector"][key].is_string(), "connector.{key}");
+    }
+    assert!(fs::metadata(&stored.path).unwrap().modified().unwrap() >= before);
+    // The same bundle again: stored once.
+    assert!(store.store_bundle(&bundle).unwrap().already_stored);
+    // A bad connector id is refused.
+    assert!(OpenCtiImport::default()
+        .with_connector_id("not-a-uuid")
+        .is_err());
 }

@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Image store options.
     #[serde(default)]
     pub images: ImageOptions,
+    /// STIX directory options.
+    #[serde(default)]
+    pub stix: StixOptions,
     /// Post-delivery hooks per kind.
     #[serde(default)]
     pub hooks: Hooks,
@@ -107,6 +110,61 @@ pub struct ImageOptions {
     /// OpenPGP public keyring (binary): every image must carry a `.sig` that verifies
     /// against it, or it is failed and `latest_` does not move.
     pub keyring: Option<PathBuf>,
+}
+
+/// `[stix]`: how bundles are written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StixOptions {
+    /// `plain` (the bundle as sent, the default) or `opencti` (the file OpenCTI's
+    /// diode-import connector reads).
+    pub layout: Option<StixLayoutName>,
+    /// `connector.id` of the OpenCTI layout (a UUID).
+    pub opencti_connector_id: Option<String>,
+    /// `connector.name` of the OpenCTI layout.
+    pub opencti_connector_name: Option<String>,
+    /// `applicant_id` of the OpenCTI layout.
+    pub opencti_applicant_id: Option<String>,
+}
+
+/// The values of `[stix] layout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StixLayoutName {
+    /// Bundles as sent.
+    Plain,
+    /// OpenCTI diode-import files.
+    Opencti,
+}
+
+impl StixOptions {
+    /// The layout these options describe; a connector id that is not a UUID is refused.
+    pub fn layout(&self) -> Result<gapferry_feeds::StixLayout, String> {
+        let opencti = self.opencti_connector_id.is_some()
+            || self.opencti_connector_name.is_some()
+            || self.opencti_applicant_id.is_some();
+        match self.layout.unwrap_or(StixLayoutName::Plain) {
+            StixLayoutName::Plain if opencti => Err(
+                "[stix] opencti_* keys are set but layout is not \"opencti\": add layout = \"opencti\" or remove them".into(),
+            ),
+            StixLayoutName::Plain => Ok(gapferry_feeds::StixLayout::Plain),
+            StixLayoutName::Opencti => {
+                let mut import = gapferry_feeds::OpenCtiImport::default();
+                if let Some(id) = &self.opencti_connector_id {
+                    import = import.with_connector_id(id).map_err(|e| {
+                        format!("[stix] opencti_connector_id: {e}")
+                    })?;
+                }
+                if let Some(n) = &self.opencti_connector_name {
+                    import.connector_name = n.clone();
+                }
+                if let Some(a) = &self.opencti_applicant_id {
+                    import.applicant_id = a.clone();
+                }
+                Ok(gapferry_feeds::StixLayout::OpenCti(import))
+            }
+        }
+    }
 }
 
 /// `[limits]`.
@@ -322,6 +380,10 @@ impl FileConfig {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        config.stix.layout().map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
         crate::hooks::check(&config.hooks).map_err(|error| ConfigError::Hooks {
             path: path.to_path_buf(),
             error,
@@ -349,6 +411,10 @@ impl FileConfig {
             d.keep_images = k.max(1);
         }
         d.image_keyring = self.images.keyring.clone();
+        d.stix_layout = self.stix.layout().map_err(|message| ConfigError::Parse {
+            path: PathBuf::from("[stix]"),
+            message,
+        })?;
         d.hooks = self.hooks.clone();
         d.permissions = self.permissions.resolve()?;
         Ok(d)
@@ -555,5 +621,35 @@ file_mode = "0600"
             resolved("[permissions.images]\ngroup = \"0\"\n").images.gid,
             Some(0)
         );
+    }
+
+    #[test]
+    fn stix_layout_is_plain_by_default_and_opencti_when_asked() {
+        let layout = |text: &str| {
+            load(text)
+                .unwrap()
+                .destinations(Path::new("/out"))
+                .unwrap()
+                .stix_layout
+        };
+        assert_eq!(layout(""), gapferry_feeds::StixLayout::Plain);
+        assert_eq!(
+            layout("[stix]\nlayout = \"plain\"\n"),
+            gapferry_feeds::StixLayout::Plain
+        );
+        let gapferry_feeds::StixLayout::OpenCti(import) = layout(
+            "[stix]\nlayout = \"opencti\"\nopencti_connector_id = \"5A0A9AA9-23A4-4607-B6DF-41A9950D210F\"\nopencti_applicant_id = \"low-side-user\"\n",
+        ) else {
+            panic!("not the OpenCTI layout");
+        };
+        assert_eq!(import.connector_id, "5a0a9aa9-23a4-4607-b6df-41a9950d210f");
+        assert_eq!(import.applicant_id, "low-side-user");
+        assert_eq!(import.connector_name, "gapferry");
+        let e = load("[stix]\nlayout = \"opencti\"\nopencti_connector_id = \"x\"\n").unwrap_err();
+        assert!(e.contains("not a UUID"), "{e}");
+        let e = load("[stix]\nlayout = \"taxii\"\n").unwrap_err();
+        assert!(e.contains("taxii"), "{e}");
+        let e = load("[stix]\nopencti_applicant_id = \"u\"\n").unwrap_err();
+        assert!(e.contains("layout = \"opencti\""), "{e}");
     }
 }

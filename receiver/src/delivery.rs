@@ -161,7 +161,9 @@ impl Delivery {
         };
         Ok(Delivery {
             feed: MispFeed::new(&dest.misp).with_publish(perms.misp),
-            stix: StixStore::new(&dest.stix).with_publish(perms.stix),
+            stix: StixStore::new(&dest.stix)
+                .with_publish(perms.stix)
+                .with_layout(dest.stix_layout.clone()),
             images: ImageStore::new(&dest.images, dest.keep_images).with_publish(perms.images),
             dest,
             state_dir: state.clone(),
@@ -691,6 +693,9 @@ impl Delivery {
                 s.file
                     .sync_all()
                     .map_err(|e| format!("cannot fsync the staged image: {e}"))?;
+                // The same check the sender ran before sending.
+                gapferry_feeds::precheck::check_image(&s.path, &base)
+                    .map_err(|e| format!("refused by the image store: {e}"))?;
                 let sig = self.signatures_dir.join(format!("{base}.sig"));
                 let sig = sig.exists().then_some(sig);
                 let delivered = self

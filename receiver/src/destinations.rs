@@ -31,6 +31,8 @@ pub struct Destinations {
     pub keep_images: usize,
     /// Keyring every image's signature must verify against (`[images] keyring`).
     pub image_keyring: Option<PathBuf>,
+    /// How STIX bundles are written (`[stix] layout`).
+    pub stix_layout: gapferry_feeds::StixLayout,
     /// Commands run after each delivery, per kind.
     pub hooks: Hooks,
     /// File mode, directory mode and group per kind.
@@ -47,6 +49,7 @@ impl Destinations {
             files: out.join(FILES_DIR),
             keep_images: 3,
             image_keyring: None,
+            stix_layout: gapferry_feeds::StixLayout::Plain,
             hooks: Hooks::default(),
             permissions: Permissions::default(),
         }

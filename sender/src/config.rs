@@ -31,6 +31,23 @@ pub struct FileConfig {
     pub watch: WatchOptions,
     /// `[misp_pull]`: `misp-pull`, and the watch service's periodic pull when present.
     pub misp_pull: Option<crate::misp_pull::MispPullSection>,
+    /// `[misp]`: how MISP events are prepared.
+    #[serde(default)]
+    pub misp: MispOptions,
+}
+
+/// `[misp]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MispOptions {
+    /// `--misp-feed-form`: convert events to PyMISP's feed form (default true).
+    pub feed_form: Option<bool>,
+    /// `--misp-valid-distributions`: distributions exported (default 0 to 5).
+    pub valid_distributions: Option<Vec<i64>>,
+    /// `--misp-keep-non-exportable-tags`.
+    pub keep_non_exportable_tags: Option<bool>,
+    /// `--misp-object-templates`: a misp-objects `objects` directory.
+    pub object_templates: Option<PathBuf>,
 }
 
 /// `[watch]`.
@@ -98,6 +115,14 @@ mod tests {
         let c = FileConfig::load(&p).unwrap();
         assert_eq!(c.rate.as_deref(), Some("800M"));
         assert_eq!(c.watch.settle, Some(1.5));
+        std::fs::write(
+            &p,
+            "[misp]\nfeed_form = false\nvalid_distributions = [0, 1]\nkeep_non_exportable_tags = true\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.misp.feed_form, Some(false));
+        assert_eq!(c.misp.valid_distributions, Some(vec![0, 1]));
         std::fs::write(&p, "[watch]\noutbx = 1\n").unwrap();
         assert!(FileConfig::load(&p)
             .unwrap_err()

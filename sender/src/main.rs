@@ -123,6 +123,63 @@ struct LinkArgs {
     quiet: bool,
 }
 
+/// How MISP events are prepared (`file` and `watch`).
+#[derive(Args)]
+struct MispArgs {
+    /// Convert MISP events to the feed form PyMISP's to_feed writes (low-side fields
+    /// dropped) before hashing; the export on disk is never modified [default: true].
+    #[arg(long, value_name = "BOOL")]
+    misp_feed_form: Option<bool>,
+    /// Distributions exported in feed form, comma-separated; an event outside is not
+    /// sent, attributes, objects and reports outside are dropped [default: 0,1,2,3,4,5].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    misp_valid_distributions: Option<Vec<i64>>,
+    /// Keep tags marked non-exportable (PyMISP's to_feed drops them).
+    #[arg(long)]
+    misp_keep_non_exportable_tags: bool,
+    /// A misp-objects `objects` directory: the object templates' defaults fill what an
+    /// object leaves out, as PyMISP does with its own copy.
+    #[arg(long, value_name = "DIR")]
+    misp_object_templates: Option<PathBuf>,
+}
+
+impl MispArgs {
+    fn options(&self, file: &FileConfig) -> Result<source::SourceOptions> {
+        let c = &file.misp;
+        if !self.misp_feed_form.or(c.feed_form).unwrap_or(true) {
+            return Ok(source::SourceOptions {
+                misp_feed_form: None,
+            });
+        }
+        let mut form = gapferry_feeds::misp_to_feed::FeedForm::default();
+        if let Some(d) = self
+            .misp_valid_distributions
+            .clone()
+            .or(c.valid_distributions.clone())
+        {
+            form.valid_distributions = d;
+        }
+        form.keep_non_exportable_tags =
+            self.misp_keep_non_exportable_tags || c.keep_non_exportable_tags == Some(true);
+        if let Some(dir) = self
+            .misp_object_templates
+            .clone()
+            .or(c.object_templates.clone())
+        {
+            form.object_templates = gapferry_feeds::misp_to_feed::ObjectTemplates::load(&dir)
+                .with_context(|| {
+                    format!(
+                        "cannot read MISP object templates in {} (a misp-objects `objects` directory)",
+                        dir.display()
+                    )
+                })?;
+        }
+        Ok(source::SourceOptions {
+            misp_feed_form: Some(form),
+        })
+    }
+}
+
 #[derive(Args)]
 struct FileArgs {
     /// Files or directories to send (a directory's tree is sent with names relative to it).
@@ -131,6 +188,8 @@ struct FileArgs {
     /// Object kind: auto (from content), misp, stix, image or file [default: auto].
     #[arg(long)]
     kind: Option<KindMode>,
+    #[command(flatten)]
+    misp: MispArgs,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -155,6 +214,8 @@ struct WatchArgs {
     /// Carousel period in seconds [default: 600].
     #[arg(long)]
     resend_every: Option<f64>,
+    #[command(flatten)]
+    misp: MispArgs,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -256,7 +317,7 @@ fn run_file(a: FileArgs) -> Result<()> {
             .context("`kind` in --config")?,
         (None, None) => KindMode::Auto,
     };
-    let files = source::collect(&a.paths, kind)?;
+    let files = source::collect_with(&a.paths, kind, &a.misp.options(&file)?)?;
     let mut session = open_session(&a.link, &file)?;
     let passes = session.config().passes as u64;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
@@ -309,6 +370,7 @@ fn run_watch(a: WatchArgs) -> Result<()> {
     } else if let Some(d) = a.sent_dir.or(file.watch.sent_dir.clone()) {
         cfg.after_send = AfterSend::MoveTo(d);
     }
+    cfg.source = a.misp.options(&file)?;
     cfg.resend_last = a.resend_last.or(file.watch.resend_last).unwrap_or(0);
     if let Some(s) = a.resend_every.or(file.watch.resend_every) {
         cfg.resend_every = Duration::from_secs_f64(s.max(0.1));

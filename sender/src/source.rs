@@ -1,6 +1,11 @@
 //! Turning command-line paths into the objects to send: their content, their safe
 //! relative names on the high side, and their kind (from content, or forced).
 //!
+//! Whatever the high side would refuse for its kind (a STIX file that is not a bundle, MISP
+//! JSON without acceptable events, an image without `metadata.yaml`) is refused here,
+//! before anything is sent, with the file and the reason, by the same checks the
+//! receiver runs ([`gapferry_feeds::precheck`]), whether the kind was detected or forced.
+//!
 //! A multi-event MISP export or a MISP feed directory becomes one object per event; an
 //! image's detached signature travels just before its image. A file reached twice (named
 //! twice, a signature named beside its image, a file inside a named directory) is one
@@ -31,6 +36,23 @@ impl std::str::FromStr for KindMode {
         match s {
             "auto" => Ok(KindMode::Auto),
             other => other.parse().map(KindMode::Force),
+        }
+    }
+}
+
+/// How inputs become objects, beyond their kind.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// MISP events are converted to the feed form PyMISP's `to_feed` writes (`None`:
+    /// sent as exported).
+    pub misp_feed_form: Option<gapferry_feeds::misp_to_feed::FeedForm>,
+}
+
+impl Default for SourceOptions {
+    /// Feed form on, with PyMISP's defaults.
+    fn default() -> Self {
+        SourceOptions {
+            misp_feed_form: Some(gapferry_feeds::misp_to_feed::FeedForm::default()),
         }
     }
 }
@@ -102,14 +124,55 @@ pub enum SourceError {
     /// Neither a regular file nor a directory.
     #[error("{0} is neither a regular file nor a directory")]
     NotAFile(PathBuf),
-    /// A MISP export could not be cut into events.
-    #[error("{path} looks like MISP data but cannot be split into events: {reason}")]
+    /// A MISP export could not be cut into events, or holds an event the feed refuses.
+    #[error("{path}: not sent: as kind misp it cannot be split into acceptable events: {reason}")]
     Misp {
         /// The export.
         path: PathBuf,
         /// Why.
         reason: String,
     },
+    /// The high side would refuse the file for its kind.
+    #[error("{path}: not sent: the high side would refuse it as kind {kind}: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// The kind it was to be sent as.
+        kind: ObjectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// True when the file's content is refused (sending it again will not help until
+    /// it changes); false for reading errors and names.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SourceError::Misp { .. } | SourceError::Refused { .. })
+    }
+}
+
+fn refused(path: &Path, kind: ObjectKind, reason: impl ToString) -> SourceError {
+    SourceError::Refused {
+        path: path.to_path_buf(),
+        kind,
+        reason: reason.to_string(),
+    }
+}
+
+/// A STIX bundle as one object, once the STIX store's own check passed.
+fn stix_file(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+    gapferry_feeds::precheck::check_stix(&bytes).map_err(|e| refused(path, ObjectKind::Stix, e))?;
+    whole_file(path, name, ObjectKind::Stix)
+}
+
+/// An image tarball as one object, once the image store's own check passed.
+fn image_file(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    let base = name.rsplit('/').next().unwrap_or(&name);
+    gapferry_feeds::precheck::check_image(path, base)
+        .map_err(|e| refused(path, ObjectKind::Image, e))?;
+    whole_file(path, name, ObjectKind::Image)
 }
 
 fn unreadable(path: &Path, source: std::io::Error) -> SourceError {
@@ -152,14 +215,47 @@ fn to_object_kind(k: gapferry_feeds::Kind) -> ObjectKind {
     }
 }
 
-/// One MISP file (single event, REST export, list of events) as one object per event.
-fn misp_events(path: &Path, out: &mut Vec<SourceFile>) -> Result<(), SourceError> {
+/// One MISP file (single event, REST export, list of events) as one object per event,
+/// each in feed form when `opts` asks; the file itself is never modified.
+fn misp_events(
+    path: &Path,
+    opts: &SourceOptions,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), SourceError> {
     let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
     let docs = gapferry_feeds::split_misp(&bytes).map_err(|e| SourceError::Misp {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    for doc in docs {
+    if docs.is_empty() {
+        return Err(SourceError::Misp {
+            path: path.to_path_buf(),
+            reason: "it holds no event".into(),
+        });
+    }
+    let now = std::time::SystemTime::now();
+    for mut doc in docs {
+        if let Some(form) = &opts.misp_feed_form {
+            match gapferry_feeds::misp_to_feed::to_feed(&doc.json, form, now) {
+                Ok(Some(feed)) => doc.json = feed,
+                Ok(None) => {
+                    tracing::info!(path = %path.display(), event = %doc.uuid, "not sent: its distribution is not among the exported ones");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(SourceError::Misp {
+                        path: path.to_path_buf(),
+                        reason: format!("event {}: {e}", doc.uuid),
+                    })
+                }
+            }
+        }
+        gapferry_feeds::precheck::check_misp_event(&doc.json, now).map_err(|e| {
+            SourceError::Misp {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
         let name = checked_name(path, format!("{}.json", doc.uuid))?;
         out.push(SourceFile {
             path: path.to_path_buf(),
@@ -178,10 +274,15 @@ fn classify_file(
     name: String,
     mode: KindMode,
     in_tree: bool,
+    opts: &SourceOptions,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), SourceError> {
     let detected = match mode {
         KindMode::Force(ObjectKind::Misp) => Detected::Misp(MispShape::Event),
+        KindMode::Force(ObjectKind::Stix) => Detected::Stix,
+        KindMode::Force(ObjectKind::Image) => {
+            return image_file(path, name).map(|f| out.push(f));
+        }
         KindMode::Force(k) => return whole_file(path, name, k).map(|f| out.push(f)),
         KindMode::Auto => gapferry_feeds::detect(path).map_err(|e| match e {
             gapferry_feeds::DetectError::Io { path, source } => unreadable(&path, source),
@@ -189,12 +290,9 @@ fn classify_file(
         })?,
     };
     match detected {
-        // Forced: what cannot be split goes as one object, and the high side records why it refuses it.
-        Detected::Misp(_) if mode != KindMode::Auto => misp_events(path, out).or_else(|e| {
-            tracing::warn!("{e}; sending it whole as kind misp as asked");
-            whole_file(path, name, ObjectKind::Misp).map(|f| out.push(f))
-        }),
-        Detected::Misp(_) => misp_events(path, out),
+        // Forced or detected, what the feed would refuse is refused here.
+        Detected::Misp(_) => misp_events(path, opts, out),
+        Detected::Stix => stix_file(path, name).map(|f| out.push(f)),
         // Sent with its image, just before it.
         Detected::Signature { .. } if in_tree => Ok(()),
         Detected::Image { signature, .. } => {
@@ -202,7 +300,7 @@ fn classify_file(
                 let sig_name = format!("{name}.sig");
                 out.push(whole_file(&sig, sig_name, ObjectKind::ImageSignature)?);
             }
-            out.push(whole_file(path, name, ObjectKind::Image)?);
+            out.push(image_file(path, name)?);
             Ok(())
         }
         other => whole_file(path, name, to_object_kind(other.kind())).map(|f| out.push(f)),
@@ -215,6 +313,16 @@ pub fn classify_named(
     name: String,
     mode: KindMode,
 ) -> Result<Vec<SourceFile>, SourceError> {
+    classify_named_with(path, name, mode, &SourceOptions::default())
+}
+
+/// [`classify_named`] with `opts`.
+pub fn classify_named_with(
+    path: &Path,
+    name: String,
+    mode: KindMode,
+    opts: &SourceOptions,
+) -> Result<Vec<SourceFile>, SourceError> {
     let mut out = Vec::new();
     match mode {
         // An image forced by its directory still takes its signature along.
@@ -226,9 +334,9 @@ pub fn classify_named(
                     ObjectKind::ImageSignature,
                 )?);
             }
-            out.push(whole_file(path, name, ObjectKind::Image)?);
+            out.push(image_file(path, name)?);
         }
-        _ => classify_file(path, name, mode, false, &mut out)?,
+        _ => classify_file(path, name, mode, false, opts, &mut out)?,
     }
     Ok(out)
 }
@@ -237,6 +345,15 @@ pub fn classify_named(
 /// under names relative to that directory, a MISP feed directory as its events.
 /// Symbolic links inside directories are skipped.
 pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, SourceError> {
+    collect_with(paths, mode, &SourceOptions::default())
+}
+
+/// [`collect`] with `opts`.
+pub fn collect_with(
+    paths: &[PathBuf],
+    mode: KindMode,
+    opts: &SourceOptions,
+) -> Result<Vec<SourceFile>, SourceError> {
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
@@ -245,7 +362,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            classify_file(path, name, mode, false, &mut out)?;
+            classify_file(path, name, mode, false, opts, &mut out)?;
         } else if meta.is_dir() {
             let feed = matches!(mode, KindMode::Auto | KindMode::Force(ObjectKind::Misp))
                 && matches!(
@@ -256,7 +373,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                 for event in
                     gapferry_feeds::feed_event_files(path).map_err(|e| unreadable(path, e))?
                 {
-                    misp_events(&event, &mut out)?;
+                    misp_events(&event, opts, &mut out)?;
                 }
                 continue;
             }
@@ -277,7 +394,7 @@ pub fn collect(paths: &[PathBuf], mode: KindMode) -> Result<Vec<SourceFile>, Sou
                     .to_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| rel.to_string_lossy().into_owned());
-                classify_file(entry.path(), name, mode, true, &mut out)?;
+                classify_file(entry.path(), name, mode, true, opts, &mut out)?;
             }
         } else {
             return Err(SourceError::NotAFile(path.clone()));
@@ -451,6 +568,11 @@ mod tests {
                 ("link-to-a.json", ObjectKind::File)
             ]
         );
+        std::fs::write(
+            &a,
+            br#"{"type":"bundle","id":"bundle--33333333-3333-4333-8333-333333333333","objects":[]}"#,
+        )
+        .unwrap();
         let files = collect(&[a.clone(), a], KindMode::Force(ObjectKind::Stix)).unwrap();
         assert_eq!(names(&files), [("a.json", ObjectKind::Stix)]);
     }
@@ -605,5 +727,74 @@ mod tests {
         )
         .unwrap();
         assert_eq!(forced[0].kind, ObjectKind::File);
+    }
+
+    #[test]
+    fn what_the_high_side_would_refuse_is_refused_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.json");
+        std::fs::write(&report, br#"{"type":"report","id":"x"}"#).unwrap();
+        let bad_bundle = dir.path().join("bad-bundle.json");
+        std::fs::write(
+            &bad_bundle,
+            br#"{"type":"bundle","id":"bundle--1","objects":[]}"#,
+        )
+        .unwrap();
+        let no_event = dir.path().join("empty-export.json");
+        std::fs::write(&no_event, br#"{"response":[]}"#).unwrap();
+        let no_info = dir.path().join("no-info.json");
+        std::fs::write(
+            &no_info,
+            br#"{"Event":{"uuid":"11111111-1111-4111-8111-111111111111","Orgc":{"name":"o"}}}"#,
+        )
+        .unwrap();
+        let not_image = dir.path().join("MISP_v1_abc.tar.gz");
+        std::fs::write(&not_image, b"plain bytes").unwrap();
+        let (no_metadata, _) = {
+            let img = dir.path().join("Other_v1_abc.tar.gz");
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&img).unwrap(),
+                flate2::Compression::fast(),
+            );
+            let mut t = tar::Builder::new(gz);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, "rootfs/etc/hostname", &b"x"[..])
+                .unwrap();
+            t.into_inner().unwrap().finish().unwrap();
+            (img, ())
+        };
+        let cases: [(&Path, KindMode, &str); 7] = [
+            (&report, KindMode::Force(ObjectKind::Stix), "not \"bundle\""),
+            (&report, KindMode::Force(ObjectKind::Misp), "no MISP event"),
+            (&bad_bundle, KindMode::Auto, "bundle--<uuid>"),
+            (&no_event, KindMode::Force(ObjectKind::Misp), "no event"),
+            (&no_info, KindMode::Auto, "no `info`"),
+            (
+                &not_image,
+                KindMode::Force(ObjectKind::Image),
+                "neither gzip nor xz",
+            ),
+            (
+                &no_metadata,
+                KindMode::Force(ObjectKind::Image),
+                "metadata.yaml",
+            ),
+        ];
+        for (path, mode, why) in cases {
+            let e = collect(&[path.to_path_buf()], mode).unwrap_err();
+            let text = e.to_string();
+            assert!(e.is_refusal(), "{text}");
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("not sent"),
+                "{text}"
+            );
+            assert!(text.contains(why), "{why:?} in {text}");
+        }
+        // The report is still a plain file when nothing forces a kind.
+        let files = collect(&[report], KindMode::Auto).unwrap();
+        assert_eq!(names(&files), [("report.json", ObjectKind::File)]);
     }
 }

@@ -5,6 +5,11 @@
 //! renames into place is taken at once when the file's mtime is already old enough). Hidden
 //! files (`.name`) are ignored, so writers can prepare files under a dot-name.
 //!
+//! A file the high side would refuse for its kind (a STIX file that is not a bundle, MISP
+//! JSON without acceptable events, an image without `metadata.yaml`) is never sent: it is
+//! moved to `<outbox>/refused/` (same relative path) with a `<name>.reason` file beside
+//! it, and logged; it is not looked at again until someone puts it back.
+//!
 //! Threat intel has priority: every pending MISP, STIX or plain file goes out between two
 //! windows (about 11 MB) of an image, so a 10 KB event never waits behind a 3 GB image,
 //! and the image still progresses. A journal in `<outbox>/.gapferry-send/` records each
@@ -53,13 +58,22 @@ pub struct WatchConfig {
     pub resend_last: usize,
     /// Carousel period.
     pub resend_every: Duration,
+    /// Where files the high side would refuse are moved, with a `.reason` file each.
+    pub refused_dir: PathBuf,
+    /// How files become objects (MISP feed form).
+    pub source: source::SourceOptions,
 }
+
+/// Directory under the outbox holding refused files.
+pub const REFUSED_DIR: &str = "refused";
 
 impl WatchConfig {
     /// Defaults for `outbox`: 2 s settle time, sent files moved to `<outbox>/sent`.
     pub fn new(outbox: PathBuf) -> Self {
         WatchConfig {
             after_send: AfterSend::MoveTo(outbox.join("sent")),
+            refused_dir: outbox.join(REFUSED_DIR),
+            source: source::SourceOptions::default(),
             outbox,
             settle: Duration::from_secs(2),
             resend_last: 0,
@@ -317,6 +331,7 @@ impl Watcher {
             AfterSend::MoveTo(d) => Some(d.clone()),
             AfterSend::Delete => None,
         };
+        let refused_dir = self.cfg.refused_dir.clone();
         let mut found = Vec::new();
         for entry in walkdir::WalkDir::new(&outbox)
             .min_depth(1)
@@ -324,7 +339,7 @@ impl Watcher {
             .into_iter()
             .filter_entry(|e| {
                 let hidden = e.file_name().to_string_lossy().starts_with('.');
-                !hidden && skip_dir.as_deref() != Some(e.path())
+                !hidden && skip_dir.as_deref() != Some(e.path()) && refused_dir != e.path()
             })
         {
             let entry = match entry {
@@ -400,6 +415,9 @@ impl Watcher {
                         self.intel.push_back(job);
                     }
                 }
+                Err(e) if e.is_refusal() && self.refuse(&rel, &path, &e.to_string()) => {
+                    stats.files_failed += 1;
+                }
                 Err(e) => {
                     stats.files_failed += 1;
                     tracing::error!(file = %rel, "cannot send: {e}; fix or remove the file");
@@ -430,7 +448,7 @@ impl Watcher {
         } else {
             rel.to_string()
         };
-        source::classify_named(path, name, mode)
+        source::classify_named_with(path, name, mode, &self.cfg.source)
     }
 
     fn send_job(
@@ -604,6 +622,29 @@ impl Watcher {
         }
         stats.files_sent += 1;
         self.dispose(&job.rel, &job.path, &job.stamp);
+    }
+
+    /// Moves a file the high side would refuse to the refused directory with its reason;
+    /// false when it cannot be moved (it then stays, looked at again once it changes).
+    fn refuse(&self, rel: &str, path: &Path, reason: &str) -> bool {
+        let dest = self.cfg.refused_dir.join(rel);
+        let mut reason_file = dest.clone().into_os_string();
+        reason_file.push(".reason");
+        let moved = dest
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&reason_file, format!("{reason}\n")))
+            .and_then(|()| std::fs::rename(path, &dest));
+        match moved {
+            Ok(()) => {
+                tracing::error!(file = %rel, moved_to = %dest.display(), "refused, not sent: {reason}; fix it and put it back in the outbox");
+                true
+            }
+            Err(e) => {
+                tracing::error!(file = %rel, "refused, not sent: {reason}; and it cannot be moved to {}: {e}; fix or remove the file", dest.display());
+                false
+            }
+        }
     }
 
     fn dispose(&mut self, rel: &str, path: &Path, st: &Stamp) {

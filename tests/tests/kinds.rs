@@ -103,28 +103,26 @@ fn infoblox_events_as_files_as_a_directory_and_as_a_rest_export_build_the_refere
 }
 
 #[test]
-fn a_non_bundle_sent_as_stix_and_a_malformed_event_sent_as_misp_are_refused_with_reasons() {
+fn a_non_bundle_sent_as_stix_or_as_misp_is_refused_by_the_sender_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake.json");
     std::fs::write(&fake, br#"{"type":"report","id":"x"}"#).unwrap();
     let rx = TestReceiver::start(|_| {});
-    send_cli(&[&fake], rx.addr, &["--kind", "stix"]);
-    send_cli(&[&fake], rx.addr, &["--kind", "misp"]);
-    let records = rx.wait_records(2, Duration::from_secs(20));
-    let failed = with_outcome(&records, "failed");
-    assert_eq!(failed.len(), 2, "{records:#?}");
-    assert!(
-        failed
-            .iter()
-            .any(|r| r["reason"].as_str().unwrap().contains("STIX")),
-        "{records:#?}"
-    );
-    assert!(
-        failed
-            .iter()
-            .any(|r| r["reason"].as_str().unwrap().contains("MISP")),
-        "{records:#?}"
-    );
+    for (kind, why) in [("stix", "STIX"), ("misp", "MISP")] {
+        let out = Command::new(binary("gapferry-send"))
+            .args(["file", fake.to_str().unwrap(), "--kind", kind, "--quiet"])
+            .args(["--to", &rx.addr.to_string()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{kind}: {stderr}");
+        assert!(
+            stderr.contains(&fake.display().to_string()) && stderr.contains(why),
+            "{kind}: {stderr}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rx.records().is_empty(), "{:#?}", rx.records());
     assert_eq!(std::fs::read_dir(rx.out.join("misp")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(rx.out.join("stix")).unwrap().count(), 0);
 }

@@ -227,8 +227,11 @@ fn misp_event_file(path: &Path, uuid: &str, item: &str, n: usize) {
     std::fs::write(path, doc).unwrap();
 }
 
-/// Sends `event` as kind misp to a fresh receiver binary; returns the records about it
-/// a second after the first, and the receiver's peak RSS.
+/// Sends `event`'s bytes as they are as one object of kind misp to a fresh receiver
+/// binary; returns the records about it a second after the first, and the receiver's
+/// peak RSS. The object is built by hand: `gapferry-send` would refuse a malformed event
+/// (and convert a valid one to its feed form) before sending, and the receiver must
+/// stand on its own.
 fn send_event(
     event: &Path,
 ) -> (
@@ -240,7 +243,23 @@ fn send_event(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let rx = Receiver::start(&out, &[]);
-    send(&[event], rx.udp, &["--kind", "misp"]);
+    let object = gapferry_sender::source::SourceFile {
+        path: event.to_path_buf(),
+        name: event.file_name().unwrap().to_string_lossy().into_owned(),
+        size: std::fs::metadata(event).unwrap().len(),
+        kind: gapferry_common::ObjectKind::Misp,
+        bytes: None,
+    };
+    let sink = gapferry_sender::sink::UdpSink::connect(rx.udp, None).unwrap();
+    let mut session = gapferry_sender::SenderSession::new(
+        gapferry_tests::harness::sender_config(200_000_000),
+        Box::new(sink),
+    )
+    .unwrap();
+    session
+        .send_files(&[object], &gapferry_sender::progress::Progress::hidden())
+        .unwrap();
+    session.finish().unwrap();
     let first = wait_records(&out, 1, Duration::from_secs(60));
     assert!(!first.is_empty(), "no outcome recorded for the event");
     // Anything more about the same event would come right after.

@@ -271,3 +271,64 @@ fn the_carousel_fills_a_gap_and_is_then_ignored_cheaply() {
     let records = rx.records();
     assert_eq!(with_outcome(&records, "delivered").len(), 1, "{records:#?}");
 }
+
+#[test]
+fn files_the_high_side_would_refuse_are_moved_to_refused_with_their_reason_and_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    let mut w = watcher(&outbox, rx.addr, "100M");
+    let refused = [
+        (
+            "stix/report.json",
+            &br#"{"type":"report","id":"x"}"#[..],
+            "bundle",
+        ),
+        ("misp/empty.json", &br#"{"response":[]}"#[..], "no event"),
+        ("images/MISP_v1_abc.tar.gz", &b"not a tarball"[..], "gzip"),
+        (
+            "bad-bundle.json",
+            &br#"{"type":"bundle","id":"bundle--1","objects":[]}"#[..],
+            "bundle--<uuid>",
+        ),
+    ];
+    for (rel, content, _) in refused {
+        drop_file(&outbox, rel, content);
+    }
+    let good = realdata().join("stix20/misp-stix-tests/test_event1_stix20.json");
+    drop_file(&outbox, "stix/good.json", &std::fs::read(&good).unwrap());
+    wait_until("the good bundle", Duration::from_secs(30), || {
+        !with_outcome(&rx.records(), "delivered").is_empty()
+    });
+    wait_until("the refused files to move", Duration::from_secs(30), || {
+        refused
+            .iter()
+            .all(|(rel, _, _)| outbox.join("refused").join(rel).exists())
+    });
+    for (rel, content, why) in refused {
+        let moved = outbox.join("refused").join(rel);
+        assert_eq!(
+            std::fs::read(&moved).unwrap(),
+            content,
+            "{rel} kept as it was"
+        );
+        let reason = std::fs::read_to_string(format!("{}.reason", moved.display())).unwrap();
+        assert!(reason.contains(why), "{rel}: {reason}");
+        assert!(!outbox.join(rel).exists() && !outbox.join("sent").join(rel).exists());
+    }
+    // Several scans later: nothing retried, nothing from refused/ sent.
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(w.wait().unwrap().success());
+    let records = rx.records();
+    assert_eq!(
+        records.len(),
+        1,
+        "only the good bundle crossed: {records:#?}"
+    );
+    assert_eq!(records[0]["outcome"], "delivered");
+    assert!(outbox.join("sent/stix/good.json").exists());
+}
