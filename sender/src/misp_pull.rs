@@ -807,9 +807,12 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gapferry-send.toml");
         let text = std::fs::read_to_string(p).unwrap();
         let start = text.find("# [misp_pull]").expect("the example section");
+        // Up to the next section of the file (commented out or not).
         let section: String = text[start..]
             .lines()
-            .filter_map(|l| l.strip_prefix("# "))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !(l.starts_with('[') || l.starts_with("# [")))
+            .filter_map(|(_, l)| l.strip_prefix("# "))
             .filter(|l| l.starts_with('[') || l.contains(" = "))
             .map(|l| format!("{l}\n"))
             .collect();
