@@ -33,6 +33,8 @@ pub struct Destinations {
     pub hooks: Hooks,
     /// File mode, directory mode and group per kind.
     pub permissions: Permissions,
+    /// `[misp_push]`: push delivered events and bundles into the high-side MISP.
+    pub misp_push: Option<crate::misp_push::MispPushOptions>,
 }
 
 impl Destinations {
@@ -46,6 +48,7 @@ impl Destinations {
             keep_images: 3,
             hooks: Hooks::default(),
             permissions: Permissions::default(),
+            misp_push: None,
         }
     }
 }
