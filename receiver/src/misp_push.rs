@@ -539,8 +539,10 @@ fn failed(shared: &Shared, job: &PushJob, f: &PushFailure, retry_in: Option<Dura
             w.as_secs()
         ),
         None if f.retry => format!(
-            "{}; gave up after {} attempts: the file stays in the feed for MISP's feed fetch",
-            f.reason, job.attempt
+            "{}; gave up after {} attempt{}: the file stays in the feed for MISP's feed fetch",
+            f.reason,
+            job.attempt,
+            if job.attempt == 1 { "" } else { "s" }
         ),
         None => format!(
             "{}; not retried: the file stays in the feed for MISP's feed fetch",
@@ -610,8 +612,18 @@ fn push_event(
     let edit = match view.status {
         404 => false,
         200..=299 => match view_timestamp(&view.text) {
-            Some(theirs) if theirs >= timestamp => return Ok(Pushed::Unchanged),
-            _ => true,
+            Ok(Some(theirs)) if theirs >= timestamp => return Ok(Pushed::Unchanged),
+            Ok(_) => true,
+            Err(()) => {
+                return Err(PushFailure {
+                    status: Some(view.status),
+                    reason: format!(
+                        "view: the answer is not a MISP event ({}); check that [misp_push] url is MISP's base URL",
+                        gapferry_common::name::escape(&misp_message(&view.text))
+                    ),
+                    retry: false,
+                })
+            }
         },
         _ => return Err(refused(&view, "view")),
     };
@@ -701,11 +713,14 @@ fn call(
 }
 
 fn transport(base: &str, e: ureq::Error) -> PushFailure {
+    let text = e.to_string().to_ascii_lowercase();
+    // rustls' refusals (an unknown issuer, a name mismatch) reach here as I/O errors.
+    let tls = text.contains("certificate") || text.contains("tls") || text.contains("handshake");
     let advice = match &e {
+        _ if tls => "TLS failed; check that [misp_push] ca_file holds the CA that signed MISP's certificate and that the url's host name is in it",
         ureq::Error::Timeout(_) => "MISP did not answer in time; check that it is up and not overloaded, or raise [misp_push] timeout",
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "nothing listens there; check [misp_push] url and that MISP is up",
         ureq::Error::HostNotFound => "the host name does not resolve; check [misp_push] url",
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS failed; check that [misp_push] ca_file holds the CA that signed MISP's certificate and that the url's host name is in it",
         _ => "check [misp_push] url and that MISP is up",
     };
     PushFailure {
@@ -783,8 +798,9 @@ fn misp_message(text: &str) -> String {
     m
 }
 
-/// `Event.timestamp` of a view answer (a string or a number in MISP's JSON).
-fn view_timestamp(text: &str) -> Option<i64> {
+/// `Event.timestamp` of a view answer (a string or a number in MISP's JSON); `Err` when
+/// the answer is not an event at all.
+fn view_timestamp(text: &str) -> Result<Option<i64>, ()> {
     #[derive(Deserialize)]
     struct View {
         #[serde(rename = "Event")]
@@ -794,12 +810,12 @@ fn view_timestamp(text: &str) -> Option<i64> {
     struct ViewEvent {
         timestamp: Option<serde_json::Value>,
     }
-    let v: View = serde_json::from_str(text).ok()?;
-    match v.event.timestamp? {
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        serde_json::Value::Number(n) => n.as_i64(),
+    let v: View = serde_json::from_str(text).map_err(drop)?;
+    Ok(match v.event.timestamp {
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
         _ => None,
-    }
+    })
 }
 
 /// What the record log says about pushes, for `status`.
@@ -1022,14 +1038,15 @@ mod tests {
             view_timestamp(
                 r#"{"Event":{"id":"1","timestamp":"1715767125","Attribute":[{"timestamp":"9999999999"}]}}"#
             ),
-            Some(1715767125)
+            Ok(Some(1715767125))
         );
         assert_eq!(
             view_timestamp(r#"{"Event":{"timestamp":1700000000}}"#),
-            Some(1700000000)
+            Ok(Some(1700000000))
         );
-        assert_eq!(view_timestamp(r#"{"Event":{}}"#), None);
-        assert_eq!(view_timestamp("<html>"), None);
+        assert_eq!(view_timestamp(r#"{"Event":{}}"#), Ok(None));
+        assert_eq!(view_timestamp("<html>"), Err(()));
+        assert_eq!(view_timestamp(r#"{"name":"Login"}"#), Err(()));
     }
 
     #[test]

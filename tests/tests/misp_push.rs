@@ -4,7 +4,9 @@
 //! 127.0.0.1, answering as MISP's `EventsController` does and recording every call).
 //! Every delivered event is added once, edited when a newer version arrives, left alone
 //! when an older or equal one does; a 500 is retried and recorded; a refused key is
-//! recorded with advice and not retried; a bundle goes through `upload_stix/2`.
+//! recorded with advice and not retried; a bundle goes through `upload_stix/2`; pushes
+//! not made when the receiver stops are recorded; TLS is verified against `ca_file`
+//! (an `openssl s_server` with a certificate from a CA made in the test).
 
 use gapferry_tests::harness::{
     binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
@@ -308,6 +310,11 @@ fn free_port(udp: bool) -> u16 {
 }
 
 fn start_receiver(misp: &FakeMisp, key: &str) -> Receiver {
+    start_receiver_with(&misp.url(), key, "attempts = 3\nbackoff = 1\n")
+}
+
+/// A receiver pushing to `url` with `key`; `extra` are more `[misp_push]` lines.
+fn start_receiver_with(url: &str, key: &str, extra: &str) -> Receiver {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let port = free_port(true);
@@ -320,9 +327,8 @@ fn start_receiver(misp: &FakeMisp, key: &str) -> Receiver {
         &config,
         format!(
             "bind = \"127.0.0.1:{port}\"\nout = {}\nsession_timeout = 5\nmetrics = \"{metrics}\"\n\
-             [misp_push]\nurl = \"{}\"\nkey_file = {}\nattempts = 3\nbackoff = 1\ntimeout = 30\n",
+             [misp_push]\nurl = \"{url}\"\nkey_file = {}\ntimeout = 30\n{extra}",
             quoted(&out),
-            misp.url(),
             quoted(&key_file),
         ),
     )
@@ -685,4 +691,185 @@ fn a_push_without_a_usable_key_is_refused_at_start() {
         !dir.path().join("out").exists(),
         "refused before anything was created"
     );
+}
+
+#[test]
+fn pushes_waiting_when_the_receiver_stops_are_recorded_as_not_made() {
+    let misp = FakeMisp::start();
+    misp.fail_next(usize::MAX);
+    let mut rx = start_receiver_with(&misp.url(), KEY, "attempts = 5\nbackoff = 600\n");
+    let (event, _) = smallest_event();
+    rx.send(&[event]);
+    let records = rx.wait("the first failure", |r| count(r, "push_failed") >= 1);
+    assert_eq!(with_outcome(&records, "push_failed")[0]["retry_in_s"], 600);
+    let status = rx.child.terminate();
+    assert!(status.success(), "{status}: {}", rx.log_text());
+    let records = read_records(&rx.out);
+    let failed = with_outcome(&records, "push_failed");
+    assert_eq!(failed.len(), 2, "{records:#?}");
+    assert!(failed[1]["retry_in_s"].is_null());
+    let reason = failed[1]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("receiver stopped")
+            && reason.contains("not resumed")
+            && reason.contains("feed"),
+        "{reason}"
+    );
+    assert_eq!(
+        misp.calls().len(),
+        1,
+        "stopping does not wait for the retry"
+    );
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("openssl cannot run ({e}); install the openssl package"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`leaf.pem`, `leaf.key`).
+fn make_certificates(dir: &Path) -> Result<(), String> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=gapferry test CA",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        dir,
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    )
+}
+
+#[test]
+fn tls_is_verified_against_the_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    if let Err(reason) = make_certificates(certs.path()) {
+        assert!(!ci(), "the TLS test cannot run under CI=true: {reason}");
+        println!("skipping: {reason}");
+        return;
+    }
+    // openssl's test server answers any request with a status page, over TLS with the
+    // certificate the test's CA signed.
+    let port = free_port(false);
+    let server = ChildGuard(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "leaf.pem", "-key", "leaf.key"])
+            .current_dir(certs.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("https://127.0.0.1:{port}");
+    let (event, _) = smallest_event();
+
+    // Without the CA, the certificate is refused: no HTTP status, advice about ca_file.
+    let rx = start_receiver_with(&url, KEY, "attempts = 1\n");
+    rx.send(std::slice::from_ref(&event));
+    let records = rx.wait("the TLS refusal", |r| count(r, "push_failed") >= 1);
+    let f = with_outcome(&records, "push_failed")[0].clone();
+    assert!(f["http_status"].is_null(), "{f}");
+    let reason = f["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("TLS") && reason.contains("ca_file"),
+        "{reason}"
+    );
+    drop(rx);
+
+    // With it, the handshake succeeds and the view is answered (an HTML page, which is
+    // refused as not MISP's: nothing is added or edited on a server that is not MISP).
+    let ca = serde_json::to_string(certs.path().join("ca.pem").to_str().unwrap()).unwrap();
+    let rx = start_receiver_with(&url, KEY, &format!("attempts = 1\nca_file = {ca}\n"));
+    rx.send(&[event]);
+    let records = rx.wait("the push's outcome", |r| count(r, "push_failed") >= 1);
+    assert_eq!(count(&records, "pushed"), 0);
+    let f = with_outcome(&records, "push_failed")[0].clone();
+    assert_eq!(f["http_status"], 200, "{f}");
+    let reason = f["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not a MISP event") && reason.contains("[misp_push] url"),
+        "{reason}"
+    );
+    drop(server);
 }
