@@ -45,6 +45,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 pub const DEFAULT_QUEUE: usize = 256;
 /// Bytes of documents held for pushes waiting, by default.
 pub const DEFAULT_QUEUE_BYTES: u64 = 256 << 20;
+/// How long a push in flight may go on once the receiver is stopping.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
 /// Most bytes of MISP's answer read (the view of a large event, an error page).
 const MAX_ANSWER: u64 = 1 << 30;
 /// Most bytes of an error answer quoted in a record.
@@ -414,13 +416,21 @@ impl Pusher {
 }
 
 impl Drop for Pusher {
-    /// Stops: pushes not made yet are recorded as not made; the one in flight finishes
-    /// (bounded by the call timeout).
+    /// Stops: pushes not made yet are recorded as not made; the one in flight gets
+    /// [`STOP_GRACE`] to finish, after which the receiver stops without its record.
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.queue = None;
         if let Some(w) = self.worker.take() {
-            let _ = w.join();
+            let deadline = Instant::now() + STOP_GRACE;
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::warn!("a push into the high-side MISP was still waiting for MISP's answer at stop; not recorded (the file stays in the feed)");
+            }
         }
     }
 }
@@ -941,6 +951,76 @@ mod tests {
         o.attempts = Some(0);
         let e = o.prepare().unwrap_err().to_string();
         assert!(e.contains("attempts = 0"), "{e}");
+    }
+
+    #[test]
+    fn a_full_queue_is_recorded_and_never_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // A "MISP" whose kernel accepts connections that nobody ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut o = options(
+            dir.path(),
+            &format!("http://{}", silent.local_addr().unwrap()),
+        );
+        (o.queue, o.attempts, o.timeout) = (Some(1), Some(1), Some(1));
+        let records = Arc::new(Mutex::new(RecordLog::open(dir.path()).unwrap()));
+        let pusher =
+            Pusher::start(o.prepare().unwrap(), records, ReceiverMetrics::default()).unwrap();
+        let event = |n: u32| {
+            let mut r = Record::new(Outcome::Delivered, 1, n);
+            r.kind = Some("misp".into());
+            r.name = Some(format!("{n}.json"));
+            let item = PushItem::Event {
+                uuid: "0472809b-1582-4dde-88a9-d82848e9e660".into(),
+                timestamp: 1,
+                body: b"{}".to_vec(),
+            };
+            (item, r)
+        };
+        // The worker takes the first and waits for MISP; the second fills the queue.
+        let (item, r) = event(0);
+        pusher.submit(item, r);
+        let read = || {
+            std::fs::read_to_string(dir.path().join(crate::records::RECORDS_FILE))
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pusher.queue.as_ref().unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never took the first push"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for n in 1..4 {
+            let (item, r) = event(n);
+            pusher.submit(item, r);
+        }
+        let full: Vec<String> = read()
+            .lines()
+            .filter(|l| l.contains("push queue full"))
+            .map(String::from)
+            .collect();
+        assert_eq!(full.len(), 2, "{}", read());
+        assert!(full
+            .iter()
+            .all(|l| l.contains("\"outcome\":\"push_failed\"")
+                && l.contains("raise [misp_push] queue")));
+        drop(pusher);
+        let log = read();
+        // The first timed out, the queued one was not made at stop: every push has a record.
+        for n in 0..4 {
+            assert!(
+                log.contains(&format!("\"name\":\"{n}.json\"")),
+                "{n}: {log}"
+            );
+        }
+        assert!(log.contains("did not answer in time"), "{log}");
+        assert!(
+            log.contains("receiver stopped before the push was made"),
+            "{log}"
+        );
+        assert_eq!(log.lines().count(), 4, "one record per push: {log}");
     }
 
     #[test]
