@@ -25,6 +25,7 @@ use crate::metrics::ReceiverMetrics;
 use crate::records::{Outcome, Record, RecordLog};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Deserialize;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,8 +48,11 @@ pub const DEFAULT_QUEUE: usize = 256;
 pub const DEFAULT_QUEUE_BYTES: u64 = 256 << 20;
 /// How long a push in flight may go on once the receiver is stopping.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
-/// Most bytes of MISP's answer read (the view of a large event, an error page).
-const MAX_ANSWER: u64 = 1 << 30;
+/// Most bytes of a view answer read (a large event, parsed as it streams in, not held).
+const MAX_VIEW: u64 = 4 << 30;
+/// Most bytes of any other answer read (MISP's error messages; a successful add or edit's
+/// copy of the event is not read).
+const MAX_ANSWER: u64 = 64 << 10;
 /// Most bytes of an error answer quoted in a record.
 const QUOTED: usize = 300;
 
@@ -621,15 +625,15 @@ fn push_event(
     let view = call(s, "GET", &format!("/events/view/{uuid}"), None)?;
     let edit = match view.status {
         404 => false,
-        200..=299 => match view_timestamp(&view.text) {
+        200..=299 => match view.view.unwrap_or(Ok(None)) {
             Ok(Some(theirs)) if theirs >= timestamp => return Ok(Pushed::Unchanged),
             Ok(_) => true,
-            Err(()) => {
+            Err(why) => {
                 return Err(PushFailure {
                     status: Some(view.status),
                     reason: format!(
                         "view: the answer is not a MISP event ({}); check that [misp_push] url is MISP's base URL",
-                        gapferry_common::name::escape(&misp_message(&view.text))
+                        gapferry_common::name::escape(&why)
                     ),
                     retry: false,
                 })
@@ -673,8 +677,10 @@ fn is_uuid(s: &str) -> bool {
 #[derive(Debug)]
 struct Answer {
     status: u16,
-    /// The body (the top of it, for large answers other than views).
+    /// The top of the body of an answer that is not a success.
     text: String,
+    /// A successful view's `Event.timestamp`, or why it is not an event.
+    view: Option<Result<Option<i64>, String>>,
     location: Option<String>,
 }
 
@@ -709,17 +715,27 @@ fn call(
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_ANSWER)
-        .read_to_vec()
-        .map_err(|e| transport(&s.base, e))?;
-    Ok(Answer {
+    let mut answer = Answer {
         status,
-        text: String::from_utf8_lossy(&text).into_owned(),
+        text: String::new(),
+        view: None,
         location,
-    })
+    };
+    let success = (200..300).contains(&status);
+    if success && body.is_none() {
+        let reader = response.body_mut().with_config().limit(MAX_VIEW).reader();
+        answer.view = Some(view_timestamp(reader));
+    } else if !success {
+        let mut top = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(MAX_ANSWER)
+            .read_to_end(&mut top)
+            .map_err(|e| transport(&s.base, ureq::Error::Io(e)))?;
+        answer.text = String::from_utf8_lossy(&top).into_owned();
+    }
+    Ok(answer)
 }
 
 fn transport(base: &str, e: ureq::Error) -> PushFailure {
@@ -808,9 +824,10 @@ fn misp_message(text: &str) -> String {
     m
 }
 
-/// `Event.timestamp` of a view answer (a string or a number in MISP's JSON); `Err` when
-/// the answer is not an event at all.
-fn view_timestamp(text: &str) -> Result<Option<i64>, ()> {
+/// `Event.timestamp` of a view answer (a string or a number in MISP's JSON), read as it
+/// streams (the rest of the event is skipped, not held); `Err` says why the answer is not
+/// an event at all.
+fn view_timestamp(answer: impl std::io::Read) -> Result<Option<i64>, String> {
     #[derive(Deserialize)]
     struct View {
         #[serde(rename = "Event")]
@@ -820,7 +837,8 @@ fn view_timestamp(text: &str) -> Result<Option<i64>, ()> {
     struct ViewEvent {
         timestamp: Option<serde_json::Value>,
     }
-    let v: View = serde_json::from_str(text).map_err(drop)?;
+    let v: View = serde_json::from_reader(std::io::BufReader::new(answer))
+        .map_err(|e| format!("not JSON with an Event: {e}"))?;
     Ok(match v.event.timestamp {
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         Some(serde_json::Value::Number(n)) => n.as_i64(),
@@ -1045,6 +1063,7 @@ mod tests {
         Answer {
             status,
             text: text.into(),
+            view: None,
             location: None,
         }
     }
@@ -1102,6 +1121,7 @@ mod tests {
         let moved = Answer {
             status: 302,
             text: String::new(),
+            view: None,
             location: Some("https://misp.example/users/login".into()),
         };
         let r = refused(&moved, "view");
@@ -1116,17 +1136,17 @@ mod tests {
     fn view_timestamps_are_read_as_misp_writes_them() {
         assert_eq!(
             view_timestamp(
-                r#"{"Event":{"id":"1","timestamp":"1715767125","Attribute":[{"timestamp":"9999999999"}]}}"#
+                &br#"{"Event":{"id":"1","timestamp":"1715767125","Attribute":[{"timestamp":"9999999999"}]}}"#[..]
             ),
             Ok(Some(1715767125))
         );
         assert_eq!(
-            view_timestamp(r#"{"Event":{"timestamp":1700000000}}"#),
+            view_timestamp(&br#"{"Event":{"timestamp":1700000000}}"#[..]),
             Ok(Some(1700000000))
         );
-        assert_eq!(view_timestamp(r#"{"Event":{}}"#), Ok(None));
-        assert_eq!(view_timestamp("<html>"), Err(()));
-        assert_eq!(view_timestamp(r#"{"name":"Login"}"#), Err(()));
+        assert_eq!(view_timestamp(&br#"{"Event":{}}"#[..]), Ok(None));
+        assert!(view_timestamp(&b"<html>"[..]).is_err());
+        assert!(view_timestamp(&br#"{"name":"Login"}"#[..]).is_err());
     }
 
     #[test]
