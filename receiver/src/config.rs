@@ -48,6 +48,8 @@ pub struct FileConfig {
     /// File mode, directory mode and group of deliveries, per kind.
     #[serde(default)]
     pub permissions: PermissionOptions,
+    /// Pushing delivered events and bundles into the high-side MISP.
+    pub misp_push: Option<crate::misp_push::MispPushOptions>,
 }
 
 /// `[permissions]`: the defaults, and per kind `[permissions.misp]`, `.stix`, `.images`,
@@ -217,6 +219,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// What is wrong and what to write instead.
         error: crate::hooks::HookConfigError,
+    },
+    /// `[misp_push]` cannot be used.
+    #[error("configuration file {path}: {error}")]
+    MispPush {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to write instead.
+        error: crate::misp_push::PushConfigError,
     },
     /// A `[permissions]` value cannot be used.
     #[error("[permissions{section}] {key} = {value:?}: {reason}")]
@@ -388,6 +398,12 @@ impl FileConfig {
             path: path.to_path_buf(),
             error,
         })?;
+        if let Some(push) = &config.misp_push {
+            push.prepare().map_err(|error| ConfigError::MispPush {
+                path: path.to_path_buf(),
+                error,
+            })?;
+        }
         Ok(config)
     }
 
@@ -416,6 +432,7 @@ impl FileConfig {
             message,
         })?;
         d.hooks = self.hooks.clone();
+        d.misp_push = self.misp_push.clone();
         d.permissions = self.permissions.resolve()?;
         Ok(d)
     }

@@ -89,6 +89,7 @@ pub struct Delivery {
     signatures_dir: PathBuf,
     records: Arc<Mutex<RecordLog>>,
     hooks: Option<HookPool>,
+    push: Option<crate::misp_push::Pusher>,
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
     pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
@@ -159,6 +160,16 @@ impl Delivery {
         } else {
             None
         };
+        let push = match &dest.misp_push {
+            Some(options) => Some(crate::misp_push::Pusher::start(
+                options
+                    .prepare()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                records.clone(),
+                metrics.clone(),
+            )?),
+            None => None,
+        };
         Ok(Delivery {
             feed: MispFeed::new(&dest.misp).with_publish(perms.misp),
             stix: StixStore::new(&dest.stix)
@@ -171,6 +182,7 @@ impl Delivery {
             signatures_dir,
             records,
             hooks,
+            push,
             metrics,
             ledger: None,
             pending_misp: Vec::new(),
@@ -536,7 +548,7 @@ impl Delivery {
             }
         }
         let placed = self.place(&s);
-        self.placed(object, d, s.started, placed, &s.path);
+        self.placed(object, d, s.started, placed, &s.path, None);
     }
 
     /// Delivers (or fails) the image that waited for the signature `sig_name`, now
@@ -575,11 +587,19 @@ impl Delivery {
             .deliver_batch(pending.iter().map(|(_, _, _, b)| b.as_slice()));
         match results {
             Ok(results) => {
-                for ((object, d, started, _), r) in pending.iter().zip(results) {
-                    let placed = r
-                        .map(|e| e.path)
-                        .map_err(|e| format!("refused by the MISP feed: {e}"));
-                    self.placed(*object, d, *started, placed, Path::new(""));
+                for ((object, d, started, body), r) in pending.into_iter().zip(results) {
+                    let (placed, push) = match r {
+                        Ok(e) => {
+                            let push = crate::misp_push::PushItem::Event {
+                                uuid: e.uuid,
+                                timestamp: e.timestamp,
+                                body,
+                            };
+                            (Ok(e.path), Some(push))
+                        }
+                        Err(e) => (Err(format!("refused by the MISP feed: {e}")), None),
+                    };
+                    self.placed(object, &d, started, placed, Path::new(""), push);
                 }
             }
             Err(e) => {
@@ -594,7 +614,8 @@ impl Delivery {
         }
     }
 
-    /// Records where a verified object went (or why it could not go there), runs its hook.
+    /// Records where a verified object went (or why it could not go there), runs its hook
+    /// and queues its push into the high-side MISP (a MISP event's is `push`).
     fn placed(
         &mut self,
         object: ObjectRef,
@@ -602,6 +623,7 @@ impl Delivery {
         started: Instant,
         placed: Result<PathBuf, String>,
         staged: &Path,
+        push: Option<crate::misp_push::PushItem>,
     ) {
         match placed {
             Ok(dest) => {
@@ -627,6 +649,14 @@ impl Delivery {
                 );
                 r.path = Some(dest.clone());
                 r.elapsed_ms = Some(elapsed.as_millis() as u64);
+                let push = match (&self.push, push) {
+                    (Some(p), _) if !p.pushes(d.kind) => None,
+                    (Some(_), Some(item)) => Some(item),
+                    (Some(_), None) if d.kind == ObjectKind::Stix => {
+                        Some(crate::misp_push::PushItem::Stix { path: dest.clone() })
+                    }
+                    _ => None,
+                };
                 let job = self.dest.hooks.for_kind(d.kind).map(|hook| HookJob {
                     command: hook.clone(),
                     path: dest,
@@ -634,7 +664,11 @@ impl Delivery {
                     blake3: r.blake3.clone().unwrap_or_default(),
                     record: r.clone(),
                 });
+                let push = push.map(|item| (item, r.clone()));
                 self.record(r);
+                if let (Some(pusher), Some((item, r))) = (&self.push, push) {
+                    pusher.submit(item, r);
+                }
                 if let (Some(pool), Some(job)) = (&self.hooks, job) {
                     pool.submit(job);
                 }

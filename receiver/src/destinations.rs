@@ -37,6 +37,8 @@ pub struct Destinations {
     pub hooks: Hooks,
     /// File mode, directory mode and group per kind.
     pub permissions: Permissions,
+    /// `[misp_push]`: push delivered events and bundles into the high-side MISP.
+    pub misp_push: Option<crate::misp_push::MispPushOptions>,
 }
 
 impl Destinations {
@@ -52,6 +54,7 @@ impl Destinations {
             stix_layout: gapferry_feeds::StixLayout::Plain,
             hooks: Hooks::default(),
             permissions: Permissions::default(),
+            misp_push: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod freshness;
 pub mod hooks;
 pub mod ledger;
 pub mod metrics;
+pub mod misp_push;
 pub mod pipeline;
 pub mod record_lines;
 pub mod records;

@@ -21,7 +21,7 @@ pub struct ReasonLabel {
 pub struct ObjectLabels {
     /// misp, stix, image, image-signature, file, or unknown.
     pub kind: String,
-    /// delivered, failed, lost or hook_failed.
+    /// delivered, failed, lost, hook_failed, pushed or push_failed.
     pub outcome: String,
 }
 

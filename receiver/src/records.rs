@@ -35,6 +35,13 @@ pub enum Outcome {
     /// Delivered, and its post-delivery hook exited with status 0.
     #[serde(rename = "hook_ok")]
     HookOk,
+    /// Delivered, and now in the high-side MISP too (`[misp_push]`); `push` says how.
+    #[serde(rename = "pushed")]
+    Pushed,
+    /// Delivered, but one attempt at pushing it into the high-side MISP failed, or the push
+    /// was not made; `http_status` and `reason` say why, `retry_in_s` when it is tried again.
+    #[serde(rename = "push_failed")]
+    PushFailed,
 }
 
 /// One line of the record log.
@@ -75,6 +82,18 @@ pub struct Record {
     /// Milliseconds from the object's first descriptor to its outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// `pushed`: added, edited, or unchanged (MISP already held this version or a newer one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<String>,
+    /// `push_failed`: MISP's HTTP status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Push attempt this record is about (1 is the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// `push_failed`: seconds until the next attempt; absent when no attempt follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_s: Option<u64>,
 }
 
 impl Record {
@@ -94,6 +113,10 @@ impl Record {
             reason: None,
             cause: None,
             elapsed_ms: None,
+            push: None,
+            http_status: None,
+            attempt: None,
+            retry_in_s: None,
         }
     }
 }

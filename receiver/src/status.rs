@@ -181,10 +181,12 @@ pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Resu
     let mut counts = [0u64; 5];
     let mut bad_total = 0usize;
     let mut bad: VecDeque<serde_json::Value> = VecDeque::new();
+    let mut pushes = crate::misp_push::PushTally::default();
     crate::record_lines::for_each_line(records, |line| {
         let Ok(r) = serde_json::from_slice::<serde_json::Value>(line) else {
             return;
         };
+        pushes.note(&r);
         let outcome = r["outcome"].as_str().unwrap_or("");
         match outcome {
             "delivered" => counts[0] += 1,
@@ -194,7 +196,7 @@ pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Resu
             "hook_failed" => counts[4] += 1,
             _ => {}
         }
-        if !["delivered", "skipped", "hook_ok"].contains(&outcome) {
+        if !["delivered", "skipped", "hook_ok", "pushed"].contains(&outcome) {
             bad_total += 1;
             if last > 0 {
                 if bad.len() == last {
@@ -208,6 +210,7 @@ pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Resu
         "objects: {} delivered, {} failed, {} lost, {} skipped (already delivered), {} hooks failed\n",
         counts[0], counts[1], counts[2], counts[3], counts[4]
     );
+    text += &pushes.report();
     // Every field may hold a sender's text (names, reasons): escaped, it cannot drive the
     // terminal (escape sequences) or disguise itself (bidi overrides).
     let field = |r: &serde_json::Value, key: &str| -> String {
