@@ -443,9 +443,12 @@ fn calls_to(calls: &[Call], method: &str, prefix: &str) -> Vec<Call> {
 fn version(dir: &Path, event: &Value, timestamp: i64, pretty: bool) -> PathBuf {
     let mut e = event.clone();
     e["Event"]["timestamp"] = json!(timestamp.to_string());
+    // The sender rewrites every event into PyMISP's feed form, so formatting alone would
+    // not make other bytes: a reformatted copy also says so in its text.
     e["Event"]["info"] = json!(format!(
-        "{} (version {timestamp})",
-        event["Event"]["info"].as_str().unwrap()
+        "{} (version {timestamp}{})",
+        event["Event"]["info"].as_str().unwrap(),
+        if pretty { ", reformatted" } else { "" }
     ));
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("{}.json", e["Event"]["uuid"].as_str().unwrap()));
