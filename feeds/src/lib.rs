@@ -6,12 +6,14 @@
 //! High side: [`misp_feed`] keeps a MISP local-feed directory (`<uuid>.json`,
 //! `manifest.json`, `hashes.csv`, equal to PyMISP's feed tooling output, see
 //! [`misp_event`]), [`stix_store`] keeps STIX 2.1 bundles, and [`image_store`] keeps LXD
-//! images in MISP-airgap's server layout. Every write is a staging file in the destination
+//! images in MISP-airgap's server layout; [`archive`] keeps the newest delivered version of
+//! each event and bundle so a consumed feed can be republished. Every write is a staging file in the destination
 //! directory given its [`Publish`] mode and group, fsync, then rename.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod archive;
 mod fsutil;
 pub mod image_store;
 mod json_scan;
@@ -20,6 +22,7 @@ pub mod misp_event;
 pub mod misp_feed;
 pub mod stix_store;
 
+pub use archive::{Archive, ArchiveError};
 pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 pub use image_store::{DeliveredImage, ImageError, ImageStore};
 pub use kind::{
@@ -27,5 +30,7 @@ pub use kind::{
     split_misp, Compression, DetectError, DetectLimits, Detected, Kind, MispEventDoc, MispShape,
 };
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
-pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
+pub use misp_feed::{
+    DeliveredEvent, EventOutcome, FeedListing, FeedSummary, MispBatch, MispError, MispFeed,
+};
 pub use stix_store::{StixError, StixStore, StoredBundle};

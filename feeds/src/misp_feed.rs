@@ -16,8 +16,12 @@
 //! - one writer per directory (the receiver's delivery thread); MISP only reads or deletes;
 //! - every file gets the feed's [`Publish`] file mode and group before its rename (MISP
 //!   reads the feed as its web server's user), a directory the feed creates its directory
-//!   mode.
+//!   mode;
+//! - with an [`Archive`] ([`MispFeed::with_archive`]), every event written is also kept as
+//!   `archive/misp/<uuid>.json` (newest version per uuid) so that a consumed feed can be
+//!   published again; a failed archive write is logged and does not fail the delivery.
 
+use crate::archive::{self, Archive};
 use crate::fsutil::{
     child, ensure_real_dir, hex, is_uuid, sync_dir, write_atomic, write_atomic_with, Publish,
 };
@@ -120,6 +124,18 @@ pub struct FeedSummary {
 pub struct MispFeed {
     dir: PathBuf,
     publish: Publish,
+    archive: Option<Archive>,
+}
+
+/// What is in the feed directory now, read without parsing any file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedListing {
+    /// The uuids of the `<uuid>.json` files present.
+    pub events: HashSet<String>,
+    /// Size of `manifest.json`, `None` when absent.
+    pub manifest_bytes: Option<u64>,
+    /// Size of `hashes.csv`, `None` when absent.
+    pub hashes_bytes: Option<u64>,
 }
 
 impl MispFeed {
@@ -128,7 +144,30 @@ impl MispFeed {
         MispFeed {
             dir: dir.into(),
             publish: Publish::default(),
+            archive: None,
         }
+    }
+
+    /// The same feed, keeping a copy of every event it writes in `archive`.
+    pub fn with_archive(mut self, archive: Archive) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// The event files, manifest and hash list present now (a directory listing and two
+    /// `stat`s: cheap enough to run every second).
+    pub fn listing(&self) -> Result<FeedListing, MispError> {
+        let size = |name: &str| {
+            fs::symlink_metadata(child(&self.dir, name))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        };
+        Ok(FeedListing {
+            events: list_event_uuids(&self.dir)?,
+            manifest_bytes: size(MANIFEST),
+            hashes_bytes: size(HASHES),
+        })
     }
 
     /// The same feed, publishing files with `publish`'s modes and group.
@@ -173,10 +212,12 @@ impl MispFeed {
     }
 
     /// Re-indexes every `<uuid>.json` on disk and rewrites `manifest.json` and
-    /// `hashes.csv` from them (repair after manual edits).
+    /// `hashes.csv` from them (repair after manual edits, or after MISP deleted files).
+    /// Both are always written: a feed without events gets `{}` and an empty `hashes.csv`.
     pub fn rebuild(&mut self) -> Result<FeedSummary, MispError> {
         let dir = self.dir.clone();
         let mut batch = self.batch()?;
+        batch.state.changed = true;
         let mut uuids: Vec<String> = list_event_uuids(&dir)?.into_iter().collect();
         uuids.sort();
         for uuid in uuids {
@@ -190,6 +231,7 @@ impl MispFeed {
         ensure_real_dir(&self.dir, &self.publish).map_err(io_err(&self.dir))?;
         let mut state = State::load(&self.dir)?;
         state.publish = self.publish;
+        state.archive = self.archive.clone();
         Ok(MispBatch { feed: self, state })
     }
 }
@@ -219,6 +261,7 @@ impl MispBatch<'_> {
 #[derive(Debug, Default)]
 struct State {
     publish: Publish,
+    archive: Option<Archive>,
     manifest: BTreeMap<String, Box<RawValue>>,
     new_hashes: BTreeMap<String, Vec<[u8; 16]>>,
     rewrite: HashSet<String>,
@@ -408,6 +451,14 @@ impl State {
         }
         self.mark_pending(dir, &ev.uuid)?;
         write_atomic(&path, &ev.document, &self.publish).map_err(io_err(&path))?;
+        if let Some(a) = &self.archive {
+            let kept = archive::misp_event_name(&ev.uuid)
+                .and_then(|name| a.store(archive::MISP, &name, &ev.document));
+            if let Err(e) = kept {
+                warn!(uuid = %ev.uuid, error = %e,
+                    "event delivered but not archived: it cannot be republished if MISP consumes it");
+            }
+        }
         let raw = entry_raw(&ev)
             .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
         self.manifest.insert(ev.uuid.clone(), raw);
