@@ -525,7 +525,7 @@ impl Delivery {
             Ok(results) => {
                 let mut tracker = self.feed_tracker.lock().unwrap_or_else(|p| p.into_inner());
                 for r in results.iter().flatten() {
-                    tracker.delivered(&r.uuid, r.timestamp, &r.outcome);
+                    tracker.delivered(&r.uuid, r.timestamp, &r.outcome, r.listed);
                 }
                 drop(tracker);
                 for ((object, d, started, _), r) in pending.iter().zip(results) {

@@ -6,15 +6,16 @@
 //! - the feed lock (`OUT/.gapferry/feed.lock`, an exclusive `flock`) every writer of the
 //!   feed holds while it writes: the delivery thread, the [`FeedKeeper`], and the
 //!   `gapferry-recv feed rebuild|republish` commands, so they may run while `listen` runs;
-//! - the republish rule ([`Tracker`]): an event file the receiver wrote by *replacing* an
-//!   older `<uuid>.json` may have been deleted by MISP unread (MISP read, or skipped as
-//!   known, the older version listed in the manifest it had loaded, then deleted the
-//!   file, which by then held the newer one). When such a file vanishes, its version is
-//!   published again from the archive, once per version. A version written where no file
-//!   of that uuid existed cannot be deleted unread: MISP deletes a uuid only after its own
-//!   fetch (or its "already known" check) in the same run, and deletes it once per run.
-//!   Republishing a version MISP did read is harmless: MISP skips an event whose
-//!   timestamp it already has and deletes the file again;
+//! - the republish rule ([`Tracker`]): MISP deletes only uuids listed in the manifest it
+//!   loaded, each once per run, after reading the file (or, for an event whose timestamp
+//!   it already has, without reading it). So a version written while `manifest.json` on
+//!   disk listed an older version of that uuid, or while an older file was there
+//!   (replaced by rename), is *at risk*: MISP may delete it unread. When an at-risk file
+//!   vanishes, the archive's copy is published again, and that republished copy is at
+//!   risk in turn only if a stale manifest still listed the uuid at an older version. A
+//!   version written while neither was the case can only be deleted by a run that loaded
+//!   a manifest listing it, i.e. that read it. Republishing a version MISP did read is
+//!   harmless: MISP skips an event whose timestamp it already has and deletes the file;
 //! - the [`FeedKeeper`], a thread ticking every second: republishes by the rule, rebuilds
 //!   a missing `manifest.json` when event files are present, and writes `{}` and an
 //!   empty `hashes.csv` when MISP emptied the directory; prunes the archive hourly;
@@ -76,14 +77,11 @@ impl FeedLock {
     }
 }
 
-/// The version of one event the receiver wrote last, and how.
+/// The version of one event the receiver wrote last, and whether MISP may delete it
+/// unread (only those are tracked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tracked {
     timestamp: i64,
-    /// It replaced an older `<uuid>.json` by rename: MISP may delete it unread.
-    replaced: bool,
-    /// It was published again already (at most once per version).
-    republished: bool,
 }
 
 /// The republish rule's memory: per event uuid, the version this receiver wrote last.
@@ -93,21 +91,20 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Notes that the feed now holds `uuid` at `timestamp`, written as `outcome` says.
-    pub fn delivered(&mut self, uuid: &str, timestamp: i64, outcome: &EventOutcome) {
-        let replaced = match outcome {
-            EventOutcome::New => false,
+    /// Notes that the feed now holds `uuid` at `timestamp`, written as `outcome` says,
+    /// while `manifest.json` on disk did (`listed`) or did not list that uuid.
+    pub fn delivered(&mut self, uuid: &str, timestamp: i64, outcome: &EventOutcome, listed: bool) {
+        let at_risk = match outcome {
+            EventOutcome::New => listed,
             EventOutcome::Replaced { .. } => true,
             EventOutcome::AlreadyCurrent => return,
         };
-        self.versions.insert(
-            uuid.to_string(),
-            Tracked {
-                timestamp,
-                replaced,
-                republished: false,
-            },
-        );
+        if at_risk {
+            self.versions
+                .insert(uuid.to_string(), Tracked { timestamp });
+        } else {
+            self.versions.remove(uuid);
+        }
     }
 
     /// The events whose file vanished and must be published again (uuid, timestamp);
@@ -115,29 +112,20 @@ impl Tracker {
     pub fn vanished(&mut self, present: &HashSet<String>) -> Vec<(String, i64)> {
         let mut again = Vec::new();
         self.versions.retain(|uuid, t| {
-            if present.contains(uuid) {
-                return true;
-            }
-            if t.replaced && !t.republished {
+            if !present.contains(uuid) {
                 again.push((uuid.clone(), t.timestamp));
-                return true;
+                return false;
             }
-            false
+            true
         });
         again.sort();
         again
     }
 
-    /// Notes that `uuid` was published again at `timestamp`.
-    pub fn republished(&mut self, uuid: &str, timestamp: i64) {
-        self.versions.insert(
-            uuid.to_string(),
-            Tracked {
-                timestamp,
-                replaced: true,
-                republished: true,
-            },
-        );
+    /// Tracks `uuid` at `timestamp` as at risk again (a republish that must be retried).
+    pub fn retry(&mut self, uuid: &str, timestamp: i64) {
+        self.versions
+            .insert(uuid.to_string(), Tracked { timestamp });
     }
 
     /// Stops tracking `uuid` (it cannot or need not be republished).
@@ -415,19 +403,26 @@ impl FeedKeeper {
         report
     }
 
+    /// Publishes `again` (no longer tracked: [`Tracker::vanished`] dropped them) from the
+    /// archive; returns how many files were written.
     fn republish_vanished(&mut self, again: Vec<(String, i64)>) -> usize {
-        let forget = |tracker: &SharedTracker, uuid: &str| {
-            tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .forget(uuid)
-        };
         let Some(a) = &self.archive else {
             for (uuid, timestamp) in again {
                 tracing::warn!(%uuid, timestamp, "an event file that may not have been read by MISP was deleted, and the archive is disabled: it cannot be republished; resend it");
-                forget(&self.tracker, &uuid);
             }
             return 0;
+        };
+        // Under the lock: no delivery of a newer version can slip in between.
+        let _lock = match lock(&self.state_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot republish: the feed lock is not available; retrying next second");
+                let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                for (uuid, ts) in &again {
+                    t.retry(uuid, *ts);
+                }
+                return 0;
+            }
         };
         let mut docs = Vec::new();
         for (uuid, timestamp) in again {
@@ -443,26 +438,26 @@ impl FeedKeeper {
                 (Some(b), Some(ts)) if ts >= timestamp => docs.push((uuid, b)),
                 _ => {
                     tracing::warn!(%uuid, timestamp, "an event file MISP may not have read was deleted, and the archive lacks that version (pruned?); resend it");
-                    forget(&self.tracker, &uuid);
                 }
             }
         }
         if docs.is_empty() {
             return 0;
         }
-        let results = match lock(&self.state_dir) {
-            Ok(_lock) => self
-                .feed
-                .deliver_batch(docs.iter().map(|(_, b)| b.as_slice())),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot republish: the feed lock is not available");
-                return 0;
-            }
-        };
+        let results = self
+            .feed
+            .deliver_batch(docs.iter().map(|(_, b)| b.as_slice()));
+        drop(_lock);
         let results = match results {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot republish into the MISP feed; retrying next second");
+                let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                for (uuid, b) in &docs {
+                    if let Ok(ev) = parse_event(b) {
+                        t.retry(uuid, ev.timestamp);
+                    }
+                }
                 return 0;
             }
         };
@@ -471,17 +466,14 @@ impl FeedKeeper {
         for ((uuid, _), r) in docs.iter().zip(results) {
             match r {
                 Ok(d) => {
-                    tracker.republished(uuid, d.timestamp);
+                    tracker.delivered(uuid, d.timestamp, &d.outcome, d.listed);
                     if d.outcome != EventOutcome::AlreadyCurrent {
                         n += 1;
                         self.metrics.object(Some("misp"), "republished");
-                        tracing::info!(%uuid, timestamp = d.timestamp, "republished an event MISP may have deleted unread (it replaced an older file MISP had listed)");
+                        tracing::info!(%uuid, timestamp = d.timestamp, "republished an event MISP may have deleted unread (written while an older version was listed or present)");
                     }
                 }
-                Err(e) => {
-                    tracker.forget(uuid);
-                    tracing::info!(%uuid, reason = %e, "not republished");
-                }
+                Err(e) => tracing::info!(%uuid, reason = %e, "not republished"),
             }
         }
         n
@@ -534,60 +526,47 @@ mod tests {
         uuids.iter().map(|u| u.to_string()).collect()
     }
 
+    fn replaced(t: i64) -> EventOutcome {
+        EventOutcome::Replaced {
+            previous_timestamp: t,
+        }
+    }
+
     #[test]
-    fn a_replacing_version_that_vanishes_is_republished_once() {
+    fn a_replacing_version_that_vanishes_is_republished_then_forgotten() {
         let mut t = Tracker::default();
-        t.delivered(U, 100, &EventOutcome::New);
-        t.delivered(
-            U,
-            200,
-            &EventOutcome::Replaced {
-                previous_timestamp: 100,
-            },
-        );
+        t.delivered(U, 100, &EventOutcome::New, false);
+        assert!(t.is_empty(), "a first version is read before it is deleted");
+        t.delivered(U, 200, &replaced(100), true);
         assert!(t.vanished(&present(&[U])).is_empty());
         assert_eq!(t.vanished(&present(&[])), [(U.to_string(), 200)]);
-        t.republished(U, 200);
-        // Present again, then consumed again: not republished a second time.
-        assert!(t.vanished(&present(&[U])).is_empty());
-        assert!(t.vanished(&present(&[])).is_empty());
         assert!(t.is_empty());
+        // Republished while the manifest on disk lists it at that same version: safe.
+        t.delivered(U, 200, &EventOutcome::New, false);
+        assert!(t.vanished(&present(&[])).is_empty());
     }
 
     #[test]
-    fn a_new_file_that_vanishes_was_read_and_is_forgotten() {
+    fn a_new_file_is_at_risk_only_while_a_manifest_lists_an_older_version() {
         let mut t = Tracker::default();
-        t.delivered(U, 100, &EventOutcome::New);
+        t.delivered(U, 100, &EventOutcome::New, false);
         assert!(t.vanished(&present(&[])).is_empty());
-        assert!(t.is_empty());
-        // A same-version delivery writes nothing and starts no tracking.
-        t.delivered(U, 100, &EventOutcome::AlreadyCurrent);
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn a_newer_version_resets_the_once_per_version_mark() {
-        let mut t = Tracker::default();
-        t.delivered(
-            U,
-            200,
-            &EventOutcome::Replaced {
-                previous_timestamp: 100,
-            },
-        );
-        assert_eq!(t.vanished(&present(&[])).len(), 1);
-        t.republished(U, 200);
-        t.delivered(
-            U,
-            300,
-            &EventOutcome::Replaced {
-                previous_timestamp: 200,
-            },
-        );
+        // The file was gone but a stale manifest listed the uuid at an older version.
+        t.delivered(U, 200, &EventOutcome::New, true);
+        assert_eq!(t.vanished(&present(&[])), [(U.to_string(), 200)]);
+        // A same-version delivery writes nothing and changes nothing.
+        t.delivered(U, 300, &replaced(200), true);
+        t.delivered(U, 300, &EventOutcome::AlreadyCurrent, true);
         assert_eq!(t.vanished(&present(&[])), [(U.to_string(), 300)]);
-        // A newer version written where the file was already gone is safe: forgotten.
-        t.delivered(U, 400, &EventOutcome::New);
+    }
+
+    #[test]
+    fn a_newer_safe_version_clears_the_risk_of_the_older_one() {
+        let mut t = Tracker::default();
+        t.delivered(U, 200, &replaced(100), true);
+        t.delivered(U, 300, &EventOutcome::New, false);
         assert!(t.vanished(&present(&[])).is_empty());
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -664,7 +643,7 @@ mod keeper_tests {
         s.tracker
             .lock()
             .unwrap()
-            .delivered(&d.uuid, d.timestamp, &d.outcome);
+            .delivered(&d.uuid, d.timestamp, &d.outcome, d.listed);
     }
 
     fn manifest(s: &Setup) -> serde_json::Value {
