@@ -514,3 +514,48 @@ fn feed_commands_refuse_bad_input_with_the_reason_and_write_nothing() {
     );
     assert!(!out.join("etc").exists());
 }
+
+#[test]
+fn delivered_events_and_bundles_are_archived_unless_the_archive_is_disabled() {
+    use gapferry_tests::harness::{send as send_in_process, sender_config, TestReceiver};
+    let event = realdata().join("misp-feed/infoblox/0472809b-1582-4dde-88a9-d82848e9e660.json");
+    let bundle = realdata().join("stix21/misp-stix-tests/test_event1_stix21.json");
+    for enabled in [true, false] {
+        let rx = TestReceiver::start(|c| c.destinations.archive.enabled = enabled);
+        send_in_process(
+            &[event.clone(), bundle.clone()],
+            rx.addr,
+            sender_config(200_000_000),
+        );
+        let records = rx.wait_records(2, Duration::from_secs(60));
+        let delivered = with_outcome(&records, "delivered");
+        assert_eq!(delivered.len(), 2, "{records:#?}");
+        let archive = rx.out.join(".gapferry/archive");
+        let archived_event = archive.join("misp/0472809b-1582-4dde-88a9-d82848e9e660.json");
+        let stix_path = delivered
+            .iter()
+            .find(|r| r["kind"] == "stix")
+            .and_then(|r| r["path"].as_str())
+            .map(PathBuf::from)
+            .unwrap();
+        let archived_bundle = archive.join("stix").join(stix_path.file_name().unwrap());
+        if enabled {
+            // The event as the feed holds it; the bundle as it crossed.
+            assert_eq!(
+                std::fs::read(&archived_event).unwrap(),
+                std::fs::read(
+                    rx.out
+                        .join("misp/0472809b-1582-4dde-88a9-d82848e9e660.json")
+                )
+                .unwrap()
+            );
+            assert_eq!(
+                std::fs::read(&archived_bundle).unwrap(),
+                std::fs::read(&bundle).unwrap()
+            );
+        } else {
+            assert!(!archive.exists(), "archive written while disabled");
+        }
+        rx.stop();
+    }
+}
