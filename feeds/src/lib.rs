@@ -8,12 +8,15 @@
 //! [`misp_event`]), [`stix_store`] keeps STIX 2.0 and 2.1 bundles (plain, or as OpenCTI's
 //! diode-import connector reads them), and [`image_store`] keeps LXD images in
 //! MISP-airgap's server layout; [`signature`] checks an image's detached OpenPGP
-//! signature (with `gpgv`) on either side. Every write is a staging file in the destination
+//! signature (with `gpgv`) on either side; [`archive`] keeps the newest delivered version
+//! of each event and bundle so a consumed feed can be republished. Every write is a staging
+//! file in the destination
 //! directory given its [`Publish`] mode and group, fsync, then rename.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod archive;
 mod fsutil;
 pub mod image_store;
 mod json_scan;
@@ -25,6 +28,7 @@ pub mod precheck;
 pub mod signature;
 pub mod stix_store;
 
+pub use archive::{Archive, ArchiveError};
 pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 pub use image_store::{DeliveredImage, ImageError, ImageStore};
 pub use kind::{
@@ -32,6 +36,8 @@ pub use kind::{
     split_misp, Compression, DetectError, DetectLimits, Detected, Kind, MispEventDoc, MispShape,
 };
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
-pub use misp_feed::{DeliveredEvent, EventOutcome, FeedSummary, MispBatch, MispError, MispFeed};
+pub use misp_feed::{
+    DeliveredEvent, EventOutcome, FeedListing, FeedSummary, MispBatch, MispError, MispFeed,
+};
 pub use signature::{GoodSignature, SignatureError, Verifier};
 pub use stix_store::{OpenCtiImport, StixError, StixLayout, StixSpec, StixStore, StoredBundle};

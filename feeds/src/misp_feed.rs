@@ -16,14 +16,18 @@
 //! - one writer per directory (the receiver's delivery thread); MISP only reads or deletes;
 //! - every file gets the feed's [`Publish`] file mode and group before its rename (MISP
 //!   reads the feed as its web server's user), a directory the feed creates its directory
-//!   mode.
+//!   mode;
+//! - with an [`Archive`] ([`MispFeed::with_archive`]), every event written is also kept as
+//!   `archive/misp/<uuid>.json` (newest version per uuid) so that a consumed feed can be
+//!   published again; a failed archive write is logged and does not fail the delivery.
 
+use crate::archive::{self, Archive};
 use crate::fsutil::{
     child, ensure_real_dir, hex, is_uuid, sync_dir, write_atomic, write_atomic_with, Publish,
 };
 use crate::misp_event::{parse_event, py_int_of, EventError, MispEvent};
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -100,6 +104,10 @@ pub struct DeliveredEvent {
     pub outcome: EventOutcome,
     /// How many `hashes.csv` lines the event has.
     pub hashes: usize,
+    /// Whether `manifest.json` on disk listed this uuid at an older timestamp when the
+    /// file was written: MISP may have loaded that manifest, and if it already has that
+    /// older version it deletes the file without reading it.
+    pub listed: bool,
 }
 
 /// What a committed batch left in the feed.
@@ -120,6 +128,18 @@ pub struct FeedSummary {
 pub struct MispFeed {
     dir: PathBuf,
     publish: Publish,
+    archive: Option<Archive>,
+}
+
+/// What is in the feed directory now, read without parsing any file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedListing {
+    /// The uuids of the `<uuid>.json` files present.
+    pub events: HashSet<String>,
+    /// Size of `manifest.json`, `None` when absent.
+    pub manifest_bytes: Option<u64>,
+    /// Size of `hashes.csv`, `None` when absent.
+    pub hashes_bytes: Option<u64>,
 }
 
 impl MispFeed {
@@ -128,7 +148,30 @@ impl MispFeed {
         MispFeed {
             dir: dir.into(),
             publish: Publish::default(),
+            archive: None,
         }
+    }
+
+    /// The same feed, keeping a copy of every event it writes in `archive`.
+    pub fn with_archive(mut self, archive: Archive) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// The event files, manifest and hash list present now (a directory listing and two
+    /// `stat`s: cheap enough to run every second).
+    pub fn listing(&self) -> Result<FeedListing, MispError> {
+        let size = |name: &str| {
+            fs::symlink_metadata(child(&self.dir, name))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        };
+        Ok(FeedListing {
+            events: list_event_uuids(&self.dir)?,
+            manifest_bytes: size(MANIFEST),
+            hashes_bytes: size(HASHES),
+        })
     }
 
     /// The same feed, publishing files with `publish`'s modes and group.
@@ -173,10 +216,12 @@ impl MispFeed {
     }
 
     /// Re-indexes every `<uuid>.json` on disk and rewrites `manifest.json` and
-    /// `hashes.csv` from them (repair after manual edits).
+    /// `hashes.csv` from them (repair after manual edits, or after MISP deleted files).
+    /// Both are always written: a feed without events gets `{}` and an empty `hashes.csv`.
     pub fn rebuild(&mut self) -> Result<FeedSummary, MispError> {
         let dir = self.dir.clone();
         let mut batch = self.batch()?;
+        batch.state.changed = true;
         let mut uuids: Vec<String> = list_event_uuids(&dir)?.into_iter().collect();
         uuids.sort();
         for uuid in uuids {
@@ -190,6 +235,7 @@ impl MispFeed {
         ensure_real_dir(&self.dir, &self.publish).map_err(io_err(&self.dir))?;
         let mut state = State::load(&self.dir)?;
         state.publish = self.publish;
+        state.archive = self.archive.clone();
         Ok(MispBatch { feed: self, state })
     }
 }
@@ -219,7 +265,11 @@ impl MispBatch<'_> {
 #[derive(Debug, Default)]
 struct State {
     publish: Publish,
+    archive: Option<Archive>,
     manifest: BTreeMap<String, Box<RawValue>>,
+    /// Timestamps `manifest.json` on disk lists for events whose file is gone (until the
+    /// next commit rewrites it).
+    gone_listed: HashMap<String, i64>,
     new_hashes: BTreeMap<String, Vec<[u8; 16]>>,
     rewrite: HashSet<String>,
     changed: bool,
@@ -328,7 +378,13 @@ impl State {
             .cloned()
             .collect();
         for uuid in gone {
-            st.manifest.remove(&uuid);
+            if let Some(ts) = st
+                .manifest
+                .remove(&uuid)
+                .and_then(|raw| entry_timestamp(&raw))
+            {
+                st.gone_listed.insert(uuid.clone(), ts);
+            }
             st.dropped += 1;
             st.changed = true;
         }
@@ -402,11 +458,27 @@ impl State {
             timestamp: ev.timestamp,
             outcome: outcome.clone(),
             hashes: ev.hashes.len(),
+            listed: match existing {
+                Some(t) => t < ev.timestamp,
+                None => self
+                    .gone_listed
+                    .get(&ev.uuid)
+                    .is_some_and(|&t| t < ev.timestamp),
+            },
         };
         if outcome == EventOutcome::AlreadyCurrent {
             return Ok(delivered);
         }
         self.mark_pending(dir, &ev.uuid)?;
+        // Archived first: whatever version the feed shows, the archive holds it too.
+        if let Some(a) = &self.archive {
+            let kept = archive::misp_event_name(&ev.uuid)
+                .and_then(|name| a.store(archive::MISP, &name, &ev.document));
+            if let Err(e) = kept {
+                warn!(uuid = %ev.uuid, error = %e,
+                    "event not archived (delivered all the same): it cannot be republished if MISP consumes it");
+            }
+        }
         write_atomic(&path, &ev.document, &self.publish).map_err(io_err(&path))?;
         let raw = entry_raw(&ev)
             .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
@@ -495,6 +567,7 @@ impl State {
             serde_json::to_writer(&mut *w, manifest).map_err(io::Error::other)
         })
         .map_err(io_err(&manifest_path))?;
+        self.gone_listed.clear();
 
         let pending_path = child(dir, PENDING);
         self.pending = None;
@@ -564,5 +637,29 @@ mod tests {
         assert_eq!(keys, [lower]);
         assert_eq!(manifest[lower]["timestamp"], 300);
         assert!(!dir.path().join(format!("{upper}.json")).exists());
+    }
+
+    #[test]
+    fn a_version_written_while_a_stale_manifest_lists_an_older_one_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut feed = MispFeed::new(dir.path());
+        let u = "5a0a9aa9-23a4-4607-b6df-41a9950d210f";
+        let file = dir.path().join(format!("{u}.json"));
+        assert!(!feed.deliver_event(&event(u, 100)).unwrap().listed);
+        let d = feed.deliver_event(&event(u, 200)).unwrap();
+        assert!(d.listed, "replaced while listed at 100");
+        // MISP deleted the file but not (yet) the manifest, which lists 200.
+        fs::remove_file(&file).unwrap();
+        let d = feed.deliver_event(&event(u, 300)).unwrap();
+        assert_eq!(d.outcome, EventOutcome::New);
+        assert!(d.listed, "the manifest on disk listed 200");
+        fs::remove_file(&file).unwrap();
+        // The same version again while listed at it: MISP has it, no risk.
+        let d = feed.deliver_event(&event(u, 300)).unwrap();
+        assert!(!d.listed);
+        // MISP deleted file and manifest: nothing lists the uuid.
+        fs::remove_file(&file).unwrap();
+        fs::remove_file(dir.path().join(MANIFEST)).unwrap();
+        assert!(!feed.deliver_event(&event(u, 400)).unwrap().listed);
     }
 }

@@ -50,6 +50,19 @@ pub struct FileConfig {
     pub permissions: PermissionOptions,
     /// Pushing delivered events and bundles into the high-side MISP.
     pub misp_push: Option<crate::misp_push::MispPushOptions>,
+    /// The archive of delivered MISP events and STIX bundles.
+    #[serde(default)]
+    pub archive: ArchiveOptions,
+}
+
+/// `[archive]`: `enabled` (default true) and `keep_days` (default 30, at least 1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveOptions {
+    /// Whether delivered MISP events and STIX bundles are archived.
+    pub enabled: Option<bool>,
+    /// Days an archived file is kept.
+    pub keep_days: Option<u64>,
 }
 
 /// `[permissions]`: the defaults, and per kind `[permissions.misp]`, `.stix`, `.images`,
@@ -434,6 +447,12 @@ impl FileConfig {
         d.hooks = self.hooks.clone();
         d.misp_push = self.misp_push.clone();
         d.permissions = self.permissions.resolve()?;
+        if let Some(e) = self.archive.enabled {
+            d.archive.enabled = e;
+        }
+        if let Some(days) = self.archive.keep_days {
+            d.archive.keep = std::time::Duration::from_secs(days.max(1) * 86_400);
+        }
         Ok(d)
     }
 }
@@ -520,6 +539,19 @@ mod permissions {
         let p = dir.path().join("r.toml");
         std::fs::write(&p, text).unwrap();
         FileConfig::load(&p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_archive_is_on_for_30_days_by_default_and_configurable() {
+        let d = load("").unwrap().destinations(Path::new("/o")).unwrap();
+        assert!(d.archive.enabled);
+        assert_eq!(d.archive.keep.as_secs(), 30 * 86_400);
+        let c = load("[archive]\nenabled = false\nkeep_days = 7\n").unwrap();
+        let d = c.destinations(Path::new("/o")).unwrap();
+        assert!(!d.archive.enabled);
+        assert_eq!(d.archive.keep.as_secs(), 7 * 86_400);
+        let e = load("[archive]\nkeep = 7\n").unwrap_err();
+        assert!(e.contains("keep"), "{e}");
     }
 
     fn resolved(text: &str) -> Permissions {

@@ -92,6 +92,9 @@ pub struct Delivery {
     push: Option<crate::misp_push::Pusher>,
     metrics: crate::metrics::ReceiverMetrics,
     ledger: Option<Arc<crate::ledger::DeliveredLedger>>,
+    archive: Option<gapferry_feeds::Archive>,
+    feed_tracker: crate::feedcare::SharedTracker,
+    _feed_keeper: Option<crate::feedcare::KeeperHandle>,
     pending_misp: Vec<(ObjectRef, ObjectDescriptor, Instant, Vec<u8>)>,
     pending_misp_bytes: u64,
     max_document: u64,
@@ -170,8 +173,30 @@ impl Delivery {
             )?),
             None => None,
         };
+        // The archive and the feed keeper (see feedcare): MISP deletes what it consumed.
+        let archive = dest
+            .archive
+            .enabled
+            .then(|| gapferry_feeds::Archive::new(state.join(crate::feedcare::ARCHIVE_DIR)));
+        let mut feed = MispFeed::new(&dest.misp).with_publish(perms.misp);
+        if let Some(a) = &archive {
+            feed = feed.with_archive(a.clone());
+        }
+        let feed_tracker = crate::feedcare::SharedTracker::default();
+        let keeper = crate::feedcare::FeedKeeper::new(
+            &state,
+            &dest.misp,
+            perms.misp,
+            archive.clone().map(|a| (a, dest.archive.keep)),
+            feed_tracker.clone(),
+            metrics.clone(),
+        )
+        .spawn()?;
         Ok(Delivery {
-            feed: MispFeed::new(&dest.misp).with_publish(perms.misp),
+            feed,
+            archive,
+            feed_tracker,
+            _feed_keeper: Some(keeper),
             stix: StixStore::new(&dest.stix)
                 .with_publish(perms.stix)
                 .with_layout(dest.stix_layout.clone()),
@@ -204,6 +229,7 @@ impl Delivery {
 
     /// Notes every delivery in `ledger`.
     pub fn set_ledger(&mut self, ledger: Arc<crate::ledger::DeliveredLedger>) {
+        ledger.set_archive(self.archive.clone());
         self.ledger = Some(ledger);
     }
 
@@ -582,11 +608,21 @@ impl Delivery {
         }
         let pending = std::mem::take(&mut self.pending_misp);
         self.pending_misp_bytes = 0;
+        // Held while writing: `feed rebuild|republish` and the keeper may write too.
+        let lock = crate::feedcare::FeedLock::acquire(&self.state_dir).inspect_err(|e| {
+            tracing::warn!("cannot take the feed lock: {e}; delivering without it")
+        });
         let results = self
             .feed
             .deliver_batch(pending.iter().map(|(_, _, _, b)| b.as_slice()));
+        drop(lock);
         match results {
             Ok(results) => {
+                let mut tracker = self.feed_tracker.lock().unwrap_or_else(|p| p.into_inner());
+                for r in results.iter().flatten() {
+                    tracker.delivered(&r.uuid, r.timestamp, &r.outcome, r.listed);
+                }
+                drop(tracker);
                 for ((object, d, started, body), r) in pending.into_iter().zip(results) {
                     let (placed, push) = match r {
                         Ok(e) => {
@@ -719,9 +755,17 @@ impl Delivery {
             ObjectKind::Stix => {
                 let bytes = read_document(&s.path, d.size, self.max_document)?;
                 let _ = std::fs::remove_file(&s.path);
-                self.stix
+                let stored = self
+                    .stix
                     .deliver_bundle(&bytes)
-                    .map_err(|e| format!("refused by the STIX store: {e}"))
+                    .map_err(|e| format!("refused by the STIX store: {e}"))?;
+                if let (Some(a), Some(name)) = (&self.archive, stored.file_name()) {
+                    let name = name.to_string_lossy();
+                    if let Err(e) = a.store(gapferry_feeds::archive::STIX, &name, &bytes) {
+                        tracing::warn!(error = %e, "bundle delivered but not archived");
+                    }
+                }
+                Ok(stored)
             }
             ObjectKind::Image => {
                 s.file

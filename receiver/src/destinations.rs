@@ -39,6 +39,30 @@ pub struct Destinations {
     pub permissions: Permissions,
     /// `[misp_push]`: push delivered events and bundles into the high-side MISP.
     pub misp_push: Option<crate::misp_push::MispPushOptions>,
+    /// The archive of delivered MISP events and STIX bundles (`[archive]`).
+    pub archive: ArchiveSettings,
+}
+
+/// `[archive]`: whether delivered MISP events and STIX bundles are kept under
+/// `OUT/.gapferry/archive` so a consumed feed can be republished, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// Whether deliveries are archived.
+    pub enabled: bool,
+    /// Archived files older than this are pruned.
+    pub keep: std::time::Duration,
+}
+
+/// Days an archived event or bundle is kept unless configured otherwise.
+pub const ARCHIVE_KEEP_DAYS: u64 = 30;
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            enabled: true,
+            keep: std::time::Duration::from_secs(ARCHIVE_KEEP_DAYS * 86_400),
+        }
+    }
 }
 
 impl Destinations {
@@ -55,6 +79,7 @@ impl Destinations {
             hooks: Hooks::default(),
             permissions: Permissions::default(),
             misp_push: None,
+            archive: ArchiveSettings::default(),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! What this receiver already delivered, by name and content, rebuilt from the record log
 //! at start: an object sent again (a carousel, a repeat, a restarted sender) is ignored
 //! without being decoded again, across receiver restarts too.
+//!
+//! A MISP event is "delivered" only while it can still reach MISP without a resend: its
+//! `<uuid>.json` is in the feed, or the archive holds it (the feed keeper republishes
+//! from there what MISP may have deleted unread). Once MISP consumed it and the archive
+//! no longer holds it (disabled, or pruned), a resend delivers it again.
 
 use crate::records::{RECORDS_FILE, STATE_DIR};
 use gapferry_common::{Ledger, ObjectDescriptor, ObjectKind};
@@ -25,6 +30,7 @@ struct DeliveredLine {
 #[derive(Debug, Default)]
 pub struct DeliveredLedger {
     entries: Mutex<HashMap<Key, (ObjectKind, PathBuf)>>,
+    archive: Mutex<Option<gapferry_feeds::Archive>>,
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -88,6 +94,11 @@ impl DeliveredLedger {
         self.len() == 0
     }
 
+    /// Counts MISP events held in `archive` as delivered even after MISP consumed them.
+    pub fn set_archive(&self, archive: Option<gapferry_feeds::Archive>) {
+        *self.archive.lock().unwrap_or_else(|p| p.into_inner()) = archive;
+    }
+
     /// Notes a delivery.
     pub fn insert(&self, d: &ObjectDescriptor, path: &Path) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,13 +110,70 @@ impl Ledger for DeliveredLedger {
     fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&(d.name.clone(), d.blake3)) {
-            // MISP deletes fetched event files and STIX bundles are stored once: content
-            // delivered before is not wanted again. A plain file or image someone removed is.
+            // A plain file or image someone removed is wanted again.
             Some((ObjectKind::File | ObjectKind::Image | ObjectKind::ImageSignature, path)) => {
                 path.exists()
             }
-            Some(_) => true,
+            // MISP deletes what it fetched: still delivered while the feed or the archive
+            // (whose keeper republishes what MISP may have missed) holds it.
+            Some((ObjectKind::Misp, path)) => {
+                path.exists() || {
+                    let archive = self.archive.lock().unwrap_or_else(|p| p.into_inner());
+                    let name = path.file_name().and_then(|n| n.to_str());
+                    match (archive.as_ref(), name) {
+                        (Some(a), Some(n)) => a.contains(gapferry_feeds::archive::MISP, n),
+                        _ => false,
+                    }
+                }
+            }
+            // STIX bundles are stored once: content delivered before is not wanted again.
+            Some((ObjectKind::Stix, _)) => true,
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gapferry_feeds::archive::{Archive, MISP};
+
+    fn descriptor(kind: ObjectKind) -> ObjectDescriptor {
+        ObjectDescriptor {
+            kind,
+            name: "event.json".into(),
+            size: 10,
+            blake3: [7; 32],
+            block_plain_size: 1024,
+            mtime: 0,
+            pass: 1,
+            passes: 1,
+        }
+    }
+
+    #[test]
+    fn a_consumed_misp_event_is_delivered_only_while_the_archive_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed_file = dir.path().join("5a0a9aa9-23a4-4607-b6df-41a9950d210f.json");
+        let archive = Archive::new(dir.path().join("archive"));
+        let ledger = DeliveredLedger::default();
+        let d = descriptor(ObjectKind::Misp);
+        std::fs::write(&feed_file, b"{}").unwrap();
+        ledger.insert(&d, &feed_file);
+        assert!(ledger.already_delivered(&d), "in the feed");
+        // MISP consumed it; no archive: a resend must be able to deliver it again.
+        std::fs::remove_file(&feed_file).unwrap();
+        assert!(!ledger.already_delivered(&d));
+        // With the archive holding it, the keeper is in charge: not delivered again.
+        ledger.set_archive(Some(archive.clone()));
+        assert!(!ledger.already_delivered(&d), "archive enabled but empty");
+        archive
+            .store(MISP, "5a0a9aa9-23a4-4607-b6df-41a9950d210f.json", b"{}")
+            .unwrap();
+        assert!(ledger.already_delivered(&d));
+        // STIX bundles stay delivered once stored, wherever they are.
+        let s = descriptor(ObjectKind::Stix);
+        ledger.insert(&s, &dir.path().join("gone.json"));
+        assert!(ledger.already_delivered(&s));
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod delivery;
 pub mod destinations;
 pub mod disk;
+pub mod feedcare;
 pub mod freshness;
 pub mod hooks;
 pub mod ledger;

@@ -58,6 +58,12 @@ enum Command {
     /// Exits non-zero when an object failed or was lost, or a capture is truncated.
     /// Example: tcpdump -i any -w link.pcap udp port 7000; gapferry-recv replay link.pcap --out /srv/gapferry
     Replay(ReplayArgs),
+    /// Look after the MISP feed: rebuild its index, or put archived events back.
+    ///
+    /// Safe while `listen` runs on the same OUT: every writer of the feed holds
+    /// OUT/.gapferry/feed.lock while it writes.
+    #[command(subcommand)]
+    Feed(FeedCommand),
     /// Print the link's state and what was delivered, failed or lost, from the state on disk.
     ///
     /// Example: gapferry-recv status --out /srv/gapferry
@@ -69,6 +75,38 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum FeedCommand {
+    /// Rewrite manifest.json and hashes.csv from the <uuid>.json files present.
+    ///
+    /// Example: gapferry-recv feed rebuild --config /etc/gapferry/gapferry-recv.toml
+    Rebuild(FeedArgs),
+    /// Put archived events back into the feed (all, or those selected), then rebuild
+    /// manifest.json and hashes.csv.
+    ///
+    /// Example: gapferry-recv feed republish --out /srv/gapferry --since 2026-01-31
+    Republish {
+        #[command(flatten)]
+        feed: FeedArgs,
+        /// Only events archived (delivered) at or after DATE (YYYY-MM-DD, UTC, or RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only this event uuid; repeatable. Every one must be in the archive.
+        #[arg(long = "uuid", value_name = "UUID")]
+        uuids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct FeedArgs {
+    /// The receiver's configuration file (for `out`, `[dirs] misp`, `[permissions]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The receiver's delivery root; wins over `out` in --config.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -289,6 +327,92 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     Ok(())
 }
 
+/// The state directory, feed and archive a `feed` command works on.
+fn open_feed(
+    a: &FeedArgs,
+) -> Result<(
+    PathBuf,
+    gapferry_feeds::MispFeed,
+    gapferry_feeds::Archive,
+    bool,
+)> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let out = a
+        .out
+        .clone()
+        .or(file.out.clone())
+        .context("--out is required (or `out` in --config)")?;
+    let state = out.join(gapferry_receiver::records::STATE_DIR);
+    anyhow::ensure!(
+        state.is_dir(),
+        "{} holds no receiver state (is it the receiver's --out?)",
+        out.display()
+    );
+    let dest = file.destinations(&out)?;
+    let feed = gapferry_feeds::MispFeed::new(&dest.misp).with_publish(dest.permissions.misp);
+    let archive =
+        gapferry_feeds::Archive::new(state.join(gapferry_receiver::feedcare::ARCHIVE_DIR));
+    Ok((state, feed, archive, dest.archive.enabled))
+}
+
+/// `DATE` as a time: `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn parse_since(text: &str) -> Result<std::time::SystemTime> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .with_context(|| format!("--since {text:?} is not a date: give YYYY-MM-DD (UTC) or an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+}
+
+fn run_feed(cmd: FeedCommand) -> Result<()> {
+    use gapferry_receiver::feedcare;
+    match cmd {
+        FeedCommand::Rebuild(a) => {
+            let (state, mut feed, _, _) = open_feed(&a)?;
+            let s = feedcare::rebuild(&state, &mut feed).context("feed rebuild failed")?;
+            println!(
+                "feed rebuilt: {} events in {}/manifest.json ({} entries dropped whose file is gone)",
+                s.entries,
+                feed.dir().display(),
+                s.dropped
+            );
+        }
+        FeedCommand::Republish { feed, since, uuids } => {
+            let filter = feedcare::RepublishFilter {
+                since: since.as_deref().map(parse_since).transpose()?,
+                uuids,
+            };
+            let (state, mut misp, archive, enabled) = open_feed(&feed)?;
+            if !enabled {
+                tracing::warn!(
+                    "[archive] enabled = false: only what was archived before is republished"
+                );
+            }
+            let s = feedcare::republish(&state, &mut misp, &archive, &filter, |done, total| {
+                if total > feedcare::REPUBLISH_CHUNK {
+                    eprintln!("republish: {done}/{total} archived events");
+                }
+            })
+            .context("feed republish failed")?;
+            println!(
+                "republished {} of {} archived events ({} already in the feed, {} newer in the feed, {} invalid); manifest.json lists {} events",
+                s.republished, s.selected, s.already_there, s.newer_in_feed, s.invalid, s.entries
+            );
+            anyhow::ensure!(
+                s.invalid == 0,
+                "{} archived files are not valid MISP events (named in the log above)",
+                s.invalid
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_replay(a: ReplayArgs) -> Result<()> {
     let mut cfg = ReceiverConfig::new(a.out.clone());
     cfg.keys = read_keys(&a.key)?;
@@ -356,6 +480,7 @@ fn main() -> std::process::ExitCode {
             .context("cannot write the man page"),
         Command::Listen(a) => run_listen(a),
         Command::Replay(a) => run_replay(a),
+        Command::Feed(c) => run_feed(c),
         Command::Status { out, last } => {
             if !out.join(gapferry_receiver::records::STATE_DIR).is_dir() {
                 Err(anyhow::anyhow!(

@@ -42,7 +42,7 @@ impl GeneratedLog {
         let mut block = String::new();
         for i in 0..Self::DELIVERED {
             block += &format!(
-                r#"{{"time":"2026-01-01T00:00:00.000Z","outcome":"delivered","session":"00000000000000aa","object":{i},"kind":"misp","name":"dir/name-{i}.json","size":1000,"blake3":"{}","path":"/srv/gapferry/misp/name-{i}.json","elapsed_ms":3}}"#,
+                r#"{{"time":"2026-01-01T00:00:00.000Z","outcome":"delivered","session":"00000000000000aa","object":{i},"kind":"stix","name":"dir/name-{i}.json","size":1000,"blake3":"{}","path":"/srv/gapferry/stix/name-{i}.json","elapsed_ms":3}}"#,
                 format!("{i:02x}").repeat(32)
             );
             block.push('\n');
@@ -103,7 +103,7 @@ const GROWTH_BOUND: u64 = 48 << 20;
 
 fn descriptor(name: &str, blake3: [u8; 32]) -> ObjectDescriptor {
     ObjectDescriptor {
-        kind: ObjectKind::Misp,
+        kind: ObjectKind::Stix,
         name: name.into(),
         size: 1000,
         blake3,
