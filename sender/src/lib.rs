@@ -19,6 +19,7 @@ pub mod rate;
 pub mod session;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod transfer;
 pub mod watch;
 

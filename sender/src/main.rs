@@ -72,6 +72,17 @@ enum Command {
     ///
     /// Example: gapferry-send images-pull --outbox /srv/gapferry/outbox --base-url https://images.example/ --image MISP,MySQL,Valkey --keyring /etc/gapferry/misp-airgap.gpg
     ImagesPull(images_pull_cli::ImagesPullArgs),
+    /// Print what the outbox holds and how the last MISP and image pulls went, from the state on disk.
+    ///
+    /// Example: gapferry-send status --outbox /srv/gapferry/outbox
+    Status {
+        /// The outbox (as given to `watch`).
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+        /// Configuration file whose [watch] outbox to read.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Write a new random pre-shared key (mode 0600) for --key on both sides.
     ///
     /// Example: gapferry-send keygen /etc/gapferry/link.key
@@ -300,6 +311,18 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
     Ok(session)
 }
 
+fn run_status(outbox: Option<PathBuf>, config: Option<PathBuf>) -> Result<()> {
+    let file = match &config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let outbox = outbox
+        .or(file.watch.outbox)
+        .context("give --outbox DIR (or --config FILE with `outbox` under [watch])")?;
+    print!("{}", gapferry_sender::status::report(&outbox)?);
+    Ok(())
+}
+
 fn load_config(link: &LinkArgs) -> Result<FileConfig> {
     Ok(match &link.config {
         Some(p) => FileConfig::load(p)?,
@@ -427,6 +450,7 @@ fn main() -> std::process::ExitCode {
         Command::Watch(a) => run_watch(a),
         Command::MispPull(a) => cli_misp_pull::run(a),
         Command::ImagesPull(a) => images_pull_cli::run(a),
+        Command::Status { outbox, config } => run_status(outbox, config),
         Command::Keygen { path, force } => keygen::write_new_key(&path, force)
             .with_context(|| {
                 format!(

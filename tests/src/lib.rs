@@ -6,4 +6,5 @@ pub mod fixtures;
 pub mod harness;
 pub mod lxd;
 pub mod openpgp;
+pub mod realdata;
 pub mod relay;

@@ -16,6 +16,7 @@ use gapferry_sender::sink::DatagramSink;
 use gapferry_sender::source::{self, KindMode, SourceFile};
 use gapferry_sender::{SenderConfig, SenderSession};
 use gapferry_tests::fixtures::{json_file, random_file};
+use gapferry_tests::realdata::realdata;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -37,10 +38,6 @@ impl DatagramSink for MemorySink {
     fn real_time(&self) -> bool {
         false
     }
-}
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
 }
 
 /// The set: 0 B, 1 B, 700 KB, a large file, 200 objects of 1-20 KB, a real MISP

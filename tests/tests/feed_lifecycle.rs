@@ -6,6 +6,7 @@
 //! republished equal to PyMISP's, and `gapferry-recv feed` refuses bad input.
 
 use gapferry_tests::harness::{binary, read_records, strip_ansi, with_outcome, ChildGuard};
+use gapferry_tests::realdata::{assert_feed_matches_infoblox_reference, infoblox_events, realdata};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -14,47 +15,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
-}
-
-fn infoblox_events() -> Vec<PathBuf> {
-    let dir = realdata().join("misp-feed/infoblox");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap() != "manifest.json")
-        .collect();
-    v.sort();
-    assert_eq!(v.len(), 41, "the realdata holds 41 Infoblox events");
-    v
-}
-
-/// The feed equals the published manifest's entries and PyMISP's hashes.csv.
-fn assert_feed_matches_reference(misp: &Path) {
-    let published: Value = serde_json::from_slice(
-        &std::fs::read(realdata().join("misp-feed/infoblox/manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let ours: Value =
-        serde_json::from_slice(&std::fs::read(misp.join("manifest.json")).unwrap()).unwrap();
-    let ours = ours.as_object().unwrap();
-    assert_eq!(ours.len(), 41);
-    for (uuid, entry) in ours {
-        assert_eq!(Some(entry), published.get(uuid), "manifest entry of {uuid}");
-        assert!(misp.join(format!("{uuid}.json")).is_file());
-    }
-    let lines = |p: PathBuf| -> BTreeSet<String> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let reference = lines(realdata().join("misp-feed/infoblox-derived/hashes.csv"));
-    assert_eq!(lines(misp.join("hashes.csv")), reference);
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -411,7 +371,7 @@ fn a_consumed_feed_is_emptied_then_republished_equal_to_pymisps_while_listen_run
     wait_delivered(&out, 41, Duration::from_secs(120));
     stop.store(true, Ordering::Relaxed);
     assert!(rebuilds.join().unwrap() > 0);
-    assert_feed_matches_reference(&feed);
+    assert_feed_matches_infoblox_reference(&feed);
 
     // MISP deleted the manifest just after it was written: rebuilt without a delivery.
     std::fs::remove_file(feed.join("manifest.json")).unwrap();
@@ -420,7 +380,7 @@ fn a_consumed_feed_is_emptied_then_republished_equal_to_pymisps_while_listen_run
         assert!(Instant::now() < deadline, "manifest.json not rebuilt");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_feed_matches_reference(&feed);
+    assert_feed_matches_infoblox_reference(&feed);
 
     // MISP consumes everything: the feed is emptied, hashes.csv too, manifest {}.
     let mut misp = Misp::default();
@@ -466,14 +426,14 @@ fn a_consumed_feed_is_emptied_then_republished_equal_to_pymisps_while_listen_run
         "{stdout}"
     );
     assert!(stdout.contains("manifest.json lists 41 events"), "{stdout}");
-    assert_feed_matches_reference(&feed);
+    assert_feed_matches_infoblox_reference(&feed);
     // Once more: every event is already there.
     let o = recv_feed(&["republish", "--uuid", &uuid_of(&events[0])], &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("republished 0 of 1"), "{stdout}");
     assert!(stdout.contains("1 already in the feed"), "{stdout}");
-    assert_feed_matches_reference(&feed);
+    assert_feed_matches_infoblox_reference(&feed);
     let mut child = rx.child;
     child.terminate();
 }

@@ -4,15 +4,12 @@
 
 use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
 use gapferry_tests::lxd::lxd_image;
+use gapferry_tests::realdata::{assert_feed_matches_infoblox_reference, infoblox_events, realdata};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
-}
 
 fn send_cli(paths: &[&Path], to: std::net::SocketAddr, extra: &[&str]) {
     let mut cmd = Command::new(binary("gapferry-send"));
@@ -26,43 +23,6 @@ fn send_cli(paths: &[&Path], to: std::net::SocketAddr, extra: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn infoblox_events() -> Vec<PathBuf> {
-    let dir = realdata().join("misp-feed/infoblox");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap() != "manifest.json")
-        .collect();
-    v.sort();
-    assert_eq!(v.len(), 41, "the realdata holds 41 Infoblox events");
-    v
-}
-
-/// The receiver's feed equals the published manifest's entries and PyMISP's hashes.csv.
-fn assert_feed_matches_reference(misp: &Path) {
-    let published: Value = serde_json::from_slice(
-        &std::fs::read(realdata().join("misp-feed/infoblox/manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let ours: Value =
-        serde_json::from_slice(&std::fs::read(misp.join("manifest.json")).unwrap()).unwrap();
-    let ours = ours.as_object().unwrap();
-    assert_eq!(ours.len(), 41);
-    for (uuid, entry) in ours {
-        assert_eq!(Some(entry), published.get(uuid), "manifest entry of {uuid}");
-        assert!(misp.join(format!("{uuid}.json")).is_file());
-    }
-    let lines = |p: PathBuf| -> BTreeSet<String> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let reference = lines(realdata().join("misp-feed/infoblox-derived/hashes.csv"));
-    assert_eq!(lines(misp.join("hashes.csv")), reference);
 }
 
 #[test]
@@ -95,7 +55,7 @@ fn infoblox_events_as_files_as_a_directory_and_as_a_rest_export_build_the_refere
             "{how}: {records:#?}"
         );
         assert!(records.iter().all(|r| r["kind"] == "misp"), "{how}");
-        assert_feed_matches_reference(&rx.out.join("misp"));
+        assert_feed_matches_infoblox_reference(&rx.out.join("misp"));
         if how == "files" {
             pymisp_loads_every_event(&rx.out.join("misp"));
         }

@@ -11,6 +11,7 @@
 use gapferry_tests::harness::{
     binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
+use gapferry_tests::realdata::{infoblox_events, realdata};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,22 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "gapferryTestKey0123456789abcdefABCDEF0123";
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
-}
-
-fn infoblox_events() -> Vec<PathBuf> {
-    let dir = realdata().join("misp-feed/infoblox");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap() != "manifest.json")
-        .collect();
-    v.sort();
-    assert_eq!(v.len(), 41, "the realdata holds 41 Infoblox events");
-    v
-}
 
 /// The smallest real event: (its path, its parsed JSON).
 fn smallest_event() -> (PathBuf, Value) {

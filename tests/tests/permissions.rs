@@ -10,6 +10,7 @@
 
 use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard};
 use gapferry_tests::lxd::signed_image;
+use gapferry_tests::realdata::realdata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -49,10 +50,6 @@ fn prerequisites() -> Result<(), String> {
         Ok(o) if o.status.success() => Ok(()),
         _ => Err("setpriv (util-linux) is missing".into()),
     }
-}
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
 }
 
 /// Three real MISP events, a STIX 2.1 bundle, a signed LXD image and a tree of plain

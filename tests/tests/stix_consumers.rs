@@ -4,15 +4,12 @@
 
 use gapferry_feeds::{OpenCtiImport, StixLayout};
 use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::realdata::realdata;
 use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
-}
 
 fn send(paths: &[&Path], to: std::net::SocketAddr, extra: &[&str]) -> Output {
     Command::new(binary("gapferry-send"))

@@ -4,15 +4,12 @@
 
 use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::realdata::realdata;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn realdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata")
-}
 
 fn watcher(outbox: &Path, to: std::net::SocketAddr, rate: &str) -> Child {
     Command::new(binary("gapferry-send"))
