@@ -7,7 +7,7 @@ use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
 use gapferry_tests::realdata::realdata;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
