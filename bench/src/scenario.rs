@@ -402,7 +402,8 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         .args(["--to", &to.to_string(), "--rate", s.rate])
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
-        .args(["--passes", &s.passes.to_string(), "--quiet"]);
+        // Not --quiet: the sender's closing summary (datagrams, bytes) is an info line.
+        .args(["--passes", &s.passes.to_string()]);
     if let Some(kind) = s.kind {
         scmd.args(["--kind", kind]);
     }
