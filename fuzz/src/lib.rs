@@ -152,22 +152,16 @@ pub fn send_object(
         pass: 1,
         passes,
     };
-    let mut datagrams = Vec::new();
-    for pass in 1..=passes {
-        let d = ObjectDescriptor { pass, ..d1.clone() };
-        datagrams.extend(
-            send::pass_datagrams(
-                w,
-                object,
-                &d,
-                original,
-                max_symbol,
-                repair_percent,
-                compress::DEFAULT_LEVEL,
-            )
-            .expect("small descriptor"),
-        );
-    }
+    let datagrams = send::object_datagrams(
+        w,
+        object,
+        &d1,
+        original,
+        max_symbol,
+        repair_percent,
+        compress::DEFAULT_LEVEL,
+    )
+    .expect("small descriptor");
     SentObject {
         object,
         original: original.to_vec(),

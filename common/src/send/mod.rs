@@ -6,5 +6,7 @@
 mod object;
 mod session;
 
-pub use object::{pass_datagrams, Emitted, ObjectSchedule, DESCRIPTOR_EVERY, MIN_DESCRIPTORS};
+pub use object::{
+    object_datagrams, pass_datagrams, Emitted, ObjectSchedule, DESCRIPTOR_EVERY, MIN_DESCRIPTORS,
+};
 pub use session::{Session, Transmit, ENDING_SPACING, FLUSH_SPAN, HEARTBEAT_EVERY};

@@ -197,6 +197,33 @@ pub fn pass_datagrams(
     Ok(ObjectSchedule::new(object, d.clone())?.all_datagrams(w, windows))
 }
 
+/// Every datagram of every pass of `object` (passes `1..=d.passes`), as
+/// [`pass_datagrams`] produces each pass.
+pub fn object_datagrams(
+    w: &DatagramWriter,
+    object: u32,
+    d: &ObjectDescriptor,
+    original: &[u8],
+    max_symbol: u16,
+    repair_percent: u32,
+    zstd_level: i32,
+) -> Result<Vec<Vec<u8>>, ControlError> {
+    let mut datagrams = Vec::new();
+    for pass in 1..=d.passes {
+        let d = ObjectDescriptor { pass, ..d.clone() };
+        datagrams.extend(pass_datagrams(
+            w,
+            object,
+            &d,
+            original,
+            max_symbol,
+            repair_percent,
+            zstd_level,
+        )?);
+    }
+    Ok(datagrams)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

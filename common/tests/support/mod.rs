@@ -125,22 +125,16 @@ pub fn send_object(
     passes: u8,
 ) -> SentObject {
     let d1 = describe(name, original, max_symbol, passes);
-    let mut datagrams = Vec::new();
-    for pass in 1..=passes {
-        let d = ObjectDescriptor { pass, ..d1.clone() };
-        datagrams.extend(
-            send::pass_datagrams(
-                w,
-                object,
-                &d,
-                original,
-                max_symbol,
-                repair_percent,
-                compress::DEFAULT_LEVEL,
-            )
-            .expect("small descriptor"),
-        );
-    }
+    let datagrams = send::object_datagrams(
+        w,
+        object,
+        &d1,
+        original,
+        max_symbol,
+        repair_percent,
+        compress::DEFAULT_LEVEL,
+    )
+    .expect("small descriptor");
     SentObject {
         descriptor: d1,
         original: original.to_vec(),
