@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 mod api;
+mod held;
 mod object;
 mod parked;
 mod resolved;
@@ -23,6 +24,7 @@ mod solve;
 mod tests;
 
 pub use api::*;
+use held::{Charge, Held};
 use object::{BlockState, ObjectState};
 use parked::Parked;
 use resolved::Resolved;
@@ -37,7 +39,7 @@ pub struct Assembler {
     /// everything of it was resolved (it went silent or was evicted, and may come back).
     closed: VecDeque<(u64, Option<u32>)>,
     events: VecDeque<Event>,
-    held: usize,
+    held: Held,
     stats: Stats,
     ledger: Option<std::sync::Arc<dyn Ledger>>,
     parked: HashMap<(String, [u8; 32]), Parked>,
@@ -83,7 +85,7 @@ impl Assembler {
             sessions: HashMap::new(),
             closed: VecDeque::new(),
             events: VecDeque::new(),
-            held: 0,
+            held: Held::default(),
             stats: Stats::default(),
             ledger: None,
             parked: HashMap::new(),
@@ -126,7 +128,7 @@ impl Assembler {
 
     /// Bytes of symbols and early blocks currently held.
     pub fn held_bytes(&self) -> usize {
-        self.held
+        self.held.bytes()
     }
 
     /// The session of the last datagram that parsed and authenticated.
@@ -322,7 +324,7 @@ impl Assembler {
         }
         // Nothing can come after a finish: parked blocks would wait for nobody.
         for (_, p) in self.parked.drain() {
-            self.held -= p.held;
+            self.held.release(p.held.bytes());
         }
     }
 }

@@ -21,7 +21,7 @@ impl BlockState {
         symbol_len: usize,
         max_symbols: u32,
         hold_solves: bool,
-        held: usize,
+        held: Held,
         limit: usize,
     ) -> Result<Self, Reject> {
         let symbol_size = u16::try_from(symbol_len)
@@ -29,7 +29,7 @@ impl BlockState {
         let mut decoder = BlockDecoder::new(h.block_len as usize, symbol_size, max_symbols)
             .map_err(|_| Reject::Refused("block parameters out of range"))?;
         decoder.hold_solves(hold_solves);
-        if held + decoder.held_bytes() + decoder.cost_of_symbol() > limit {
+        if !held.room_for(decoder.held_bytes() + decoder.cost_of_symbol(), limit) {
             return Err(Reject::Refused(MEMORY_LIMIT));
         }
         Ok(BlockState {
@@ -44,11 +44,11 @@ impl BlockState {
 
     /// Checks that the data datagram `h` belongs to this block and that its symbol fits
     /// under `limit` beside `held` bytes.
-    fn check_symbol(&self, h: &DataHeader, held: usize, limit: usize) -> Result<(), Reject> {
+    fn check_symbol(&self, h: &DataHeader, held: Held, limit: usize) -> Result<(), Reject> {
         if self.block_len != h.block_len || self.plain_len != h.plain_len || self.codec != h.codec {
             return Err(Reject::Refused("symbol disagrees with its block"));
         }
-        if held + self.decoder.cost_of_symbol() > limit {
+        if !held.room_for(self.decoder.cost_of_symbol(), limit) {
             return Err(Reject::Refused(MEMORY_LIMIT));
         }
         Ok(())
@@ -68,7 +68,7 @@ pub(super) struct ObjectState {
     pub(super) blocks: HashMap<u32, BlockState>,
     pub(super) decoded: HashSet<u32>,
     pub(super) early: Vec<EarlyBlock>,
-    pub(super) held: usize,
+    pub(super) held: Held,
     /// Blocks with a solve request out: the object is not failed while any is.
     pub(super) solving: u32,
     /// The receiver's own drops when the object was admitted.
@@ -158,9 +158,7 @@ impl Assembler {
         early: Vec<EarlyBlock>,
     ) -> bool {
         for b in early {
-            self.held -= b.data.len();
-            let state = self.object_mut(oref);
-            state.held -= b.data.len();
+            self.charge(oref).release(b.data.len());
             if b.block as u64 >= descriptor.block_count()
                 || b.plain_len as u64 != descriptor.block_plain_len(b.block)
             {
@@ -283,9 +281,12 @@ impl Assembler {
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 let b = BlockState::open(&h, symbol.len(), max_symbols, hold, held_now, limit)?;
-                let opened = b.decoder.held_bytes();
-                state.held += opened;
-                self.held += opened;
+                let holder = &mut state.held;
+                Charge {
+                    total: &mut self.held,
+                    holder,
+                }
+                .add(b.decoder.held_bytes());
                 e.insert(b)
             }
         };
@@ -318,7 +319,7 @@ impl Assembler {
                 BlockDecoder::opening_cost(h.block_len as usize, t, self.limits.max_block_symbols)
                     .map_err(|_| Reject::Refused("block parameters out of range"))
             })?;
-        if self.held + cost > self.limits.max_held_bytes {
+        if !self.held.room_for(cost, self.limits.max_held_bytes) {
             return Err(Reject::Refused(MEMORY_LIMIT));
         }
         self.admit_object(h.session, h.object)
@@ -326,10 +327,20 @@ impl Assembler {
 
     /// Moves the held-bytes accounting of one block of `o` from `before` to `after`.
     pub(super) fn adjust_held(&mut self, o: ObjectRef, before: usize, after: usize) {
-        // A decoder that just handed its buffer over holds less than before.
-        let state = self.object_mut(o);
-        state.held = (state.held + after).saturating_sub(before);
-        self.held = (self.held + after).saturating_sub(before);
+        self.charge(o).resize(before, after);
+    }
+
+    /// The held-bytes accounting of `o`, tied to the assembler's total.
+    pub(super) fn charge(&mut self, o: ObjectRef) -> Charge<'_> {
+        let state = self
+            .sessions
+            .get_mut(&o.session)
+            .and_then(|s| s.objects.get_mut(&o.object))
+            .expect("object in flight");
+        Charge {
+            total: &mut self.held,
+            holder: &mut state.held,
+        }
     }
 
     /// Block `block` of `o` decoded into `data`: hand it on (or keep it until the
@@ -340,10 +351,8 @@ impl Assembler {
         if b.ticket.is_some() {
             state.solving -= 1;
         }
-        let freed = b.decoder.held_bytes();
-        state.held -= freed;
         state.decoded.insert(block);
-        self.held -= freed;
+        self.charge(oref).release(b.decoder.held_bytes());
         self.stats.blocks_decoded += 1;
         if b.repair_seen {
             self.stats.blocks_repaired += 1;
@@ -360,14 +369,13 @@ impl Assembler {
             self.complete_if_done(oref);
         } else {
             let len = data.len();
-            state.held += len;
             state.early.push(EarlyBlock {
                 block,
                 codec: b.codec,
                 plain_len: b.plain_len,
                 data,
             });
-            self.held += len;
+            self.charge(oref).add(len);
         }
     }
 
@@ -389,7 +397,7 @@ impl Assembler {
         let s = self.sessions.get_mut(&o.session)?;
         s.resolved.insert(o.object);
         let state = s.objects.remove(&o.object)?;
-        self.held -= state.held;
+        self.held.release(state.held.bytes());
         Some(state)
     }
 

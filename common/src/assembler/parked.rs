@@ -8,7 +8,7 @@ use super::*;
 pub(super) struct Parked {
     pub(super) block_plain_size: u32,
     pub(super) blocks: HashMap<u32, BlockState>,
-    pub(super) held: usize,
+    pub(super) held: Held,
     pub(super) since: Duration,
 }
 
@@ -24,7 +24,7 @@ impl Assembler {
         let Some(p) = self.parked.remove(&key) else {
             return;
         };
-        self.held -= p.held;
+        self.held.release(p.held.bytes());
         if p.block_plain_size != d.block_plain_size {
             return;
         }
@@ -37,8 +37,7 @@ impl Assembler {
             adopted += block.decoder.held_bytes();
             state.blocks.insert(index, block);
         }
-        state.held += adopted;
-        self.held += adopted;
+        self.charge(o).add(adopted);
     }
 
     /// Keeps the undecoded blocks of a failing object with a descriptor, within limits.
@@ -54,8 +53,11 @@ impl Assembler {
         if state.blocks.is_empty() {
             return;
         }
-        let held: usize = state.blocks.values().map(|b| b.decoder.held_bytes()).sum();
-        if self.held + held > self.limits.max_held_bytes / 2 {
+        let held = Held::new(state.blocks.values().map(|b| b.decoder.held_bytes()).sum());
+        if !self
+            .held
+            .room_for(held.bytes(), self.limits.max_held_bytes / 2)
+        {
             return;
         }
         if self.parked.len() >= PARK_MAX {
@@ -66,10 +68,10 @@ impl Assembler {
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 let p = self.parked.remove(&k).expect("present");
-                self.held -= p.held;
+                self.held.release(p.held.bytes());
             }
         }
-        self.held += held;
+        self.held.add(held.bytes());
         let key = (d.name.clone(), d.blake3);
         if let Some(old) = self.parked.insert(
             key,
@@ -80,7 +82,7 @@ impl Assembler {
                 since: now,
             },
         ) {
-            self.held -= old.held;
+            self.held.release(old.held.bytes());
         }
     }
 
@@ -93,7 +95,7 @@ impl Assembler {
             .collect();
         for k in expired {
             let p = self.parked.remove(&k).expect("present");
-            self.held -= p.held;
+            self.held.release(p.held.bytes());
         }
     }
 }
