@@ -20,6 +20,7 @@ mod parked;
 mod resolved;
 mod session;
 mod solve;
+
 #[cfg(test)]
 mod tests;
 
@@ -200,28 +201,7 @@ impl Assembler {
                 Some(watermark) => resume = Some((i, watermark)),
             }
         }
-        let hint = match d {
-            Datagram::Data { header, .. } => Some(header.object),
-            Datagram::Control {
-                kind: DatagramType::Descriptor,
-                object,
-                ..
-            } => Some(object),
-            _ => None,
-        };
-        // Heartbeats are decoded before a session is created for them, so garbage
-        // cannot open sessions.
-        let heartbeat = match d {
-            Datagram::Control {
-                kind: DatagramType::Heartbeat,
-                body,
-                ..
-            } => Some(
-                control::decode::<Heartbeat>(body)
-                    .map_err(|_| Reject::Malformed("heartbeat does not decode"))?,
-            ),
-            _ => None,
-        };
+        let (hint, heartbeat) = peek(&d)?;
         if matches!(
             d,
             Datagram::Control {
@@ -327,4 +307,30 @@ impl Assembler {
             self.held.release(p.held.bytes());
         }
     }
+}
+
+/// What a datagram says before any session state is touched: the object it names (data
+/// and descriptors) and, for a heartbeat, its decoded counters. Heartbeats are decoded
+/// here, before a session is created for them, so garbage cannot open sessions.
+fn peek(d: &Datagram<'_>) -> Result<(Option<u32>, Option<Heartbeat>), Reject> {
+    Ok(match *d {
+        Datagram::Data { ref header, .. } => (Some(header.object), None),
+        Datagram::Control {
+            kind: DatagramType::Descriptor,
+            object,
+            ..
+        } => (Some(object), None),
+        Datagram::Control {
+            kind: DatagramType::Heartbeat,
+            body,
+            ..
+        } => (
+            None,
+            Some(
+                control::decode::<Heartbeat>(body)
+                    .map_err(|_| Reject::Malformed("heartbeat does not decode"))?,
+            ),
+        ),
+        _ => (None, None),
+    })
 }

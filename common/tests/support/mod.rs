@@ -248,17 +248,7 @@ impl Checker {
     pub fn check(&mut self, e: Event, limits: &Limits) {
         match e {
             Event::ObjectStarted { object, descriptor } => {
-                assert!(!self.resolved(&object), "{object} started after it ended");
-                assert!(
-                    self.started.insert(object, descriptor.clone()).is_none(),
-                    "{object} started twice"
-                );
-                gapferry_common::name::validate(&descriptor.name).expect("accepted name is safe");
-                assert!(descriptor.size <= limits.max_object_size);
-                assert!(descriptor.block_count() <= u32::MAX as u64);
-                if descriptor.size > 0 {
-                    assert!((1..=limits.max_block_plain).contains(&descriptor.block_plain_size));
-                }
+                self.on_started(object, descriptor, limits)
             }
             Event::BlockDecoded {
                 object,
@@ -266,48 +256,8 @@ impl Checker {
                 codec,
                 plain_len,
                 data,
-            } => {
-                let d = self
-                    .started
-                    .get(&object)
-                    .unwrap_or_else(|| panic!("block of {object} before its descriptor"));
-                assert!(!self.resolved(&object), "block of {object} after it ended");
-                assert!(
-                    (block as u64) < d.block_count(),
-                    "block {block} beyond the object"
-                );
-                assert_eq!(plain_len as u64, d.block_plain_len(block));
-                assert!(plain_len <= limits.max_block_plain);
-                assert!(!data.is_empty() && data.len() <= plain_len as usize);
-                let plain = compress::decompress_block(codec, data, plain_len).ok();
-                if let Some(p) = &plain {
-                    assert_eq!(p.len(), plain_len as usize);
-                }
-                let prev = self.blocks.entry(object).or_default().insert(block, plain);
-                assert!(prev.is_none(), "block {block} of {object} decoded twice");
-            }
-            Event::ObjectComplete { object } => {
-                let d = self
-                    .started
-                    .get(&object)
-                    .unwrap_or_else(|| panic!("{object} complete without a descriptor"));
-                assert!(!self.resolved(&object), "{object} ended twice");
-                let blocks = self.blocks.remove(&object).unwrap_or_default();
-                assert_eq!(
-                    blocks.len() as u64,
-                    d.block_count(),
-                    "{object} complete early"
-                );
-                let bytes: Option<Vec<u8>> =
-                    blocks.into_values().try_fold(Vec::new(), |mut acc, b| {
-                        acc.extend_from_slice(&b?);
-                        Some(acc)
-                    });
-                if let Some(b) = &bytes {
-                    assert_eq!(b.len() as u64, d.size);
-                }
-                self.completed.insert(object, bytes);
-            }
+            } => self.on_block(object, (block, codec, plain_len), data, limits),
+            Event::ObjectComplete { object } => self.on_complete(object),
             Event::ObjectFailed { object, reason, .. } => {
                 assert!(!self.resolved(&object), "{object} ended twice");
                 assert!(!reason.is_empty());
@@ -316,29 +266,7 @@ impl Checker {
             }
             Event::ObjectLost {
                 object, through, ..
-            } => {
-                assert!(
-                    through >= object.object,
-                    "{object}: a run ending before it starts"
-                );
-                // A run may span billions of ids (a forger's claim): checked as a range.
-                let in_run = |o: &ObjectRef| {
-                    o.session == object.session && (object.object..=through).contains(&o.object)
-                };
-                assert!(
-                    !self.completed.keys().any(in_run)
-                        && !self.failed.keys().any(in_run)
-                        && !self.lost.iter().any(|&(s, first, last)| {
-                            s == object.session && first <= through && object.object <= last
-                        }),
-                    "{object}..={through}: a lost run holds an object that ended before"
-                );
-                assert!(
-                    !self.started.keys().any(in_run),
-                    "{object}..={through}: a lost run holds an object that started"
-                );
-                self.lost.push((object.session, object.object, through));
-            }
+            } => self.on_lost(object, through),
             Event::SessionClosed { session, reason } => {
                 assert!(!reason.is_empty());
                 self.closed.insert(session);
@@ -347,6 +275,130 @@ impl Checker {
             _ => {}
         }
     }
+
+    fn on_started(&mut self, object: ObjectRef, descriptor: ObjectDescriptor, limits: &Limits) {
+        assert!(!self.resolved(&object), "{object} started after it ended");
+        gapferry_common::name::validate(&descriptor.name).expect("accepted name is safe");
+        assert!(descriptor.size <= limits.max_object_size);
+        assert!(descriptor.block_count() <= u32::MAX as u64);
+        if descriptor.size > 0 {
+            assert!((1..=limits.max_block_plain).contains(&descriptor.block_plain_size));
+        }
+        assert!(
+            self.started.insert(object, descriptor).is_none(),
+            "{object} started twice"
+        );
+    }
+
+    /// Checks a decoded block: `(index, codec, plain_len)` and its bytes.
+    fn on_block(
+        &mut self,
+        object: ObjectRef,
+        (block, codec, plain_len): (u32, gapferry_common::wire::Codec, u32),
+        data: Vec<u8>,
+        limits: &Limits,
+    ) {
+        let d = self
+            .started
+            .get(&object)
+            .unwrap_or_else(|| panic!("block of {object} before its descriptor"));
+        assert!(!self.resolved(&object), "block of {object} after it ended");
+        assert!(
+            (block as u64) < d.block_count(),
+            "block {block} beyond the object"
+        );
+        assert_eq!(plain_len as u64, d.block_plain_len(block));
+        assert!(plain_len <= limits.max_block_plain);
+        assert!(!data.is_empty() && data.len() <= plain_len as usize);
+        let plain = compress::decompress_block(codec, data, plain_len).ok();
+        if let Some(p) = &plain {
+            assert_eq!(p.len(), plain_len as usize);
+        }
+        let prev = self.blocks.entry(object).or_default().insert(block, plain);
+        assert!(prev.is_none(), "block {block} of {object} decoded twice");
+    }
+
+    fn on_complete(&mut self, object: ObjectRef) {
+        let d = self
+            .started
+            .get(&object)
+            .unwrap_or_else(|| panic!("{object} complete without a descriptor"));
+        assert!(!self.resolved(&object), "{object} ended twice");
+        let blocks = self.blocks.remove(&object).unwrap_or_default();
+        assert_eq!(
+            blocks.len() as u64,
+            d.block_count(),
+            "{object} complete early"
+        );
+        let bytes: Option<Vec<u8>> = blocks.into_values().try_fold(Vec::new(), |mut acc, b| {
+            acc.extend_from_slice(&b?);
+            Some(acc)
+        });
+        if let Some(b) = &bytes {
+            assert_eq!(b.len() as u64, d.size);
+        }
+        self.completed.insert(object, bytes);
+    }
+
+    fn on_lost(&mut self, object: ObjectRef, through: u32) {
+        assert!(
+            through >= object.object,
+            "{object}: a run ending before it starts"
+        );
+        // A run may span billions of ids (a forger's claim): checked as a range.
+        let in_run = |o: &ObjectRef| {
+            o.session == object.session && (object.object..=through).contains(&o.object)
+        };
+        assert!(
+            !self.completed.keys().any(in_run)
+                && !self.failed.keys().any(in_run)
+                && !self.lost.iter().any(|&(s, first, last)| {
+                    s == object.session && first <= through && object.object <= last
+                }),
+            "{object}..={through}: a lost run holds an object that ended before"
+        );
+        assert!(
+            !self.started.keys().any(in_run),
+            "{object}..={through}: a lost run holds an object that started"
+        );
+        self.lost.push((object.session, object.object, through));
+    }
+}
+
+/// The key ring of [`key`].
+pub fn ring() -> gapferry_common::KeyRing {
+    gapferry_common::KeyRing::new(vec![key()])
+}
+
+/// Proptest settings with `cases` cases, or `PROPTEST_CASES` when set.
+pub fn config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// Bytes that look like a gapferry datagram for some prefix, then arbitrary: they get
+/// past the magic and version checks, so the later checks are exercised.
+pub fn datagram_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    (
+        0u8..5,
+        0u8..4,
+        prop::collection::vec(any::<u8>(), 0..1600),
+        prop::bool::ANY,
+    )
+        .prop_map(|(t, flags, mut rest, zero_reserved)| {
+            let mut v = vec![b'G', b'F', gapferry_common::wire::VERSION, t, flags];
+            if zero_reserved && rest.len() >= 3 {
+                rest[..3].fill(0);
+            }
+            v.extend(rest);
+            v
+        })
 }
 
 /// Feeds `bytes` at `now` and checks the bounds afterwards.
