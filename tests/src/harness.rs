@@ -218,6 +218,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A port on 127.0.0.1 free a moment ago (UDP or TCP), for a server the test starts.
+pub fn free_port(udp: bool) -> u16 {
+    if udp {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        s.local_addr().expect("bound").port()
+    } else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        l.local_addr().expect("bound").port()
+    }
+}
+
 /// A child process killed when the test ends, even by a panic, so no orphan holds ports or pipes.
 pub struct ChildGuard(pub std::process::Child);
 

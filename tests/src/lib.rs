@@ -6,5 +6,7 @@ pub mod fixtures;
 pub mod harness;
 pub mod lxd;
 pub mod openpgp;
+pub mod prereq;
 pub mod realdata;
 pub mod relay;
+pub mod tls;

@@ -26,19 +26,7 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-/// `Some(v)` when `r` is Ok; otherwise panics under `CI=true` and prints `skipping:`.
-pub fn require<T>(r: Result<T, String>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("OpenPGP test cannot run under CI=true: {reason}")
-        }
-        Err(reason) => {
-            println!("skipping: {reason}");
-            None
-        }
-    }
-}
+pub use crate::prereq::require;
 
 impl TestSigner {
     /// Generates an ed25519 signing key for `uid`; its public keyring is written to

@@ -5,6 +5,7 @@
 use gapferry_common::wire::{self, MAX_DATAGRAM};
 use gapferry_common::KeyRing;
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::free_port;
 use gapferry_tests::harness::{
     binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard, TestReceiver,
 };
@@ -19,22 +20,6 @@ use std::time::{Duration, Instant};
 /// must not come near: before the byte-bounded queue and the streaming MISP parser they
 /// drove the receiver to 677 MB and 445 MB.
 const PEAK_RSS_BOUND: u64 = 150 << 20;
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-}
 
 /// Peak resident set of process `pid`, bytes (`VmHWM` of /proc/<pid>/status).
 fn peak_rss(pid: u32) -> u64 {

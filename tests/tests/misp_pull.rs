@@ -7,7 +7,9 @@
 //! 500, a hostile answer) exit non-zero naming the URL and what to check, and the watch
 //! service's `[misp_pull]` pulls into the outbox it sends from.
 
-use gapferry_tests::harness::{binary, ChildGuard};
+use gapferry_tests::harness::{binary, free_port, ChildGuard};
+use gapferry_tests::prereq::require;
+use gapferry_tests::tls::TestPki;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -671,143 +673,17 @@ fn the_watch_service_pulls_into_its_outbox_and_sends_what_it_pulled() {
     assert!(state(&outbox)["last_success"]["finished"].as_u64().unwrap() > 0);
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Under CI a missing prerequisite fails the test; elsewhere it skips with the reason.
-fn require<T>(r: Result<T, String>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(reason) if ci() => panic!("misp-pull TLS test cannot run under CI=true: {reason}"),
-        Err(reason) => {
-            println!("skipping: {reason}");
-            None
-        }
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("openssl (package openssl) cannot run: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ))
-    }
-}
-
-/// A CA made here and a certificate for 127.0.0.1 it signed: (ca.pem, srv.pem, srv.key).
-fn make_pki(dir: &Path) -> Result<(), String> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=gapferry test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    )
-}
-
 #[test]
 fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let Some(()) = require(make_pki(dir.path())) else {
+    let Some(pki) = require(TestPki::make(dir.path())) else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port(false);
     // openssl's test server terminates TLS; what the client sends comes out on its stdout,
     // what the test writes to its stdin goes back to the client.
-    let mut server = ChildGuard(
-        Command::new("openssl")
-            .args([
-                "s_server",
-                "-quiet",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["-cert", "srv.pem", "-key", "srv.key"])
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = pki.serve(port, false);
     let url = format!("https://127.0.0.1:{port}");
     let outbox = dir.path().join("outbox");
     let key = key_file(dir.path(), KEY);
@@ -847,7 +723,7 @@ fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
         .and_then(|()| stdin.flush());
         String::from_utf8_lossy(&request).into_owned()
     });
-    let ca = dir.path().join("ca.pem");
+    let ca = pki.ca.clone();
     let o = pull(
         &outbox,
         &url,

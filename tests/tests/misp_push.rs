@@ -9,9 +9,11 @@
 //! (an `openssl s_server` with a certificate from a CA made in the test).
 
 use gapferry_tests::harness::{
-    binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
+    binary, free_port, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
+use gapferry_tests::prereq::require;
 use gapferry_tests::realdata::{infoblox_events, realdata};
+use gapferry_tests::tls::TestPki;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -276,22 +278,6 @@ struct Receiver {
     metrics: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
 }
 
 fn start_receiver(misp: &FakeMisp, key: &str) -> Receiver {
@@ -710,125 +696,16 @@ fn pushes_waiting_when_the_receiver_stops_are_recorded_as_not_made() {
     );
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("openssl cannot run ({e}); install the openssl package"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`leaf.pem`, `leaf.key`).
-fn make_certificates(dir: &Path) -> Result<(), String> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=gapferry test CA",
-            ],
-        ]
-        .concat(),
-    )?;
-    openssl(
-        dir,
-        &[
-            &["req"],
-            &ec[..],
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    )?;
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    )
-}
-
 #[test]
 fn tls_is_verified_against_the_ca_file() {
     let certs = tempfile::tempdir().unwrap();
-    if let Err(reason) = make_certificates(certs.path()) {
-        assert!(!ci(), "the TLS test cannot run under CI=true: {reason}");
-        println!("skipping: {reason}");
+    let Some(pki) = require(TestPki::make(certs.path())) else {
         return;
-    }
+    };
     // openssl's test server answers any request with a status page, over TLS with the
     // certificate the test's CA signed.
     let port = free_port(false);
-    let server = ChildGuard(
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", "leaf.pem", "-key", "leaf.key"])
-            .current_dir(certs.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = pki.serve(port, true);
     let url = format!("https://127.0.0.1:{port}");
     let (event, _) = smallest_event();
 
@@ -847,7 +724,7 @@ fn tls_is_verified_against_the_ca_file() {
 
     // With it, the handshake succeeds and the view is answered (an HTML page, which is
     // refused as not MISP's: nothing is added or edited on a server that is not MISP).
-    let ca = serde_json::to_string(certs.path().join("ca.pem").to_str().unwrap()).unwrap();
+    let ca = serde_json::to_string(pki.ca.to_str().unwrap()).unwrap();
     let rx = start_receiver_with(&url, KEY, &format!("attempts = 1\nca_file = {ca}\n"));
     rx.send(&[event]);
     let records = rx.wait("the push's outcome", |r| count(r, "push_failed") >= 1);

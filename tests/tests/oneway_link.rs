@@ -32,6 +32,7 @@
 
 use gapferry_tests::fixtures::{json_file, random_file};
 use gapferry_tests::harness::{binary, log_number, read_records, strip_ansi, with_outcome};
+use gapferry_tests::prereq::{ci, require};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -63,22 +64,6 @@ const MIN_SESSION_INTERVAL: Duration = Duration::from_millis(500);
 /// The two tests of this file each saturate the link; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_LINK: AtomicU32 = AtomicU32::new(0);
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Under CI a missing prerequisite fails the test; elsewhere it skips with the reason.
-fn require<T>(r: Result<T, String>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(reason) if ci() => panic!("one-way link test cannot run under CI=true: {reason}"),
-        Err(reason) => {
-            println!("skipping: {reason}");
-            None
-        }
-    }
-}
 
 fn prerequisites() -> Result<(), String> {
     let status = std::fs::read_to_string("/proc/self/status")

@@ -2,6 +2,7 @@
 //! generated man pages and completions.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::free_port;
 use gapferry_tests::harness::{
     binary, http_get, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
@@ -9,22 +10,6 @@ use gapferry_tests::harness::{
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-}
 
 #[test]
 fn metrics_match_what_was_sent_and_delivered_and_json_logs_parse() {

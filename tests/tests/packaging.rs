@@ -23,6 +23,7 @@
 //! when missing); root for the install step. Without them the test prints `skipping:
 //! <reason>`, and under `CI=true` it fails instead.
 
+use gapferry_tests::prereq::ci;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -60,10 +61,6 @@ const PACKAGES: [Package; 2] = [
         also: &["/etc/sysctl.d/60-gapferry.conf"],
     },
 ];
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
 
 /// Under CI a missing prerequisite fails the test; elsewhere it skips with the reason.
 fn skip_or_fail(reason: &str) {

@@ -10,6 +10,7 @@
 
 use gapferry_tests::harness::{binary, read_records, with_outcome, ChildGuard};
 use gapferry_tests::lxd::signed_image;
+use gapferry_tests::prereq::require;
 use gapferry_tests::realdata::realdata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,21 +23,6 @@ const READER: &str = "65534";
 /// or not. No group database entry is needed for a numeric gid.
 const FEED_GID: u32 = 4242;
 const STEM: &str = "MISP_v2.5.1_abc";
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn require<T>(r: Result<T, String>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(reason) if ci() => panic!("permission test cannot run under CI=true: {reason}"),
-        Err(reason) => {
-            println!("skipping: {reason}");
-            None
-        }
-    }
-}
 
 fn prerequisites() -> Result<(), String> {
     let uid = Command::new("id")

@@ -16,6 +16,7 @@ use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{
     binary, read_records, send, sender_config, with_outcome, ChildGuard,
 };
+use gapferry_tests::prereq::ci;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,10 +24,6 @@ use std::time::{Duration, Instant};
 
 /// Highest exposure `systemd-analyze security` may give a unit.
 const MAX_EXPOSURE: f64 = 2.0;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
 
 /// True when `tool` runs; otherwise skips (or fails under CI) with the reason.
 fn require(tool: &str, arg: &str) -> bool {
