@@ -218,6 +218,39 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs the real `gapferry-send file PATHS --to TO --quiet EXTRA...` and asserts it
+/// succeeded (its stderr is the failure message); returns its output.
+pub fn send_with_binary<P: AsRef<std::ffi::OsStr>>(
+    paths: &[P],
+    to: impl std::fmt::Display,
+    extra: &[&str],
+) -> std::process::Output {
+    let out = std::process::Command::new(binary("gapferry-send"))
+        .arg("file")
+        .args(paths)
+        .args(["--to", &to.to_string(), "--quiet"])
+        .args(extra)
+        .output()
+        .expect("gapferry-send runs");
+    assert!(
+        out.status.success(),
+        "gapferry-send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Writes a new link key to `path` with the real `gapferry-send keygen`.
+pub fn keygen(path: &Path) {
+    let st = std::process::Command::new(binary("gapferry-send"))
+        .arg("keygen")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("gapferry-send runs");
+    assert!(st.success(), "gapferry-send keygen failed");
+}
+
 /// A port on 127.0.0.1 free a moment ago (UDP or TCP), for a server the test starts.
 pub fn free_port(udp: bool) -> u16 {
     if udp {

@@ -5,6 +5,7 @@
 //! events: no newest version is lost to the race, a consumed feed is emptied and can be
 //! republished equal to PyMISP's, and `gapferry-recv feed` refuses bad input.
 
+use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::{binary, read_records, strip_ansi, with_outcome, ChildGuard};
 use gapferry_tests::realdata::{assert_feed_matches_infoblox_reference, infoblox_events, realdata};
 use serde_json::{Map, Value};
@@ -62,17 +63,7 @@ impl Listen {
 }
 
 fn send(paths: &[&Path], to: &str) {
-    let out = Command::new(binary("gapferry-send"))
-        .arg("file")
-        .args(paths)
-        .args(["--to", to, "--rate", "400M", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_with_binary(paths, to, &["--rate", "400M"]);
 }
 
 fn wait_delivered(out: &Path, n: usize, timeout: Duration) {

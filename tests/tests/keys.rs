@@ -3,36 +3,17 @@
 //! apart (`retired_key`), and delivers from the new key.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::keygen;
+use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::{
     binary, log_number, read_records, strip_ansi, with_outcome, ChildGuard,
 };
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn keygen(path: &std::path::Path) {
-    let st = Command::new(binary("gapferry-send"))
-        .arg("keygen")
-        .arg(path)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn send(file: &std::path::Path, to: &str, key: &std::path::Path) {
-    let out = Command::new(binary("gapferry-send"))
-        .arg("file")
-        .arg(file)
-        .args(["--to", to, "--quiet", "--key"])
-        .arg(key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_with_binary(&[file], to, &["--key", key.to_str().unwrap()]);
 }
 
 #[test]

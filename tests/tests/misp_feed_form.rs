@@ -5,10 +5,10 @@
 //! what is outside them.
 
 use gapferry_feeds::misp_to_feed::{to_feed, FeedForm};
-use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::harness::send_with_binary;
+use gapferry_tests::harness::{with_outcome, TestReceiver};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 fn export() -> PathBuf {
@@ -18,17 +18,7 @@ fn export() -> PathBuf {
 }
 
 fn send(path: &Path, to: std::net::SocketAddr, extra: &[&str]) {
-    let out = Command::new(binary("gapferry-send"))
-        .args(["file", path.to_str().unwrap(), "--quiet", "--rate", "400M"])
-        .args(["--to", &to.to_string()])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_with_binary(&[path], to, &[&["--rate", "400M"], extra].concat());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! not made when the receiver stops are recorded; TLS is verified against `ca_file`
 //! (an `openssl s_server` with a certificate from a CA made in the test).
 
+use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::{
     binary, free_port, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
@@ -343,23 +344,8 @@ impl Receiver {
 
     /// Sends `paths` with the real `gapferry-send` binary.
     fn send(&self, paths: &[PathBuf]) {
-        let out = Command::new(binary("gapferry-send"))
-            .arg("file")
-            .args(paths)
-            .args([
-                "--to",
-                &format!("127.0.0.1:{}", self.port),
-                "--rate",
-                "400M",
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let to = format!("127.0.0.1:{}", self.port);
+        send_with_binary(paths, to, &["--rate", "400M"]);
     }
 
     /// Waits until `done` holds for the records, or panics with them.

@@ -8,6 +8,8 @@
 
 use gapferry_pcap::CaptureReader;
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::keygen;
+use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::{
     binary, log_number, read_records, strip_ansi, with_outcome, ChildGuard,
 };
@@ -27,12 +29,7 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("link.key");
-        let st = Command::new(binary("gapferry-send"))
-            .arg("keygen")
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        keygen(&key);
         let port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -79,20 +76,8 @@ impl Setup {
     /// What a keyed sender puts on the wire for `file`, captured.
     fn capture(&self, file: &Path, name: &str) -> Vec<Vec<u8>> {
         let pcap = self.dir.path().join(format!("{name}.pcap"));
-        let out = Command::new(binary("gapferry-send"))
-            .arg("file")
-            .arg(file)
-            .args(["--to", &self.addr, "--quiet", "--key"])
-            .arg(&self.key)
-            .arg("--pcap-out")
-            .arg(&pcap)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (key, pcap_out) = (self.key.to_str().unwrap(), pcap.to_str().unwrap());
+        send_with_binary(&[file], &self.addr, &["--key", key, "--pcap-out", pcap_out]);
         let mut reader = CaptureReader::open(&pcap).unwrap();
         let mut datagrams = Vec::new();
         while let Some(d) = reader.next_datagram().unwrap() {

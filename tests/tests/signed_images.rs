@@ -5,6 +5,7 @@
 //! (cause `signature`), counted, and `latest_` stays where it was.
 
 use gapferry_receiver::metrics::{ReceiverMetrics, ResultLabel};
+use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
 use gapferry_tests::lxd::lxd_image;
 use gapferry_tests::openpgp::{require, TestSigner};
@@ -14,17 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn send_cli(paths: &[&Path], to: std::net::SocketAddr) {
-    let out = Command::new(binary("gapferry-send"))
-        .arg("file")
-        .args(paths)
-        .args(["--to", &to.to_string(), "--rate", "400M", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_with_binary(paths, to, &["--rate", "400M"]);
 }
 
 fn signature_checks(m: &ReceiverMetrics, result: &str) -> u64 {
