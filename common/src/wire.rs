@@ -3,7 +3,7 @@
 //! All integers are big-endian. The byte-by-byte layout is in `docs/PROTOCOL.md`.
 //! A datagram that fails any check here is a [`Reject`] and never reaches the decoder.
 
-use crate::auth::{Key, KeyRing, Verdict, TAG_LEN};
+use crate::auth::{Key, KeyRing, TagScheme, Verdict, TAG_LEN};
 use thiserror::Error;
 
 /// The two bytes every gapferry datagram starts with.
@@ -21,8 +21,11 @@ pub const MAX_ESI: u32 = (1 << 24) - 1;
 /// Largest UDP payload gapferry ever produces or accepts.
 pub const MAX_DATAGRAM: usize = 65_507;
 
-/// Flag bit: a [`TAG_LEN`]-byte keyed-blake3 tag ends the datagram.
+/// Flag bit: a [`TAG_LEN`]-byte tag ends the datagram (keyed blake3 unless
+/// [`FLAG_TAG_SIV`] is set too).
 pub const FLAG_TAGGED: u8 = 0x01;
+/// Flag bit, only beside [`FLAG_TAGGED`]: the tag is AES-256-GCM-SIV ([`TagScheme::AesGcmSiv`]).
+pub const FLAG_TAG_SIV: u8 = 0x02;
 
 /// The datagram types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,14 +211,24 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
         if !tagged {
             return Err(Reject::MissingTag);
         }
-        match keys.check(buf[5], &buf[..body_end], &buf[body_end..]) {
+        let scheme = if flags & FLAG_TAG_SIV != 0 {
+            TagScheme::AesGcmSiv
+        } else {
+            TagScheme::Blake3
+        };
+        match keys.check(buf[5], scheme, &buf[..body_end], &buf[body_end..]) {
             Verdict::Valid => {}
             Verdict::Retired => return Err(Reject::RetiredKey),
             Verdict::Invalid => return Err(Reject::BadTag),
         }
     }
     // Byte 5 is the key hint of a tagged datagram, zero otherwise.
-    if flags & !FLAG_TAGGED != 0 || buf[6..8] != [0, 0] || (!tagged && buf[5] != 0) {
+    let known = if tagged {
+        FLAG_TAGGED | FLAG_TAG_SIV
+    } else {
+        0
+    };
+    if flags & !known != 0 || buf[6..8] != [0, 0] || (!tagged && buf[5] != 0) {
         return Err(Reject::Malformed("reserved bits set"));
     }
     let msg = &buf[..body_end];
@@ -342,15 +355,27 @@ fn put_common(out: &mut Vec<u8>, kind: DatagramType, key: Option<&Key>, session:
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(kind as u8);
-    out.push(if key.is_some() { FLAG_TAGGED } else { 0 });
+    out.push(if key.is_some() {
+        tag_flags(TagScheme::CURRENT)
+    } else {
+        0
+    });
     out.extend_from_slice(&[key.map_or(0, Key::hint), 0, 0]);
     out.extend_from_slice(&session.to_be_bytes());
     out.extend_from_slice(&object.to_be_bytes());
 }
 
+/// The flag bits of a datagram tagged under `scheme`.
+pub fn tag_flags(scheme: TagScheme) -> u8 {
+    match scheme {
+        TagScheme::Blake3 => FLAG_TAGGED,
+        TagScheme::AesGcmSiv => FLAG_TAGGED | FLAG_TAG_SIV,
+    }
+}
+
 fn finish(out: &mut Vec<u8>, key: Option<&Key>) {
     if let Some(key) = key {
-        let tag = key.tag(out);
+        let tag = key.tag(TagScheme::CURRENT, out);
         out.extend_from_slice(&tag);
     }
 }
@@ -400,6 +425,49 @@ mod tests {
             block_len: 5000,
             plain_len: 9000,
             codec: Codec::Zstd,
+        }
+    }
+
+    /// A datagram as a sender of the first tag scheme wrote it: keyed blake3, flag 0x01.
+    fn blake3_tagged(key: &Key) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_data(&mut buf, &header(), &[0xCD; 64], Some(key));
+        buf.truncate(buf.len() - TAG_LEN);
+        buf[4] = tag_flags(TagScheme::Blake3);
+        let tag = key.tag(TagScheme::Blake3, &buf);
+        buf.extend_from_slice(&tag);
+        buf
+    }
+
+    #[test]
+    fn senders_tag_with_gcm_siv_and_receivers_still_take_blake3_tags() {
+        let key = Key::from_bytes([9; 32]);
+        let ring = KeyRing::new(vec![key.clone()]);
+        let mut current = Vec::new();
+        encode_data(&mut current, &header(), &[0xCD; 64], Some(&key));
+        assert_eq!(current[4], FLAG_TAGGED | FLAG_TAG_SIV);
+        let old = blake3_tagged(&key);
+        for buf in [&current, &old] {
+            assert!(matches!(parse(buf, &ring), Ok(Datagram::Data { .. })));
+        }
+        // The scheme bit is covered by the tag: moving a datagram to the other scheme
+        // (or dropping the bit) breaks it, whichever way.
+        for (buf, flip) in [(&current, FLAG_TAG_SIV), (&old, FLAG_TAG_SIV)] {
+            let mut forged = buf.clone();
+            forged[4] ^= flip;
+            assert_eq!(parse(&forged, &ring).unwrap_err(), Reject::BadTag);
+        }
+        // Without keys the tag is ignored, but the scheme bit alone is not a datagram.
+        let open = KeyRing::default();
+        assert!(parse(&current, &open).is_ok() && parse(&old, &open).is_ok());
+        let mut plain = Vec::new();
+        encode_data(&mut plain, &header(), &[0xCD; 64], None);
+        plain[4] = FLAG_TAG_SIV;
+        assert!(matches!(parse(&plain, &open), Err(Reject::Malformed(_))));
+        // Another key's tag of either scheme is refused.
+        let other = KeyRing::new(vec![Key::from_bytes([8; 32])]);
+        for buf in [&current, &old] {
+            assert_eq!(parse(buf, &other).unwrap_err(), Reject::BadTag);
         }
     }
 

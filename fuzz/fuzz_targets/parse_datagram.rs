@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     if signed.len() > 4 {
         signed[4] |= FLAG_TAGGED;
     }
-    let tag = key().tag(&signed);
+    let tag = key().tag(gapferry_common::auth::TagScheme::Blake3, &signed);
     signed.extend_from_slice(&tag);
     let with_key = wire::parse(&signed, &ring);
     let without = wire::parse(&signed, &none);
