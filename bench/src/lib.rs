@@ -1,7 +1,8 @@
 //! gapferry's benchmark harness: test data, a lossy relay, process accounting, the
-//! end-to-end scenarios and the table they print.
+//! end-to-end scenarios, the one-sided ones (the sender alone) and the table they print.
 #![warn(missing_docs)]
 
+pub mod alone;
 pub mod data;
 pub mod iperf;
 pub mod procs;

@@ -14,7 +14,7 @@ use std::process::Command;
 #[derive(Parser)]
 #[command(name = "gapferry-bench", version)]
 struct Cli {
-    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, big, defaultbuf, or all.
+    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, sender-alone, big, defaultbuf, or all.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
@@ -50,6 +50,9 @@ struct Cli {
     /// Call-graph mode for --perf: fp (frame pointers, perf's -g) or dwarf (Rust frames too, larger files).
     #[arg(long, default_value = "fp", value_parser = ["fp", "dwarf", "lbr"])]
     perf_call_graph: String,
+    /// The sender's `--threads` (threads preparing blocks); by default the sender's own default.
+    #[arg(long, value_name = "N")]
+    sender_threads: Option<u16>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -222,6 +225,9 @@ fn main() -> Result<()> {
     };
     eprintln!("scratch directory: {}", work.display());
     let mut env = Env::new(send, recv, work.clone());
+    if let Some(t) = cli.sender_threads {
+        env.sender_args = vec!["--threads".into(), t.to_string()];
+    }
     if let Some(p) = &cli.perf {
         std::fs::create_dir_all(p)?;
         env.perf_dir = Some(std::fs::canonicalize(p)?);
