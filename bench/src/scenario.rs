@@ -97,6 +97,8 @@ pub struct Scenario {
     pub kind: Option<&'static str>,
     /// No receiver: the sender sends towards a socket nobody reads ([`crate::alone`]).
     pub sender_alone: bool,
+    /// No sender: the receiver is fed by a replayer of pre-encoded datagrams ([`crate::alone`]).
+    pub receiver_alone: bool,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -114,6 +116,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         loss: None,
         kind: Some("file"),
         sender_alone: false,
+        receiver_alone: false,
     };
     vec![
         Scenario {
@@ -188,6 +191,15 @@ pub fn all(quick: bool) -> Vec<Scenario> {
             },
             rate: crate::alone::SENDER_ALONE_RATE,
             sender_alone: true,
+            ..base.clone()
+        },
+        Scenario {
+            name: "receiver-alone",
+            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO) at 4 Gbit/s",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            receiver_alone: true,
             ..base.clone()
         },
         Scenario {
@@ -318,6 +330,8 @@ pub struct RunResult {
     pub relay: Option<RelayReport>,
     /// The first failure reasons.
     pub reasons: Vec<String>,
+    /// CPU seconds of the replayer feeding the receiver-alone row.
+    pub feeder_cpu_seconds: Option<f64>,
 }
 
 impl RunResult {
@@ -356,7 +370,13 @@ pub(crate) fn command(env: &Env, bin: &Path, perf_name: &str) -> Command {
     cmd
 }
 
-fn wait_for_line(log: &Path, marker: &str, proc: &mut Proc, timeout: Duration) -> Result<()> {
+/// Waits until `log` holds `marker`, failing if `proc` exits or `timeout` passes.
+pub(crate) fn wait_for_line(
+    log: &Path,
+    marker: &str,
+    proc: &mut Proc,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -377,6 +397,9 @@ fn wait_for_line(log: &Path, marker: &str, proc: &mut Proc, timeout: Duration) -
 pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if s.sender_alone {
         return crate::alone::run_sender(env, s, run);
+    }
+    if s.receiver_alone {
+        return crate::alone::run_receiver(env, s, run);
     }
     let input = env.payload_path(s.payload)?;
     let tag = format!("{}-{run}", s.name);
@@ -506,6 +529,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         socket_drops,
         relay,
         reasons: tail.reasons.clone(),
+        feeder_cpu_seconds: None,
     };
     let _ = std::fs::remove_dir_all(&out);
     Ok(result)

@@ -108,11 +108,13 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
         None
     };
     let gib = |r: &RunResult| r.payload_bytes as f64 / GIB;
-    let send_cpu = med(runs, |r| Some(r.sender.cpu_seconds / gib(r)));
+    // The receiver-alone row has no sender process: the replayer's CPU is in the notes.
+    let sender = !s.receiver_alone;
+    let send_cpu = med(runs, |r| sender.then(|| r.sender.cpu_seconds / gib(r)));
     // The sender-alone row has no receiver (and its socket drops what it is sent).
     let receiver = !s.sender_alone;
     let recv_cpu = med(runs, |r| receiver.then(|| r.receiver.cpu_seconds / gib(r)));
-    let send_rss = med(runs, |r| Some(r.sender.max_rss as f64 / MIB));
+    let send_rss = med(runs, |r| sender.then(|| r.sender.max_rss as f64 / MIB));
     let recv_rss = med(runs, |r| receiver.then(|| r.receiver.max_rss as f64 / MIB));
     let sent = med(runs, |r| r.sent_datagrams.map(|x| x as f64));
     let recv = med(runs, |r| r.recv_datagrams.map(|x| x as f64));
@@ -143,6 +145,13 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
             "towards a bound UDP socket nobody reads; goodput = file bytes / sender wall time"
                 .into(),
         );
+    }
+    if s.receiver_alone {
+        let cpu = med(runs, |r| r.feeder_cpu_seconds.map(|c| c / gib(r)));
+        notes.push(format!(
+            "fed by a replayer of pre-encoded datagrams from memory (UDP GSO), replayer CPU {} s/GiB",
+            fmt(cpu, 2)
+        ));
     }
     if s.rate != "4G" {
         notes.push(format!("--rate {}", s.rate));
