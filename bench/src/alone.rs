@@ -68,7 +68,7 @@ pub fn run_sender(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> 
     })
 }
 
-/// The replayer's pace in the receiver-alone row: the `--rate` of bulk.
+/// The replayer's default pace in the receiver-alone row: the `--rate` of bulk.
 pub const RECEIVER_ALONE_RATE_BPS: u64 = 4_000_000_000;
 
 /// The datagrams `gapferry-send` makes of `s`'s payload, encoded into a capture file
@@ -177,8 +177,8 @@ pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult
     let mut rx = ReceiverRun::start(env, &tag)?;
     let to = SocketAddr::from(([127, 0, 0, 1], rx.port));
     let t0 = SystemTime::now();
-    let feeder =
-        std::thread::spawn(move || replay::replay(&datagrams, to, RECEIVER_ALONE_RATE_BPS));
+    let rate = env.replay_rate_bps;
+    let feeder = std::thread::spawn(move || replay::replay(&datagrams, to, rate));
     let objects = s.payload.objects();
     let grace = Duration::from_secs(15 + s.payload.bytes() / 200_000_000);
     let mut fed_at = None;

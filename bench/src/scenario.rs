@@ -195,7 +195,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         },
         Scenario {
             name: "receiver-alone",
-            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO) at 4 Gbit/s",
+            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), 4 Gbit/s unless --replay-rate",
             payload: Payload::Random {
                 bytes: q(GIB, 128 * MIB),
             },
@@ -237,6 +237,8 @@ pub struct Env {
     pub perf_call_graph: String,
     /// Extra arguments for every `gapferry-send file` (e.g. `--threads 1`).
     pub sender_args: Vec<String>,
+    /// The replayer's pace in the receiver-alone row, bits per second of IP packets.
+    pub replay_rate_bps: u64,
     cache: HashMap<Payload, PathBuf>,
 }
 
@@ -250,6 +252,7 @@ impl Env {
             perf_dir: None,
             perf_call_graph: "fp".into(),
             sender_args: Vec::new(),
+            replay_rate_bps: crate::alone::RECEIVER_ALONE_RATE_BPS,
             cache: HashMap::new(),
         }
     }
