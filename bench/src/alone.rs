@@ -73,7 +73,7 @@ pub const RECEIVER_ALONE_RATE_BPS: u64 = 4_000_000_000;
 
 /// The datagrams `gapferry-send` makes of `s`'s payload, encoded into a capture file
 /// (no socket, no pacing) and read back into memory.
-fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<Vec<Vec<u8>>> {
+fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<replay::Datagrams> {
     let input = env.payload_path(s.payload)?;
     let pcap = env.work.join(format!("{tag}.pcap"));
     let log = env.work.join("logs").join(format!("{tag}-encode.log"));
