@@ -3,7 +3,9 @@
 //! block and symbol sizes with 0 % and 5 % loss, zstd per block, and the cost of putting
 //! datagrams on loopback with `send`, `sendmmsg` and UDP GSO, and candidate per-datagram
 //! tags (keyed blake3 as on the wire today, AES-GMAC, ChaCha20-Poly1305 over associated
-//! data only) on datagram-sized inputs.
+//! data only) on datagram-sized inputs, the sender's prepare pool (hash pass and windows
+//! on 1, 2 and N threads) and block hashes merged into an object's blake3 against
+//! `blake3::hash` of the whole.
 //!
 //! Kept short (10 samples, ~2 s each) so the suite runs in a few minutes on 2 cores:
 //! `cargo bench -p gapferry-bench` (add a filter such as `-- fec_decode` to run a part).
@@ -247,9 +249,123 @@ fn bench_tags(c: &mut Criterion) {
     g.finish();
 }
 
+/// Thread counts of the prepare pool and block-hash benchmarks: 1, 2 and every core.
+fn thread_counts() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut counts = vec![1, 2, cores];
+    counts.dedup();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+}
+
+/// The sender's block preparation on 1, 2 and N threads: the hash pass before the first
+/// datagram (`describe_on`) and every window of one pass (read, blake3, zstd, RaptorQ),
+/// for a 32 MiB random file at MTU 1500 (23 blocks, 3 windows).
+fn bench_prepare_pool(c: &mut Criterion) {
+    use gapferry_sender::prepare::{Encoding, Preparer};
+    use gapferry_sender::transfer::describe_on;
+    use gapferry_sender::SourceFile;
+    let dir = tempfile::tempdir().expect("scratch directory");
+    let path = dir.path().join("object.bin");
+    let len = 32u64 << 20;
+    data::write_random_file(&path, len, 12).expect("test file");
+    let file = SourceFile {
+        path: path.clone(),
+        name: "object.bin".into(),
+        size: len,
+        kind: gapferry_common::ObjectKind::File,
+        bytes: None,
+    };
+    let symbol = layout::max_symbol_size(1500, false).expect("valid MTU");
+    let d = describe_on(&file, symbol, 1, 1).expect("describe");
+    let mut g = c.benchmark_group("prepare_pool");
+    g.throughput(Throughput::Bytes(len));
+    for threads in thread_counts() {
+        g.bench_function(BenchmarkId::new("describe", threads), |b| {
+            b.iter(|| black_box(describe_on(&file, symbol, 1, threads).expect("describe")))
+        });
+        let encoding = Encoding {
+            session: 1,
+            object: 0,
+            max_symbol: symbol,
+            zstd_level: DEFAULT_LEVEL,
+            repair_percent: REPAIR,
+            threads,
+        };
+        g.bench_function(BenchmarkId::new("windows", threads), |b| {
+            b.iter(|| {
+                let mut p = Preparer::start(&file, &d, encoding).expect("start");
+                while let Some(w) = p.next_window() {
+                    black_box(w.expect("window"));
+                }
+                p.verify().expect("unchanged")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// An object's blake3 from its blocks hashed apart and merged, against `blake3::hash` of
+/// the whole: 16 MiB in MTU-1500 blocks (1 408 KiB), on one thread and on several.
+fn bench_block_hash(c: &mut Criterion) {
+    use gapferry_common::block_hash::{hash_block, merge_blocks, ObjectHasher};
+    let object = data::random_bytes(16 << 20, 13);
+    let size = object.len() as u64;
+    let block = layout::block_plain_size(layout::max_symbol_size(1500, false).expect("MTU"));
+    let mut g = c.benchmark_group("block_hash");
+    g.throughput(Throughput::Bytes(size));
+    g.bench_function("blake3_hash", |b| {
+        b.iter(|| black_box(blake3::hash(black_box(&object))))
+    });
+    g.bench_function(BenchmarkId::new("merged", 1), |b| {
+        b.iter(|| {
+            black_box(merge_blocks(
+                size,
+                block as u64,
+                object.chunks(block as usize),
+            ))
+        })
+    });
+    for threads in thread_counts().into_iter().filter(|&t| t > 1) {
+        g.bench_function(BenchmarkId::new("merged", threads), |b| {
+            b.iter(|| {
+                let blocks: Vec<(usize, &[u8])> =
+                    object.chunks(block as usize).enumerate().collect();
+                let digests = std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|t| {
+                            let mine: Vec<_> =
+                                blocks.iter().skip(t).step_by(threads).copied().collect();
+                            s.spawn(move || {
+                                mine.into_iter()
+                                    .map(|(i, bytes)| {
+                                        hash_block(size, (i * block as usize) as u64, bytes)
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().expect("hashing thread"))
+                        .collect::<Vec<_>>()
+                });
+                let mut merged = ObjectHasher::new(size);
+                for digest in digests {
+                    merged.add(digest.expect("aligned")).expect("once");
+                }
+                black_box(merged.finish().expect("whole"))
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = hotpaths;
     config = configure();
-    targets = bench_wire, bench_fec_encode, bench_fec_decode, bench_compress, bench_udp_send, bench_tags
+    targets = bench_wire, bench_fec_encode, bench_fec_decode, bench_compress, bench_udp_send, bench_tags,
+        bench_prepare_pool, bench_block_hash
 }
 criterion_main!(hotpaths);

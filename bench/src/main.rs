@@ -14,7 +14,7 @@ use std::process::Command;
 #[derive(Parser)]
 #[command(name = "gapferry-bench", version)]
 struct Cli {
-    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, big, defaultbuf, or all.
+    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, sender-alone, receiver-alone, big, defaultbuf, or all.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
@@ -50,6 +50,32 @@ struct Cli {
     /// Call-graph mode for --perf: fp (frame pointers, perf's -g) or dwarf (Rust frames too, larger files).
     #[arg(long, default_value = "fp", value_parser = ["fp", "dwarf", "lbr"])]
     perf_call_graph: String,
+    /// The sender's `--threads` (threads preparing blocks); by default the sender's own default.
+    #[arg(long, value_name = "N")]
+    sender_threads: Option<u16>,
+    /// The replayer's pace in the receiver-alone row, bits/s of IP packets (k/M/G suffixes).
+    #[arg(long, value_name = "BITS/S", default_value = "4G", value_parser = parse_bits)]
+    replay_rate: u64,
+}
+
+/// "4G", "800M", "100k" or plain bits per second.
+fn parse_bits(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, ' '),
+    };
+    let scale: u64 = match unit {
+        'k' | 'K' => 1_000,
+        'M' => 1_000_000,
+        'G' => 1_000_000_000,
+        ' ' => 1,
+        _ => return Err(format!("unknown unit {unit:?}: use k, M or G")),
+    };
+    let n: f64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n.is_nan() || n <= 0.0 || n.is_infinite() {
+        return Err(format!("{s:?}: the rate must be above zero"));
+    }
+    Ok((n * scale as f64) as u64)
 }
 
 fn workspace_root() -> PathBuf {
@@ -222,6 +248,10 @@ fn main() -> Result<()> {
     };
     eprintln!("scratch directory: {}", work.display());
     let mut env = Env::new(send, recv, work.clone());
+    env.replay_rate_bps = cli.replay_rate;
+    if let Some(t) = cli.sender_threads {
+        env.sender_args = vec!["--threads".into(), t.to_string()];
+    }
     if let Some(p) = &cli.perf {
         std::fs::create_dir_all(p)?;
         env.perf_dir = Some(std::fs::canonicalize(p)?);
@@ -295,4 +325,21 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bits;
+
+    #[test]
+    fn replay_rates_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_bits("4G"), Ok(4_000_000_000));
+        assert_eq!(parse_bits("2.5G"), Ok(2_500_000_000));
+        assert_eq!(parse_bits("800M"), Ok(800_000_000));
+        assert_eq!(parse_bits("100k"), Ok(100_000));
+        assert_eq!(parse_bits("12345"), Ok(12_345));
+        for bad in ["", "G", "4X", "-1G", "0", "NaNG", "infM"] {
+            assert!(parse_bits(bad).is_err(), "{bad:?}");
+        }
+    }
 }

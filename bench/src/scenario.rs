@@ -95,6 +95,10 @@ pub struct Scenario {
     pub loss: Option<Loss>,
     /// The sender's `--kind`, when given (`None`: the sender's default, detection from content).
     pub kind: Option<&'static str>,
+    /// No receiver: the sender sends towards a socket nobody reads ([`crate::alone`]).
+    pub sender_alone: bool,
+    /// No sender: the receiver is fed by a replayer of pre-encoded datagrams ([`crate::alone`]).
+    pub receiver_alone: bool,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -111,6 +115,8 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         recv_buffer: None,
         loss: None,
         kind: Some("file"),
+        sender_alone: false,
+        receiver_alone: false,
     };
     vec![
         Scenario {
@@ -178,6 +184,25 @@ pub fn all(quick: bool) -> Vec<Scenario> {
             ..base.clone()
         },
         Scenario {
+            name: "sender-alone",
+            about: "the sender alone, towards a socket nobody reads, pacer far above the machine",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            rate: crate::alone::SENDER_ALONE_RATE,
+            sender_alone: true,
+            ..base.clone()
+        },
+        Scenario {
+            name: "receiver-alone",
+            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), 4 Gbit/s unless --replay-rate",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            receiver_alone: true,
+            ..base.clone()
+        },
+        Scenario {
             name: "big",
             about: "one 4 GiB object: peak memory of both sides",
             payload: Payload::Random {
@@ -210,6 +235,10 @@ pub struct Env {
     pub perf_dir: Option<PathBuf>,
     /// `perf record --call-graph` mode when profiling.
     pub perf_call_graph: String,
+    /// Extra arguments for every `gapferry-send file` (e.g. `--threads 1`).
+    pub sender_args: Vec<String>,
+    /// The replayer's pace in the receiver-alone row, bits per second of IP packets.
+    pub replay_rate_bps: u64,
     cache: HashMap<Payload, PathBuf>,
 }
 
@@ -222,6 +251,8 @@ impl Env {
             work,
             perf_dir: None,
             perf_call_graph: "fp".into(),
+            sender_args: Vec::new(),
+            replay_rate_bps: crate::alone::RECEIVER_ALONE_RATE_BPS,
             cache: HashMap::new(),
         }
     }
@@ -302,6 +333,8 @@ pub struct RunResult {
     pub relay: Option<RelayReport>,
     /// The first failure reasons.
     pub reasons: Vec<String>,
+    /// CPU seconds of the replayer feeding the receiver-alone row.
+    pub feeder_cpu_seconds: Option<f64>,
 }
 
 impl RunResult {
@@ -322,7 +355,8 @@ fn free_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn command(env: &Env, bin: &Path, perf_name: &str) -> Command {
+/// `bin` as a child, under `perf record` when profiling, logging at info level.
+pub(crate) fn command(env: &Env, bin: &Path, perf_name: &str) -> Command {
     let mut cmd = match &env.perf_dir {
         Some(dir) => {
             let mut c = Command::new("perf");
@@ -339,7 +373,13 @@ fn command(env: &Env, bin: &Path, perf_name: &str) -> Command {
     cmd
 }
 
-fn wait_for_line(log: &Path, marker: &str, proc: &mut Proc, timeout: Duration) -> Result<()> {
+/// Waits until `log` holds `marker`, failing if `proc` exits or `timeout` passes.
+pub(crate) fn wait_for_line(
+    log: &Path,
+    marker: &str,
+    proc: &mut Proc,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -358,6 +398,12 @@ fn wait_for_line(log: &Path, marker: &str, proc: &mut Proc, timeout: Duration) -
 
 /// Runs `s` once (run number `run`, for file names).
 pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
+    if s.sender_alone {
+        return crate::alone::run_sender(env, s, run);
+    }
+    if s.receiver_alone {
+        return crate::alone::run_receiver(env, s, run);
+    }
     let input = env.payload_path(s.payload)?;
     let tag = format!("{}-{run}", s.name);
     let out = env.work.join("out").join(&tag);
@@ -407,6 +453,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if let Some(kind) = s.kind {
         scmd.args(["--kind", kind]);
     }
+    scmd.args(&env.sender_args);
     let t0_wall = SystemTime::now();
     let t0 = Instant::now();
     let mut sender = Proc::spawn("gapferry-send", scmd, &send_log)?;
@@ -485,6 +532,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         socket_drops,
         relay,
         reasons: tail.reasons.clone(),
+        feeder_cpu_seconds: None,
     };
     let _ = std::fs::remove_dir_all(&out);
     Ok(result)

@@ -89,7 +89,9 @@ pub fn iperf_row(runs: &[Ceiling], secs: u32, window: Option<&str>) -> String {
 pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
     let n = runs.len();
     let complete = runs.iter().filter(|r| r.complete()).count();
-    let delivered = if complete == n {
+    let delivered = if s.sender_alone {
+        format!("{complete}/{n} runs sent, no receiver")
+    } else if complete == n {
         format!("{complete}/{n} runs")
     } else {
         let worst = runs.iter().map(|r| r.delivered).min().unwrap_or(0);
@@ -106,10 +108,14 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
         None
     };
     let gib = |r: &RunResult| r.payload_bytes as f64 / GIB;
-    let send_cpu = med(runs, |r| Some(r.sender.cpu_seconds / gib(r)));
-    let recv_cpu = med(runs, |r| Some(r.receiver.cpu_seconds / gib(r)));
-    let send_rss = med(runs, |r| Some(r.sender.max_rss as f64 / MIB));
-    let recv_rss = med(runs, |r| Some(r.receiver.max_rss as f64 / MIB));
+    // The receiver-alone row has no sender process: the replayer's CPU is in the notes.
+    let sender = !s.receiver_alone;
+    let send_cpu = med(runs, |r| sender.then(|| r.sender.cpu_seconds / gib(r)));
+    // The sender-alone row has no receiver (and its socket drops what it is sent).
+    let receiver = !s.sender_alone;
+    let recv_cpu = med(runs, |r| receiver.then(|| r.receiver.cpu_seconds / gib(r)));
+    let send_rss = med(runs, |r| sender.then(|| r.sender.max_rss as f64 / MIB));
+    let recv_rss = med(runs, |r| receiver.then(|| r.receiver.max_rss as f64 / MIB));
     let sent = med(runs, |r| r.sent_datagrams.map(|x| x as f64));
     let recv = med(runs, |r| r.recv_datagrams.map(|x| x as f64));
     let wire = med(runs, |r| {
@@ -133,6 +139,19 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
     }
     if s.payload.objects() > 1 {
         notes.push(format!("--kind {}", s.kind.unwrap_or("auto")));
+    }
+    if s.sender_alone {
+        notes.push(
+            "towards a bound UDP socket nobody reads; goodput = file bytes / sender wall time"
+                .into(),
+        );
+    }
+    if s.receiver_alone {
+        let cpu = med(runs, |r| r.feeder_cpu_seconds.map(|c| c / gib(r)));
+        notes.push(format!(
+            "fed by a replayer of pre-encoded datagrams from memory (UDP GSO), replayer CPU {} s/GiB",
+            fmt(cpu, 2)
+        ));
     }
     if s.rate != "4G" {
         notes.push(format!("--rate {}", s.rate));

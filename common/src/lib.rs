@@ -1,6 +1,7 @@
 //! The gapferry protocol with no I/O: datagram layout, authentication tags, control
-//! messages, block layout, RaptorQ block coding, block compression, name rules and the
-//! receive-side [`Assembler`] and send-side [`send::Session`] state machines.
+//! messages, block layout, block hashes merged into an object's blake3, RaptorQ block
+//! coding, block compression, name rules and the receive-side [`Assembler`] and send-side
+//! [`send::Session`] state machines.
 //!
 //! Everything here is deterministic: the sender and receiver crates feed it bytes and
 //! a clock, so live UDP, pcap replay, fuzzers and tests drive the same code.
@@ -8,6 +9,7 @@
 
 pub mod assembler;
 pub mod auth;
+pub mod block_hash;
 pub mod compress;
 pub mod control;
 pub mod emit;

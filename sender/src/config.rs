@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub key: Option<PathBuf>,
     /// `--passes`.
     pub passes: Option<u8>,
+    /// `--threads`: threads preparing blocks.
+    pub threads: Option<u16>,
     /// `--kind` (file command).
     pub kind: Option<String>,
     /// `--metrics`, the Prometheus endpoint's address.

@@ -122,6 +122,9 @@ struct LinkArgs {
     /// Passes over every object; each further pass sends fresh repair symbols [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
     passes: Option<u8>,
+    /// Threads preparing blocks (read, hash, compress, RaptorQ) [default: available cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Write the datagrams into this pcap file (Ethernet/IP/UDP frames stamped with the
     /// pacing schedule) instead of sending them; --to and --bind only fill the addresses.
     #[arg(long, value_name = "FILE")]
@@ -288,6 +291,10 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
         mtu: link.mtu.or(file.mtu).unwrap_or(defaults.mtu),
         key,
         passes: link.passes.or(file.passes).unwrap_or(defaults.passes),
+        threads: link
+            .threads
+            .or(file.threads)
+            .map_or(defaults.threads, usize::from),
         ..defaults
     };
     let sink: Box<dyn DatagramSink + Send> = match &link.pcap_out {

@@ -31,6 +31,13 @@ pub struct SenderConfig {
     pub passes: u8,
     /// zstd level for block compression.
     pub zstd_level: i32,
+    /// Threads preparing (reading, hashing, compressing, RaptorQ-encoding) blocks.
+    pub threads: usize,
+}
+
+/// Threads the sender prepares blocks on unless told: one per available core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for SenderConfig {
@@ -42,6 +49,7 @@ impl Default for SenderConfig {
             key: None,
             passes: 1,
             zstd_level: gapferry_common::compress::DEFAULT_LEVEL,
+            threads: default_threads(),
         }
     }
 }
@@ -130,6 +138,9 @@ impl SenderSession {
         }
         if cfg.rate_bps == 0 {
             return Err(SessionError::Config("--rate must be above zero"));
+        }
+        if cfg.threads == 0 {
+            return Err(SessionError::Config("--threads must be at least 1"));
         }
         let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some())?;
         let metrics = crate::metrics::SenderMetrics::default();

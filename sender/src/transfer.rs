@@ -4,7 +4,7 @@
 //! [`ObjectTransfer`] sends one window per call, so a scheduler can slip small objects
 //! between the windows of a multi-GB image.
 
-use crate::prepare::{Encoding, Preparer};
+use crate::prepare::{hash_content, Content, Encoding, Preparer};
 use crate::progress::Progress;
 use crate::session::SenderSession;
 use crate::source::SourceFile;
@@ -16,26 +16,29 @@ use std::time::UNIX_EPOCH;
 
 pub use crate::error::TransferError;
 
-fn read_err(file: &SourceFile) -> impl Fn(io::Error) -> TransferError + '_ {
-    move |source| TransferError::Read {
-        path: file.path.clone(),
-        error: source,
-    }
-}
-
-/// Reads `file` once to build its descriptor (size and blake3).
+/// Reads `file` once to build its descriptor (size and blake3), hashing its blocks on as
+/// many threads as the machine has cores; [`SenderSession::describe`] uses the session's
+/// `--threads`.
 pub fn describe(
     file: &SourceFile,
     max_symbol: u16,
     passes: u8,
 ) -> Result<ObjectDescriptor, TransferError> {
-    let reader = file.open().map_err(read_err(file))?;
-    let mut hasher = blake3::Hasher::new();
-    let size = io::copy(
-        &mut io::BufReader::with_capacity(1 << 20, reader),
-        &mut hasher,
-    )
-    .map_err(read_err(file))?;
+    describe_on(file, max_symbol, passes, crate::session::default_threads())
+}
+
+/// [`describe`] on `threads` threads: the content is read in blocks, each hashed apart on
+/// the thread that read it, and the block hashes merged into the object's blake3.
+pub fn describe_on(
+    file: &SourceFile,
+    max_symbol: u16,
+    passes: u8,
+    threads: usize,
+) -> Result<ObjectDescriptor, TransferError> {
+    let content = Content::open(file)?;
+    let size = content.size()?;
+    let block_plain_size = layout::block_plain_size(max_symbol);
+    let blake3 = hash_content(&content, size, block_plain_size as u64, threads)?;
     let mtime = match &file.bytes {
         Some(_) => 0,
         None => std::fs::metadata(&file.path)
@@ -48,8 +51,8 @@ pub fn describe(
         kind: file.kind,
         name: file.name.clone(),
         size,
-        blake3: *hasher.finalize().as_bytes(),
-        block_plain_size: layout::block_plain_size(max_symbol),
+        blake3,
+        block_plain_size,
         mtime,
         pass: 1,
         passes,
@@ -77,6 +80,7 @@ impl ObjectTransfer {
             max_symbol: session.max_symbol(),
             zstd_level: session.config().zstd_level,
             repair_percent: session.config().repair_percent,
+            threads: session.config().threads,
         };
         let windows = Preparer::start(file, d, encoding)?;
         let mut schedule = ObjectSchedule::new(id, d.clone())
@@ -152,6 +156,12 @@ pub fn send_object(
 /// Sending whole files through a session; here rather than in [`crate::session`] so that
 /// module knows nothing of files.
 impl SenderSession {
+    /// Reads `file` once to build its descriptor, on the session's `threads`.
+    pub fn describe(&self, file: &SourceFile) -> Result<ObjectDescriptor, TransferError> {
+        let cfg = self.config();
+        describe_on(file, self.max_symbol(), cfg.passes, cfg.threads)
+    }
+
     /// Sends `files`, each as one object, in every pass (pass 1 of all, then pass 2...).
     ///
     /// A file that fails (vanished, unreadable, changed) is reported and the others go on.
@@ -168,7 +178,7 @@ impl SenderSession {
                 progress.set_message(file.name.clone());
                 if pass == 1 {
                     let id = self.allocate_object();
-                    let d = describe(file, self.max_symbol(), passes);
+                    let d = self.describe(file);
                     let error = d.as_ref().err().map(|e| e.to_string());
                     if let Some(e) = &error {
                         tracing::error!(file = %file.path.display(), "{e}");
@@ -213,13 +223,14 @@ impl SenderSession {
         progress: &Progress,
     ) -> (u32, Result<(), TransferError>) {
         let id = self.allocate_object();
-        let result = describe(file, self.max_symbol(), passes).and_then(|d| {
-            for pass in 1..=passes {
-                let d = ObjectDescriptor { pass, ..d.clone() };
-                send_object(self, id, file, &d, progress)?;
-            }
-            Ok(())
-        });
+        let result =
+            describe_on(file, self.max_symbol(), passes, self.config().threads).and_then(|d| {
+                for pass in 1..=passes {
+                    let d = ObjectDescriptor { pass, ..d.clone() };
+                    send_object(self, id, file, &d, progress)?;
+                }
+                Ok(())
+            });
         self.object_done(id);
         (id, result)
     }
