@@ -1,8 +1,9 @@
 //! Kind detection over every file of realdata, synthetic tarballs and random bytes.
 
+use gapferry_common::ObjectKind;
 use gapferry_feeds::{
     detect, detect_with, feed_event_files, split_misp, Compression, DetectError, DetectLimits,
-    Detected, Kind, MispShape,
+    Detected, MispShape,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -62,8 +63,8 @@ fn every_realdata_file_is_classified() {
         assert_eq!(got, expected(rel), "{rel}");
         *counts.entry(got.kind()).or_insert(0) += 1;
     }
-    assert_eq!(counts[&Kind::Misp], 41 + 8 + 1);
-    assert_eq!(counts[&Kind::Stix], 13 + 3);
+    assert_eq!(counts[&ObjectKind::Misp], 41 + 8 + 1);
+    assert_eq!(counts[&ObjectKind::Stix], 13 + 3);
 
     let feed = root.join("misp-feed/infoblox");
     assert_eq!(
@@ -231,7 +232,7 @@ fn tarballs_with_and_without_metadata_yaml() {
             image: t("img.tar.gz")
         }
     );
-    assert_eq!(sig.kind(), Kind::ImageSignature);
+    assert_eq!(sig.kind(), ObjectKind::ImageSignature);
     // A .sig without its image is a plain file.
     fs::write(t("gone.tar.gz.sig"), b"sig").unwrap();
     assert_eq!(detect(&t("gone.tar.gz.sig")).unwrap(), Detected::File);
