@@ -25,6 +25,7 @@ pub mod misp_event;
 pub mod misp_feed;
 pub mod misp_to_feed;
 pub mod precheck;
+mod pyformat;
 pub mod signature;
 pub mod stix_store;
 

@@ -9,7 +9,8 @@ use super::{
 };
 use crate::archive::{self, Archive};
 use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, write_atomic, Publish};
-use crate::misp_event::{parse_event, py_int_of, MispEvent};
+use crate::misp_event::{parse_event, MispEvent};
+use crate::pyformat::py_int_of;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
