@@ -150,11 +150,8 @@ fn tarball(path: &Path, entries: &[&str], compression: Compression) {
     }
 }
 
-#[test]
-fn tarballs_with_and_without_metadata_yaml() {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = |name: &str| tmp.path().join(name);
-
+/// LXD images by their top-level `metadata.yaml`, whatever the name; others are files.
+fn images_by_content(t: &dyn Fn(&str) -> PathBuf) {
     tarball(
         &t("img.tar.gz"),
         &[
@@ -197,7 +194,10 @@ fn tarballs_with_and_without_metadata_yaml() {
         Compression::Xz,
     );
     assert_eq!(detect(&t("noimg.tar.xz")).unwrap(), Detected::File);
+}
 
+/// A `metadata.yaml` beyond the listing bound is not found.
+fn tar_listing_is_bounded(t: &dyn Fn(&str) -> PathBuf) {
     // The listing is bounded.
     let mut many: Vec<String> = (0..50).map(|i| format!("rootfs/f{i}")).collect();
     many.push("metadata.yaml".into());
@@ -215,7 +215,10 @@ fn tarballs_with_and_without_metadata_yaml() {
         detect(&t("late.tar.gz")).unwrap(),
         Detected::Image { .. }
     ));
+}
 
+/// `img.tar.gz.sig` goes with `img.tar.gz`; a signature without its image is a file.
+fn signature_travels_with_its_image(t: &dyn Fn(&str) -> PathBuf) {
     // A detached signature travels with its image.
     fs::write(t("img.tar.gz.sig"), b"sig").unwrap();
     assert_eq!(
@@ -236,7 +239,10 @@ fn tarballs_with_and_without_metadata_yaml() {
     // A .sig without its image is a plain file.
     fs::write(t("gone.tar.gz.sig"), b"sig").unwrap();
     assert_eq!(detect(&t("gone.tar.gz.sig")).unwrap(), Detected::File);
+}
 
+/// gzip that is not a tarball, and garbage behind a gzip magic.
+fn gzip_without_tar_is_a_file(t: &dyn Fn(&str) -> PathBuf) {
     // gzip that is not a tarball, and garbage behind a gzip magic.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, b"just some text, no tar here").unwrap();
@@ -244,6 +250,16 @@ fn tarballs_with_and_without_metadata_yaml() {
     assert_eq!(detect(&t("text.gz")).unwrap(), Detected::File);
     fs::write(t("fake.tar.gz"), [0x1f, 0x8b, 1, 2, 3, 4, 5]).unwrap();
     assert_eq!(detect(&t("fake.tar.gz")).unwrap(), Detected::File);
+}
+
+#[test]
+fn tarballs_with_and_without_metadata_yaml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |name: &str| tmp.path().join(name);
+    images_by_content(&t);
+    tar_listing_is_bounded(&t);
+    signature_travels_with_its_image(&t);
+    gzip_without_tar_is_a_file(&t);
 }
 
 #[test]
