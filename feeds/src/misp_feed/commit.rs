@@ -4,7 +4,7 @@
 //! batch's lines by uuid.
 
 use super::index::{FeedIndex, FileStamp, Written};
-use super::{io_err, list_event_uuids, FeedSummary, MispError, HASHES, MANIFEST, PENDING};
+use super::{io_err, FeedSummary, MispError, HASHES, MANIFEST, PENDING};
 use crate::fsutil::{child, ensure_real_dir, hex, sync_dir, write_atomic_with};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -59,10 +59,7 @@ impl FeedIndex {
         }
         ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         // MISP may have deleted files since the batch started.
-        let present = list_event_uuids(dir)?;
-        let before = self.manifest.len();
-        self.manifest.retain(|uuid, _| present.contains(uuid));
-        let gone = before - self.manifest.len();
+        let gone = self.drop_deleted(dir)?;
         summary.dropped += gone;
         self.lines_stale |= gone > 0;
 

@@ -1,8 +1,10 @@
 //! The feed's index held in memory: the manifest map, the hash lines waiting for the
-//! commit, and what is known about the files on disk. Loading and repairing it from the
-//! directory, reconciling it with what MISP deleted, and adding one event live here; the
-//! commit (writing `hashes.csv` and `manifest.json`) is in `commit.rs`.
+//! commit, and what is known about the files on disk (their stamps, and a watch on the
+//! directory, `watch.rs`). Loading and repairing it from the directory, reconciling it
+//! with what MISP deleted, and adding one event live here; the commit (writing
+//! `hashes.csv` and `manifest.json`) is in `commit.rs`.
 
+use super::watch::{Changes, DirWatch};
 use super::{
     io_err, is_regular_file, list_event_uuids, DeliveredEvent, EventOutcome, MispError, HASHES,
     MANIFEST, PENDING,
@@ -12,7 +14,7 @@ use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, write_atomic, Pub
 use crate::misp_event::{parse_event, MispEvent};
 use crate::pyformat::py_int_of;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -74,6 +76,11 @@ pub(super) struct FeedIndex {
     pub(super) lines_stale: bool,
     /// The files this index last wrote; `None` until its first commit.
     pub(super) written: Option<Written>,
+    /// Changes to the directory since the index last looked; `None` without inotify.
+    pub(super) watch: Option<DirWatch>,
+    /// Event files seen appearing during the last batch and not indexed by it: the next
+    /// batch indexes them.
+    pub(super) unlisted: BTreeSet<String>,
 }
 
 /// The `timestamp` of a manifest entry.
@@ -103,6 +110,8 @@ impl FeedIndex {
     pub(super) fn load(dir: &Path) -> Result<FeedIndex, MispError> {
         let mut st = FeedIndex {
             lines_stale: true,
+            // Watching first: whatever changes after the directory is read is told.
+            watch: DirWatch::new(dir),
             ..FeedIndex::default()
         };
         st.read_manifest(dir)?;
@@ -123,14 +132,78 @@ impl FeedIndex {
             && FileStamp::of(&child(dir, HASHES)) == Some(written.hashes)
     }
 
-    /// The kept index made current for a new batch: only the directory is listed again,
-    /// for event files MISP deleted or someone put there.
+    /// The kept index made current for a new batch: the event files the watch saw change
+    /// are checked again (without a watch, or when it lost events, the whole directory
+    /// is listed and a new watch started).
     pub(super) fn refresh(mut self, dir: &Path) -> Result<FeedIndex, MispError> {
         self.reindexed = 0;
         self.dropped = 0;
         self.lines_stale = false;
-        self.reconcile(dir, Vec::new(), true)?;
+        match self.watch.as_mut().map(DirWatch::changes) {
+            Some(Changes::Names(mut names)) => {
+                names.append(&mut self.unlisted);
+                self.recheck(dir, names);
+            }
+            _ => {
+                self.unlisted.clear();
+                self.watch = DirWatch::new(dir);
+                self.reconcile(dir, Vec::new(), true)?;
+            }
+        }
         Ok(self)
+    }
+
+    /// [`FeedIndex::reconcile`] for the event files `names` only.
+    fn recheck(&mut self, dir: &Path, names: BTreeSet<String>) {
+        let mut dirty = Vec::new();
+        for uuid in names {
+            if !is_regular_file(&child(dir, &format!("{uuid}.json"))) {
+                self.forget(&uuid);
+            } else if !self.manifest.contains_key(&uuid) {
+                dirty.push(uuid);
+            }
+        }
+        for uuid in dirty {
+            self.reindex(dir, &uuid);
+        }
+    }
+
+    /// Drops the entry of `uuid`, whose file is gone, remembering the timestamp the
+    /// manifest on disk lists.
+    fn forget(&mut self, uuid: &str) {
+        let Some(raw) = self.manifest.remove(uuid) else {
+            return;
+        };
+        if let Some(ts) = entry_timestamp(&raw) {
+            self.gone_listed.insert(uuid.to_string(), ts);
+        }
+        self.dropped += 1;
+        self.changed = true;
+        self.lines_stale = true;
+    }
+
+    /// Drops, at commit, the entries whose file was deleted since the batch started
+    /// (MISP deletes at any time); returns how many.
+    pub(super) fn drop_deleted(&mut self, dir: &Path) -> Result<usize, MispError> {
+        let before = self.manifest.len();
+        match self.watch.as_mut().map(DirWatch::changes) {
+            Some(Changes::Names(names)) => {
+                for uuid in names {
+                    if !is_regular_file(&child(dir, &format!("{uuid}.json"))) {
+                        self.manifest.remove(&uuid);
+                    } else if !self.manifest.contains_key(&uuid) {
+                        self.unlisted.insert(uuid);
+                    }
+                }
+            }
+            _ => {
+                // The next batch starts a new watch and lists everything.
+                self.watch = None;
+                let present = list_event_uuids(dir)?;
+                self.manifest.retain(|uuid, _| present.contains(uuid));
+            }
+        }
+        Ok(before - self.manifest.len())
     }
 
     /// Reads `manifest.json`; one that is not a JSON object or not a regular file is
@@ -202,16 +275,7 @@ impl FeedIndex {
             .cloned()
             .collect();
         for uuid in gone {
-            if let Some(ts) = self
-                .manifest
-                .remove(&uuid)
-                .and_then(|raw| entry_timestamp(&raw))
-            {
-                self.gone_listed.insert(uuid.clone(), ts);
-            }
-            self.dropped += 1;
-            self.changed = true;
-            self.lines_stale = true;
+            self.forget(&uuid);
         }
         dirty.sort();
         dirty.dedup();

@@ -16,14 +16,17 @@
 //! - one writer per directory at a time (the receiver's delivery thread, or `feed
 //!   rebuild|republish` under the feed lock); MISP only reads or deletes;
 //! - cost per event that does not grow with the feed: after one full load, the manifest
-//!   is kept in memory (`misp_feed/index.rs`) and trusted as long as
-//!   `manifest.json` and `hashes.csv` on disk are the very files this feed last wrote
-//!   (same inode, size and times) and no `.gapferry-pending` is left; a batch then only
-//!   lists the directory (for events MISP deleted) instead of reading and parsing both
-//!   files, and `hashes.csv` grows by appending the batch's lines (fsync before the
-//!   manifest's rename) unless lines must go (an event replaced or gone), when it is
-//!   rewritten by rename as before. Either way its bytes are what a rewrite gives; any
-//!   other writer's change is seen and the feed is loaded again from disk;
+//!   is kept in memory (`misp_feed/index.rs`) and trusted as long as `manifest.json` and
+//!   `hashes.csv` on disk are the very files this feed last wrote (same inode, size and
+//!   times) and no `.gapferry-pending` is left; an inotify watch on the directory
+//!   (`misp_feed/watch.rs`) tells which `<uuid>.json` files were created or deleted
+//!   since, and only those are checked again (without inotify, or when its queue
+//!   overflowed, the directory is listed). `hashes.csv` grows by appending the batch's
+//!   lines (fsync before the manifest's rename) unless lines must go (an event replaced
+//!   or gone), when it is rewritten by rename as before; either way its bytes are what a
+//!   rewrite gives. Any other writer's change to the manifest or hash list makes the
+//!   next batch load the feed from disk again. What still grows with the feed is
+//!   writing `manifest.json` itself (one JSON object, replaced by rename);
 //! - every file gets the feed's [`Publish`] file mode and group before its rename (MISP
 //!   reads the feed as its web server's user), a directory the feed creates its directory
 //!   mode;
@@ -45,6 +48,7 @@ mod commit;
 mod index;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 /// Name of the feed's manifest.
 pub const MANIFEST: &str = "manifest.json";

@@ -71,3 +71,46 @@ fn a_version_written_while_a_stale_manifest_lists_an_older_one_says_so() {
     fs::remove_file(dir.path().join(MANIFEST)).unwrap();
     assert!(!feed.deliver_event(&event(u, 400)).unwrap().listed);
 }
+
+/// The uuids `manifest.json` lists.
+fn listed(dir: &Path) -> Vec<String> {
+    let manifest: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&fs::read(dir.join(MANIFEST)).unwrap()).unwrap();
+    manifest.keys().cloned().collect()
+}
+
+#[test]
+fn changes_during_a_batch_are_seen_by_the_commit_or_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut feed = MispFeed::new(dir.path());
+    let [a, b, c, d] = [
+        "5a0a9aa9-23a4-4607-b6df-41a9950d210a",
+        "5a0a9aa9-23a4-4607-b6df-41a9950d210b",
+        "5a0a9aa9-23a4-4607-b6df-41a9950d210c",
+        "5a0a9aa9-23a4-4607-b6df-41a9950d210d",
+    ];
+    for r in feed.deliver_batch([event(a, 1), event(b, 1)]).unwrap() {
+        r.unwrap();
+    }
+    let mut batch = feed.batch().unwrap();
+    batch.add(&event(c, 1)).unwrap();
+    // MISP deletes a listed event while the batch runs; someone drops in an unlisted one.
+    fs::remove_file(dir.path().join(format!("{a}.json"))).unwrap();
+    fs::write(dir.path().join(format!("{d}.json")), event(d, 1)).unwrap();
+    let summary = batch.commit().unwrap();
+    assert_eq!(summary.dropped, 1, "{summary:?}");
+    assert_eq!(
+        listed(dir.path()),
+        [b, c],
+        "the deleted event is no longer listed"
+    );
+    // The next batch, with nothing of its own, indexes the file that appeared.
+    let summary = feed.batch().unwrap().commit().unwrap();
+    assert_eq!(summary.reindexed, 1, "{summary:?}");
+    assert_eq!(listed(dir.path()), [b, c, d]);
+    // A deletion between batches is seen by the next one, and said so.
+    fs::remove_file(dir.path().join(format!("{b}.json"))).unwrap();
+    let summary = feed.batch().unwrap().commit().unwrap();
+    assert_eq!((summary.dropped, summary.written), (1, true), "{summary:?}");
+    assert_eq!(listed(dir.path()), [c, d]);
+}
