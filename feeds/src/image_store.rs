@@ -180,6 +180,15 @@ pub fn image_stem(file_name: &str) -> Result<(String, String), ImageError> {
     Ok((stem.to_string(), name.to_string()))
 }
 
+/// The compression of a staged tarball, from its first bytes; not gzip nor xz is refused.
+fn staged_compression(staged: &Path) -> Result<Compression, ImageError> {
+    let mut head = [0u8; 6];
+    let n = File::open(staged)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io_err(staged))?;
+    Compression::sniff(&head[..n]).ok_or_else(|| ImageError::NotATarball(staged.to_path_buf()))
+}
+
 /// The numeric version parts of a stem (see the module rules).
 pub fn version_key(stem: &str) -> Vec<u64> {
     let Some((_, after)) = stem.split_once('_') else {
@@ -319,29 +328,9 @@ impl ImageStore {
         if let Some(sig) = signature {
             regular_file(sig)?;
         }
-        let mut head = [0u8; 6];
-        let n = File::open(staged_tarball)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(io_err(staged_tarball))?;
-        let compression = Compression::sniff(&head[..n])
-            .ok_or_else(|| ImageError::NotATarball(staged_tarball.to_path_buf()))?;
+        let compression = staged_compression(staged_tarball)?;
         let sha256 = sha256_file(staged_tarball).map_err(io_err(staged_tarball))?;
-
-        let store = &self.dir;
-        ensure_real_dir(store, &self.publish).map_err(io_err(store))?;
-        let image_dir = store.join(&stem);
-        match fs::symlink_metadata(&image_dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(ImageError::Planted(image_dir)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&image_dir).map_err(io_err(&image_dir))?;
-                self.publish
-                    .apply_to_dir(&image_dir)
-                    .map_err(io_err(&image_dir))?;
-                sync_dir(store).map_err(io_err(store))?;
-            }
-            Err(e) => return Err(io_err(&image_dir)(e)),
-        }
+        let image_dir = self.image_dir(&stem)?;
 
         let file = format!("{stem}{}", compression.suffix());
         let dest = image_dir.join(&file);
@@ -388,6 +377,27 @@ impl ImageStore {
             already_present,
             stem,
         })
+    }
+
+    /// The directory of image version `stem`, created (with the store) when missing; a
+    /// non-directory planted under its name is refused.
+    fn image_dir(&self, stem: &str) -> Result<PathBuf, ImageError> {
+        let store = &self.dir;
+        ensure_real_dir(store, &self.publish).map_err(io_err(store))?;
+        let image_dir = store.join(stem);
+        match fs::symlink_metadata(&image_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(ImageError::Planted(image_dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&image_dir).map_err(io_err(&image_dir))?;
+                self.publish
+                    .apply_to_dir(&image_dir)
+                    .map_err(io_err(&image_dir))?;
+                sync_dir(store).map_err(io_err(store))?;
+            }
+            Err(e) => return Err(io_err(&image_dir)(e)),
+        }
+        Ok(image_dir)
     }
 
     /// The stored versions of `name`, newest first.

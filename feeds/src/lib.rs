@@ -25,6 +25,7 @@ pub mod misp_event;
 pub mod misp_feed;
 pub mod misp_to_feed;
 pub mod precheck;
+mod pyformat;
 pub mod signature;
 pub mod stix_store;
 
@@ -33,7 +34,7 @@ pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 pub use image_store::{DeliveredImage, ImageError, ImageStore};
 pub use kind::{
     detect, detect_bytes, detect_with, feed_event_files, image_signature, signature_target,
-    split_misp, Compression, DetectError, DetectLimits, Detected, Kind, MispEventDoc, MispShape,
+    split_misp, Compression, DetectError, DetectLimits, Detected, MispEventDoc, MispShape,
 };
 pub use misp_event::{parse_event, EventError, ManifestEntry, MispEvent};
 pub use misp_feed::{

@@ -206,40 +206,7 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
         return Err(not("the top level is not a JSON object".into()));
     }
     let view: BundleView = serde_json::from_slice(json).map_err(|e| not(e.to_string()))?;
-    match small_value(view.ty, "`type`").map_err(not)? {
-        Value::String(t) if t == "bundle" => {}
-        Value::Null => return Err(not("it has no `type`".into())),
-        other => {
-            return Err(not(format!(
-                "its type is {}, not \"bundle\"",
-                shown(&other)
-            )))
-        }
-    }
-    let id = match small_value(view.id, "`id`").map_err(not)? {
-        // Lower case: the same bundle id in upper case names the same file.
-        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => {
-            id.to_ascii_lowercase()
-        }
-        Value::Null => return Err(not("it has no `id`".into())),
-        other => {
-            return Err(not(format!(
-                "its id {} is not bundle--<uuid>",
-                shown(&other)
-            )))
-        }
-    };
-    let spec = match small_value(view.spec_version, "`spec_version`").map_err(not)? {
-        Value::Null => StixSpec::V21,
-        Value::String(s) if s == "2.0" => StixSpec::V20,
-        Value::String(s) if s == "2.1" => StixSpec::V21,
-        other => {
-            return Err(not(format!(
-                "the bundle declares spec_version {}, neither 2.0 nor 2.1",
-                shown(&other)
-            )))
-        }
-    };
+    let (id, spec) = bundle_id_and_spec(&view).map_err(not)?;
     let objects = match view.objects {
         Some(o) if first_byte(o) == b'[' => o,
         Some(o) if first_byte(o) != b'n' => {
@@ -251,29 +218,7 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
     };
     let mut count = 0usize;
     for_each_element(objects, |i, o| {
-        if first_byte(o) != b'{' {
-            return Err(format!("object {i} is not a JSON object"));
-        }
-        let [ty, id, spec_version] = members(o, ["type", "id", "spec_version"])?;
-        let ty = match small_value(ty, "`type`")? {
-            Value::String(t) if !t.is_empty() => t,
-            _ => return Err(format!("object {i} has no `type`")),
-        };
-        let id = small_value(id, "`id`")?;
-        let ok_id = matches!(&id, Value::String(id)
-            if id.strip_prefix(ty.as_str()).and_then(|r| r.strip_prefix("--")).is_some_and(is_uuid));
-        if !ok_id {
-            return Err(format!(
-                "object {i} ({ty}) has id {}, not {ty}--<uuid>",
-                shown(&id)
-            ));
-        }
-        check_spec_version(spec, &small_value(spec_version, "`spec_version`")?).map_err(|v| {
-            format!(
-                "object {i} ({ty}) declares spec_version {v} in a STIX {} bundle",
-                spec.as_str()
-            )
-        })?;
+        check_object(i, o, spec)?;
         count += 1;
         Ok(())
     })
@@ -282,6 +227,63 @@ pub fn validate_bundle(json: &[u8]) -> Result<BundleInfo, StixError> {
         id,
         objects: count,
         spec,
+    })
+}
+
+/// The bundle's `type` (must be `bundle`), its id in lower case and its spec version.
+fn bundle_id_and_spec(view: &BundleView) -> Result<(String, StixSpec), String> {
+    match small_value(view.ty, "`type`")? {
+        Value::String(t) if t == "bundle" => {}
+        Value::Null => return Err("it has no `type`".into()),
+        other => return Err(format!("its type is {}, not \"bundle\"", shown(&other))),
+    }
+    let id = match small_value(view.id, "`id`")? {
+        // Lower case: the same bundle id in upper case names the same file.
+        Value::String(id) if id.strip_prefix("bundle--").is_some_and(is_uuid) => {
+            id.to_ascii_lowercase()
+        }
+        Value::Null => return Err("it has no `id`".into()),
+        other => return Err(format!("its id {} is not bundle--<uuid>", shown(&other))),
+    };
+    let spec = match small_value(view.spec_version, "`spec_version`")? {
+        Value::Null => StixSpec::V21,
+        Value::String(s) if s == "2.0" => StixSpec::V20,
+        Value::String(s) if s == "2.1" => StixSpec::V21,
+        other => {
+            return Err(format!(
+                "the bundle declares spec_version {}, neither 2.0 nor 2.1",
+                shown(&other)
+            ))
+        }
+    };
+    Ok((id, spec))
+}
+
+/// Checks object `i` of a bundle of version `spec`: an object with a `type`, an id
+/// `<type>--<uuid>` and no other spec version.
+fn check_object(i: usize, o: &RawValue, spec: StixSpec) -> Result<(), String> {
+    if first_byte(o) != b'{' {
+        return Err(format!("object {i} is not a JSON object"));
+    }
+    let [ty, id, spec_version] = members(o, ["type", "id", "spec_version"])?;
+    let ty = match small_value(ty, "`type`")? {
+        Value::String(t) if !t.is_empty() => t,
+        _ => return Err(format!("object {i} has no `type`")),
+    };
+    let id = small_value(id, "`id`")?;
+    let ok_id = matches!(&id, Value::String(id)
+        if id.strip_prefix(ty.as_str()).and_then(|r| r.strip_prefix("--")).is_some_and(is_uuid));
+    if !ok_id {
+        return Err(format!(
+            "object {i} ({ty}) has id {}, not {ty}--<uuid>",
+            shown(&id)
+        ));
+    }
+    check_spec_version(spec, &small_value(spec_version, "`spec_version`")?).map_err(|v| {
+        format!(
+            "object {i} ({ty}) declares spec_version {v} in a STIX {} bundle",
+            spec.as_str()
+        )
     })
 }
 

@@ -1,8 +1,9 @@
 //! Kind detection over every file of realdata, synthetic tarballs and random bytes.
 
+use gapferry_common::ObjectKind;
 use gapferry_feeds::{
     detect, detect_with, feed_event_files, split_misp, Compression, DetectError, DetectLimits,
-    Detected, Kind, MispShape,
+    Detected, MispShape,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -62,8 +63,8 @@ fn every_realdata_file_is_classified() {
         assert_eq!(got, expected(rel), "{rel}");
         *counts.entry(got.kind()).or_insert(0) += 1;
     }
-    assert_eq!(counts[&Kind::Misp], 41 + 8 + 1);
-    assert_eq!(counts[&Kind::Stix], 13 + 3);
+    assert_eq!(counts[&ObjectKind::Misp], 41 + 8 + 1);
+    assert_eq!(counts[&ObjectKind::Stix], 13 + 3);
 
     let feed = root.join("misp-feed/infoblox");
     assert_eq!(
@@ -149,11 +150,8 @@ fn tarball(path: &Path, entries: &[&str], compression: Compression) {
     }
 }
 
-#[test]
-fn tarballs_with_and_without_metadata_yaml() {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = |name: &str| tmp.path().join(name);
-
+/// LXD images by their top-level `metadata.yaml`, whatever the name; others are files.
+fn images_by_content(t: &dyn Fn(&str) -> PathBuf) {
     tarball(
         &t("img.tar.gz"),
         &[
@@ -196,7 +194,10 @@ fn tarballs_with_and_without_metadata_yaml() {
         Compression::Xz,
     );
     assert_eq!(detect(&t("noimg.tar.xz")).unwrap(), Detected::File);
+}
 
+/// A `metadata.yaml` beyond the listing bound is not found.
+fn tar_listing_is_bounded(t: &dyn Fn(&str) -> PathBuf) {
     // The listing is bounded.
     let mut many: Vec<String> = (0..50).map(|i| format!("rootfs/f{i}")).collect();
     many.push("metadata.yaml".into());
@@ -214,7 +215,10 @@ fn tarballs_with_and_without_metadata_yaml() {
         detect(&t("late.tar.gz")).unwrap(),
         Detected::Image { .. }
     ));
+}
 
+/// `img.tar.gz.sig` goes with `img.tar.gz`; a signature without its image is a file.
+fn signature_travels_with_its_image(t: &dyn Fn(&str) -> PathBuf) {
     // A detached signature travels with its image.
     fs::write(t("img.tar.gz.sig"), b"sig").unwrap();
     assert_eq!(
@@ -231,11 +235,14 @@ fn tarballs_with_and_without_metadata_yaml() {
             image: t("img.tar.gz")
         }
     );
-    assert_eq!(sig.kind(), Kind::ImageSignature);
+    assert_eq!(sig.kind(), ObjectKind::ImageSignature);
     // A .sig without its image is a plain file.
     fs::write(t("gone.tar.gz.sig"), b"sig").unwrap();
     assert_eq!(detect(&t("gone.tar.gz.sig")).unwrap(), Detected::File);
+}
 
+/// gzip that is not a tarball, and garbage behind a gzip magic.
+fn gzip_without_tar_is_a_file(t: &dyn Fn(&str) -> PathBuf) {
     // gzip that is not a tarball, and garbage behind a gzip magic.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, b"just some text, no tar here").unwrap();
@@ -243,6 +250,16 @@ fn tarballs_with_and_without_metadata_yaml() {
     assert_eq!(detect(&t("text.gz")).unwrap(), Detected::File);
     fs::write(t("fake.tar.gz"), [0x1f, 0x8b, 1, 2, 3, 4, 5]).unwrap();
     assert_eq!(detect(&t("fake.tar.gz")).unwrap(), Detected::File);
+}
+
+#[test]
+fn tarballs_with_and_without_metadata_yaml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |name: &str| tmp.path().join(name);
+    images_by_content(&t);
+    tar_listing_is_bounded(&t);
+    signature_travels_with_its_image(&t);
+    gzip_without_tar_is_a_file(&t);
 }
 
 #[test]

@@ -136,14 +136,12 @@ fn key_order(text: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn the_feed_form_of_the_real_test_events_equals_pymisp_to_feed() {
-    let Some(py) = python() else { return };
-    let files = events();
+/// PyMISP's answer for each file: `{"text": ...}` or `{"refused": ...}`.
+fn pymisp_answers(py: &Path, files: &[PathBuf]) -> Vec<Value> {
     let out = Command::new(py)
         .arg("-c")
         .arg(SCRIPT)
-        .args(&files)
+        .args(files)
         .output()
         .unwrap();
     assert!(
@@ -157,7 +155,12 @@ fn the_feed_form_of_the_real_test_events_equals_pymisp_to_feed() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(answers.len(), files.len());
-    // PyMISP's own object templates, as the sender's --misp-object-templates would name.
+    answers
+}
+
+/// The feed form with PyMISP's own object templates, as the sender's
+/// --misp-object-templates would name them.
+fn pymisp_form() -> FeedForm {
     let templates = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/pyvenv/lib")
         .read_dir()
@@ -174,6 +177,75 @@ fn the_feed_form_of_the_real_test_events_equals_pymisp_to_feed() {
         ..FeedForm::default()
     };
     assert!(form.object_templates.0.len() > 100);
+    form
+}
+
+/// PyMISP's text with our reference uuids: PyMISP loads an object's references before
+/// its uuid, so a reference without `object_uuid` gets a random one there; the sender
+/// names the object's own uuid (checked here).
+fn with_our_reference_uuids(file: &Path, source: &[u8], ours: &Value, theirs: &str) -> String {
+    let mut theirs_text = theirs.to_string();
+    let original: Value = serde_json::from_slice(source).unwrap();
+    let b: Value = serde_json::from_str(theirs).unwrap();
+    for (i, ob) in original["Event"]["Object"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for (j, r) in ob["ObjectReference"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if r.get("object_uuid").is_some() {
+                continue;
+            }
+            let ours_ref = &ours["Event"]["Object"][i]["ObjectReference"][j]["object_uuid"];
+            let theirs_ref = &b["Event"]["Object"][i]["ObjectReference"][j]["object_uuid"];
+            assert_eq!(
+                ours_ref,
+                &ob["uuid"],
+                "{}: object {i} reference {j}",
+                file.display()
+            );
+            assert!(
+                !String::from_utf8_lossy(source).contains(theirs_ref.as_str().unwrap()),
+                "PyMISP's is a fresh uuid"
+            );
+            theirs_text =
+                theirs_text.replace(theirs_ref.as_str().unwrap(), ours_ref.as_str().unwrap());
+        }
+    }
+    theirs_text
+}
+
+/// Our feed form of `file` against PyMISP's: values, key order, then the text.
+fn assert_same_text(file: &Path, bytes: &[u8], ours: Vec<u8>, theirs: &str) {
+    let ours_text = String::from_utf8(ours).unwrap();
+    let a: Value = serde_json::from_str(&ours_text).unwrap();
+    let theirs_text = with_our_reference_uuids(file, bytes, &a, theirs);
+    let theirs_text = theirs_text.as_str();
+    let b: Value = serde_json::from_str(theirs_text).unwrap();
+    if let Some(d) = first_difference("", &a, &b) {
+        panic!("{}: first difference at {d}", file.display());
+    }
+    assert_eq!(
+        key_order(&ours_text),
+        key_order(theirs_text),
+        "{}: key order",
+        file.display()
+    );
+    assert_eq!(ours_text, theirs_text, "{}: text", file.display());
+}
+
+#[test]
+fn the_feed_form_of_the_real_test_events_equals_pymisp_to_feed() {
+    let Some(py) = python() else { return };
+    let files = events();
+    let answers = pymisp_answers(&py, &files);
+    let form = pymisp_form();
     let mut compared = 0;
     for (file, answer) in files.iter().zip(&answers) {
         let bytes = std::fs::read(file).unwrap();
@@ -190,60 +262,10 @@ fn the_feed_form_of_the_real_test_events_equals_pymisp_to_feed() {
             );
             continue;
         }
-        let theirs_text = answer["text"].as_str().unwrap();
         let ours = ours
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
             .expect("default distributions export every event");
-        let ours_text = String::from_utf8(ours).unwrap();
-        let a: Value = serde_json::from_str(&ours_text).unwrap();
-        let mut theirs_text = theirs_text.to_string();
-        // PyMISP loads an object's references before its uuid, so a reference without
-        // `object_uuid` gets a random one there; the sender names the object's own uuid.
-        let source: Value = serde_json::from_slice(&bytes).unwrap();
-        let b: Value = serde_json::from_str(&theirs_text).unwrap();
-        for (i, ob) in source["Event"]["Object"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            for (j, r) in ob["ObjectReference"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if r.get("object_uuid").is_some() {
-                    continue;
-                }
-                let ours_ref = &a["Event"]["Object"][i]["ObjectReference"][j]["object_uuid"];
-                let theirs_ref = &b["Event"]["Object"][i]["ObjectReference"][j]["object_uuid"];
-                assert_eq!(
-                    ours_ref,
-                    &ob["uuid"],
-                    "{}: object {i} reference {j}",
-                    file.display()
-                );
-                assert!(
-                    !String::from_utf8_lossy(&bytes).contains(theirs_ref.as_str().unwrap()),
-                    "PyMISP's is a fresh uuid"
-                );
-                theirs_text =
-                    theirs_text.replace(theirs_ref.as_str().unwrap(), ours_ref.as_str().unwrap());
-            }
-        }
-        let theirs_text = theirs_text.as_str();
-        let b: Value = serde_json::from_str(theirs_text).unwrap();
-        if let Some(d) = first_difference("", &a, &b) {
-            panic!("{}: first difference at {d}", file.display());
-        }
-        assert_eq!(
-            key_order(&ours_text),
-            key_order(theirs_text),
-            "{}: key order",
-            file.display()
-        );
-        assert_eq!(ours_text, theirs_text, "{}: text", file.display());
+        assert_same_text(file, &bytes, ours, answer["text"].as_str().unwrap());
         compared += 1;
     }
     assert_eq!(compared, 8, "eight events PyMISP exports, compared");

@@ -36,6 +36,33 @@ fn file_count(dir: &Path) -> usize {
     fs::read_dir(dir).unwrap().count()
 }
 
+/// The two OASIS examples that share one bundle id both survive; their original bytes.
+fn shared_id_twins_both_survive(store: &StixStore) -> [Vec<u8>; 2] {
+    let shared = "bundle--44af6c39-c09b-49c5-9de2-394224b04982";
+    let mut twins: Vec<String> = fs::read_dir(store.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(shared))
+        .collect();
+    twins.sort();
+    assert_eq!(twins.len(), 2, "{twins:?}");
+    assert!(twins.contains(&format!("{shared}.json")), "{twins:?}");
+    let originals = [
+        fs::read(realdata().join("stix21/oasis-examples/indicator-for-c2-ip-address.json"))
+            .unwrap(),
+        fs::read(realdata().join("stix21/oasis-examples/indicator-to-campaign-relationship.json"))
+            .unwrap(),
+    ];
+    for t in &twins {
+        let content = fs::read(store.dir().join(t)).unwrap();
+        assert!(
+            originals.contains(&content),
+            "{t} holds one of the two bundles"
+        );
+    }
+    originals
+}
+
 #[test]
 fn every_real_bundle_is_stored_once_and_none_is_overwritten() {
     let (bundles, others) = stix_files();
@@ -72,29 +99,7 @@ fn every_real_bundle_is_stored_once_and_none_is_overwritten() {
         "nothing else left behind"
     );
 
-    // The two OASIS examples that share one bundle id both survive.
-    let shared = "bundle--44af6c39-c09b-49c5-9de2-394224b04982";
-    let mut twins: Vec<String> = fs::read_dir(store.dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(shared))
-        .collect();
-    twins.sort();
-    assert_eq!(twins.len(), 2, "{twins:?}");
-    assert!(twins.contains(&format!("{shared}.json")), "{twins:?}");
-    let originals = [
-        fs::read(realdata().join("stix21/oasis-examples/indicator-for-c2-ip-address.json"))
-            .unwrap(),
-        fs::read(realdata().join("stix21/oasis-examples/indicator-to-campaign-relationship.json"))
-            .unwrap(),
-    ];
-    for t in &twins {
-        let content = fs::read(store.dir().join(t)).unwrap();
-        assert!(
-            originals.contains(&content),
-            "{t} holds one of the two bundles"
-        );
-    }
+    let originals = shared_id_twins_both_survive(&store);
 
     // Delivering everything again stores nothing new.
     for b in &bundles {

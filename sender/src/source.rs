@@ -205,16 +205,6 @@ fn whole_file(path: &Path, name: String, kind: ObjectKind) -> Result<SourceFile,
     })
 }
 
-fn to_object_kind(k: gapferry_feeds::Kind) -> ObjectKind {
-    match k {
-        gapferry_feeds::Kind::File => ObjectKind::File,
-        gapferry_feeds::Kind::Misp => ObjectKind::Misp,
-        gapferry_feeds::Kind::Stix => ObjectKind::Stix,
-        gapferry_feeds::Kind::Image => ObjectKind::Image,
-        gapferry_feeds::Kind::ImageSignature => ObjectKind::ImageSignature,
-    }
-}
-
 /// One MISP file (single event, REST export, list of events) as one object per event,
 /// each in feed form when `opts` asks; the file itself is never modified.
 fn misp_events(
@@ -303,7 +293,7 @@ fn classify_file(
             out.push(image_file(path, name)?);
             Ok(())
         }
-        other => whole_file(path, name, to_object_kind(other.kind())).map(|f| out.push(f)),
+        other => whole_file(path, name, other.kind()).map(|f| out.push(f)),
     }
 }
 
