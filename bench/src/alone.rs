@@ -1,16 +1,16 @@
 //! The one-sided rows. The sender alone: `gapferry-send` towards a UDP socket that nobody
 //! reads, so the row measures what the sender can do on this machine without a receiver
 //! sharing its cores; goodput is the file's bytes over the sender's wall time (start to
-//! exit). The receiver alone: `gapferry-recv` fed by [`crate::replay`], which sends
-//! datagrams the sender encoded beforehand from memory with UDP GSO.
+//! exit). The receiver alone: `gapferry-recv` fed by [`crate::replay`] in a process of
+//! its own, which sends datagrams the sender encoded beforehand from memory with UDP GSO.
 
 use crate::procs::{self, Proc};
 use crate::records::{log_field, RecordTail};
 use crate::replay;
 use crate::scenario::{command, wait_for_line, Env, RunResult, Scenario};
 use anyhow::Result;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The pacer's `--rate` of the sender-alone row: far above what two cores reach, so the
@@ -72,8 +72,8 @@ pub fn run_sender(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> 
 pub const RECEIVER_ALONE_RATE_BPS: u64 = 4_000_000_000;
 
 /// The datagrams `gapferry-send` makes of `s`'s payload, encoded into a capture file
-/// (no socket, no pacing) and read back into memory.
-fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<replay::Datagrams> {
+/// (no socket, no pacing); its path.
+fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<PathBuf> {
     let input = env.payload_path(s.payload)?;
     let pcap = env.work.join(format!("{tag}.pcap"));
     let log = env.work.join("logs").join(format!("{tag}-encode.log"));
@@ -89,9 +89,20 @@ fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<replay::Datagrams> {
         .args(["--kind", s.kind.unwrap_or("auto")]);
     let exit = Proc::spawn("gapferry-send", cmd, &log)?.wait(Duration::from_secs(600))?;
     anyhow::ensure!(exit.code == 0, "encoding into {} failed", pcap.display());
-    let datagrams = crate::replay::load(&pcap)?;
-    let _ = std::fs::remove_file(&pcap);
-    Ok(datagrams)
+    Ok(pcap)
+}
+
+/// Starts the replayer process on `pcap` towards `port`; returns once it is sending.
+fn start_replayer(env: &Env, pcap: &Path, port: u16, tag: &str) -> Result<(Proc, PathBuf)> {
+    let log = env.work.join("logs").join(format!("{tag}-replay.log"));
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg(replay::SUBCOMMAND)
+        .arg(pcap)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(env.replay_rate_bps.to_string());
+    let mut proc = Proc::spawn("replayer", cmd, &log)?;
+    wait_for_line(&log, "sending", &mut proc, Duration::from_secs(300))?;
+    Ok((proc, log))
 }
 
 /// The receiver of one receiver-alone run, from its start to its exit record.
@@ -169,19 +180,16 @@ impl ReceiverRun {
     }
 }
 
-/// Runs the receiver of `s` once, fed by [`crate::replay`] from memory.
+/// Runs the receiver of `s` once, fed by the [`crate::replay`] process from memory.
 pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let tag = format!("{}-{run}", s.name);
     std::fs::create_dir_all(env.work.join("logs"))?;
-    let datagrams = encode(env, s, &tag)?;
+    let pcap = encode(env, s, &tag)?;
     let mut rx = ReceiverRun::start(env, &tag)?;
-    let to = SocketAddr::from(([127, 0, 0, 1], rx.port));
+    let (mut feeder, feeder_log) = start_replayer(env, &pcap, rx.port, &tag)?;
     let t0 = SystemTime::now();
-    let rate = env.replay_rate_bps;
-    let feeder = std::thread::spawn(move || replay::replay(&datagrams, to, rate));
     let objects = s.payload.objects();
     let grace = Duration::from_secs(15 + s.payload.bytes() / 200_000_000);
-    let mut fed_at = None;
     let mut progress = (0, Instant::now());
     loop {
         std::thread::sleep(Duration::from_millis(10));
@@ -189,14 +197,14 @@ pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult
         if rx.tail.resolved() != progress.0 {
             progress = (rx.tail.resolved(), Instant::now());
         }
-        if fed_at.is_none() && feeder.is_finished() {
-            fed_at = Some(Instant::now());
-        }
-        let Some(at) = fed_at else { continue };
+        let Some(fed) = feeder.try_exit()? else {
+            continue;
+        };
         if rx.tail.resolved() >= objects {
             break;
         }
-        if at.max(progress.1).elapsed() > grace {
+        let fed_at = fed.at.unwrap_or_else(Instant::now);
+        if fed_at.max(progress.1).elapsed() > grace {
             eprintln!(
                 "  timeout: {} of {objects} objects resolved",
                 rx.tail.resolved()
@@ -204,12 +212,13 @@ pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult
             break;
         }
     }
-    let fed = feeder
-        .join()
-        .map_err(|_| anyhow::anyhow!("the replayer panicked"))??;
+    let fed = feeder.wait(Duration::from_secs(5))?;
+    let _ = std::fs::remove_file(&pcap);
+    let text = std::fs::read_to_string(&feeder_log).unwrap_or_default();
+    anyhow::ensure!(fed.code == 0, "the replayer failed:\n{text}");
     let mut result = rx.stop(objects, s.payload.bytes(), t0)?;
-    result.sent_datagrams = Some(fed.datagrams);
-    result.sent_bytes = Some(fed.bytes);
-    result.feeder_cpu_seconds = Some(fed.cpu_seconds);
+    result.sent_datagrams = log_field(&text, "replayed", "datagrams");
+    result.sent_bytes = log_field(&text, "replayed", "bytes");
+    result.feeder_cpu_seconds = log_field(&text, "replayed", "cpu_us").map(|us| us as f64 / 1e6);
     Ok(result)
 }

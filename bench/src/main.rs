@@ -219,6 +219,10 @@ fn describe_run(r: &RunResult) -> String {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(gapferry_bench::replay::SUBCOMMAND) {
+        return gapferry_bench::replay::run_subcommand(&args[2..]);
+    }
     let cli = Cli::parse();
     let scenarios = select(&cli.scenarios, cli.quick)?;
     let (send, recv) = binaries(&cli)?;

@@ -1,7 +1,8 @@
 //! A cheap feeder for the receiver-alone row: datagrams encoded beforehand (by
 //! `gapferry-send --pcap-out`) are held in memory and sent with UDP GSO, consecutive
 //! datagrams of one length in one `send` of up to 64 KB, paced at a given rate of IP
-//! packets. Its own CPU time is measured apart, so the row shows what the receiver costs.
+//! packets. It runs as a process of its own ([`SUBCOMMAND`]) and measures its own CPU
+//! time, so the row shows what the receiver costs.
 
 use crate::udpcost::{enable_gso, send_one};
 use anyhow::{Context, Result};
@@ -16,6 +17,32 @@ const IP_UDP: u64 = 28;
 const GSO_BYTES: usize = 65_000;
 const GSO_SEGMENTS: usize = 64;
 
+/// The hidden subcommand that runs the replayer in a process of its own:
+/// `gapferry-bench __replay CAPTURE ADDR RATE_BPS`. The harness never holds the
+/// datagrams itself: a child's peak RSS (`ru_maxrss`) starts from its parent's high-water
+/// mark, so a harness that once held a GiB of datagrams would inflate every later row.
+pub const SUBCOMMAND: &str = "__replay";
+
+/// Runs [`SUBCOMMAND`] with its arguments: loads the capture, logs `sending`, replays it,
+/// then logs `replayed datagrams=N bytes=B cpu_us=C` (C: the replaying thread's CPU).
+pub fn run_subcommand(args: &[String]) -> Result<()> {
+    let [capture, addr, rate] = args else {
+        anyhow::bail!("usage: gapferry-bench {SUBCOMMAND} CAPTURE ADDR RATE_BPS");
+    };
+    let datagrams = load(Path::new(capture))?;
+    let to: SocketAddr = addr.parse().context("ADDR")?;
+    let rate: u64 = rate.parse().context("RATE_BPS")?;
+    eprintln!("sending {} datagrams to {to}", datagrams.len());
+    let done = replay(&datagrams, to, rate)?;
+    eprintln!(
+        "replayed datagrams={} bytes={} cpu_us={}",
+        done.datagrams,
+        done.bytes,
+        (done.cpu_seconds * 1e6) as u64
+    );
+    Ok(())
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Replayed {
@@ -27,10 +54,7 @@ pub struct Replayed {
     pub cpu_seconds: f64,
 }
 
-/// Datagrams held back to back in one buffer: one allocation, handed back to the kernel
-/// whole when dropped. (Children inherit the harness's resident set into their peak RSS
-/// at `fork`, so a heap left fragmented by a million small buffers would inflate every
-/// later row's figures.)
+/// Datagrams held back to back in one buffer (one allocation instead of a million).
 #[derive(Debug, Default)]
 pub struct Datagrams {
     bytes: Vec<u8>,
