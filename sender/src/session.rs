@@ -35,9 +35,11 @@ pub struct SenderConfig {
     pub threads: usize,
 }
 
-/// Threads the sender prepares blocks on unless told: one per available core.
+/// Threads the sender prepares blocks on unless told: one per available core but one,
+/// which is left to the thread that paces and sends (on 2 cores a second worker measured
+/// no faster and took the core the sending thread needed; bench/README.md).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Default for SenderConfig {

@@ -17,7 +17,7 @@ use std::time::UNIX_EPOCH;
 pub use crate::error::TransferError;
 
 /// Reads `file` once to build its descriptor (size and blake3), hashing its blocks on as
-/// many threads as the machine has cores; [`SenderSession::describe`] uses the session's
+/// many threads as [`crate::session::default_threads`]; [`SenderSession::describe`] uses the session's
 /// `--threads`.
 pub fn describe(
     file: &SourceFile,
