@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    let present = MispFeed::new(&dir).listing()?.events.len();
     let docs: Vec<Vec<u8>> = (0..events).map(|i| event(1 << 40 | i, 70)).collect();
     let bytes: usize = docs.iter().map(Vec::len).sum();
     let mut feed = MispFeed::new(&dir);
@@ -69,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{events} events of {} B into a feed of {prefill}, batches of {batch}: {:.0} events/s ({secs:.2} s)",
+        "{events} events of {} B into a feed of {present}, batches of {batch}: {:.0} events/s ({secs:.2} s)",
         bytes / docs.len().max(1),
         events as f64 / secs
     );

@@ -11,7 +11,7 @@
 //!   MISP REST export `{"response": [{"Event": ...}]}`, a list of `{"Event": ...}` or a bare
 //!   event (`info`, `uuid` and `Orgc` at the top) is MISP; an object with
 //!   `"type": "bundle"` is STIX; values are skipped, not built, so a multi-MB JSON costs
-//!   one pass at most and usually a few bytes;
+//!   one pass at most and usually a few bytes (the probe is `kind/probe.rs`);
 //! - `X.tar.gz.sig` (or `.tar.xz.sig`) next to an existing `X.tar.gz` is that image's
 //!   detached signature and travels with it;
 //! - anything else is a plain file.
