@@ -1,10 +1,8 @@
 //! Observability for both binaries: serving a Prometheus registry (`GET /metrics`, text
 //! exposition format) and the daemon's health (`GET /healthz`) over HTTP for
-//! `--metrics ADDR`, on the control plane's own thread and tokio runtime, and the log setup
-//! behind `--log-format` ([`logging`]).
+//! `--metrics ADDR`, on the control plane's own thread and tokio runtime. (The log setup
+//! behind `--log-format` is `gapferry-shell`'s.)
 #![warn(missing_docs)]
-
-pub mod logging;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;

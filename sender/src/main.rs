@@ -4,7 +4,6 @@ mod cli_misp_pull;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapferry_common::Key;
 use gapferry_sender::config::FileConfig;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
@@ -31,31 +30,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format: text, or json (one object per line, for log collectors).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "GAPFERRY_LOG_FORMAT"
-    )]
-    log_format: gapferry_metrics::logging::LogFormat,
-    /// Log filter (e.g. info, debug, gapferry_sender=trace).
-    #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
-    log: String,
+    #[command(flatten)]
+    log: gapferry_shell::LogArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
-    #[command(hide = true)]
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
+    #[command(flatten)]
+    Generate(gapferry_shell::Generate),
     /// Send files or directory trees, then exit.
     ///
     /// Example: gapferry-send file export/ report.json --to 192.0.2.10:7000 --rate 800M
@@ -231,12 +213,6 @@ struct WatchArgs {
     link: LinkArgs,
 }
 
-fn read_key(path: &PathBuf) -> Result<Key> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    Key::parse(&bytes).with_context(|| format!("bad key file {}", path.display()))
-}
-
 fn resolve(flag: &str, to: &str) -> Result<SocketAddr> {
     to.to_socket_addrs()
         .with_context(|| format!("{flag} {to:?} is not HOST:PORT"))?
@@ -276,7 +252,7 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
         .clone()
         .or(file.key.clone())
         .as_ref()
-        .map(read_key)
+        .map(|p| gapferry_shell::keys::read_key(p))
         .transpose()?;
     let defaults = SenderConfig::default();
     let cfg = SenderConfig {
@@ -429,23 +405,11 @@ fn main() -> std::process::ExitCode {
         Command::Watch(a) => a.link.quiet,
         _ => false,
     };
-    gapferry_metrics::logging::init(
-        gapferry_metrics::logging::filter(&cli.log, quiet),
-        cli.log_format,
-    );
+    cli.log.init(quiet);
     let result = match cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                env!("CARGO_BIN_NAME"),
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .context("cannot write the man page"),
+        Command::Generate(g) => g
+            .write::<Cli>(env!("CARGO_BIN_NAME"), &mut std::io::stdout())
+            .context("cannot write to standard output"),
         Command::File(a) => run_file(a),
         Command::Watch(a) => run_watch(a),
         Command::MispPull(a) => cli_misp_pull::run(a),
