@@ -66,6 +66,8 @@ pub struct WatchOptions {
     pub resend_last: Option<usize>,
     /// `--resend-every`: carousel period, seconds.
     pub resend_every: Option<f64>,
+    /// `--poll-interval`: seconds between scans without an outbox event.
+    pub poll_interval: Option<f64>,
 }
 
 pub use gapferry_shell::ConfigError;

@@ -5,6 +5,7 @@ mod cli_misp_pull;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gapferry_sender::config::FileConfig;
+use gapferry_sender::control::ControlPlane;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
@@ -207,6 +208,10 @@ struct WatchArgs {
     /// Carousel period in seconds [default: 600].
     #[arg(long)]
     resend_every: Option<f64>,
+    /// Seconds between two scans of the outbox without an outbox event: a safety net
+    /// where inotify works, the only scans where it does not [default: 5].
+    #[arg(long)]
+    poll_interval: Option<f64>,
     #[command(flatten)]
     misp: MispArgs,
     #[command(flatten)]
@@ -374,20 +379,24 @@ fn run_watch(a: WatchArgs) -> Result<()> {
     if let Some(s) = a.resend_every.or(file.watch.resend_every) {
         cfg.resend_every = Duration::from_secs_f64(s.max(0.1));
     }
+    if let Some(s) = a.poll_interval.or(file.watch.poll_interval) {
+        cfg.poll_interval = Duration::from_secs_f64(s.max(0.1));
+    }
+    let poll_interval = cfg.poll_interval;
     let mut watcher =
         Watcher::new(cfg).with_context(|| format!("cannot use the outbox {}", outbox.display()))?;
     let mut session = open_session(&a.link, &file)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone())
-            .context("cannot install signal handlers")?;
-    }
+    let (control, wakeups) = ControlPlane::start(&outbox, poll_interval, shutdown.clone())
+        .context("cannot start the control plane (signals, outbox events)")?;
+    watcher.wake_on(wakeups);
     let pull_metrics = session.metrics().misp_pull.clone();
     cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");
     let stats = watcher
         .run(&mut session, &shutdown, &Progress::hidden())
         .context("sending stopped")?;
+    drop(control);
     session.finish().context("sending stopped")?;
     tracing::info!(
         sent = stats.files_sent,
