@@ -3,7 +3,7 @@
 //! a large image.
 
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::harness::{binary, with_outcome, ChildGuard, TestReceiver};
 use gapferry_tests::realdata::realdata;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -332,7 +332,7 @@ fn files_the_high_side_would_refuse_are_moved_to_refused_with_their_reason_and_n
 
 /// Starts `gapferry-send watch` scanning only every `poll` seconds without an outbox
 /// event; returns once it logged that it is watching (its outbox events are set up).
-fn watcher_polling_every(outbox: &Path, to: std::net::SocketAddr, poll: &str) -> Child {
+fn watcher_polling_every(outbox: &Path, to: std::net::SocketAddr, poll: &str) -> ChildGuard {
     use std::io::BufRead;
     let mut w = Command::new(binary("gapferry-send"))
         .args(["watch", "--outbox", outbox.to_str().unwrap(), "--to"])
@@ -353,7 +353,7 @@ fn watcher_polling_every(outbox: &Path, to: std::net::SocketAddr, poll: &str) ->
     ready
         .recv_timeout(Duration::from_secs(60))
         .expect("the watch service never logged `watching`");
-    w
+    ChildGuard(w)
 }
 
 #[test]
@@ -373,11 +373,7 @@ fn a_dropped_file_is_sent_well_before_the_polling_interval() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(outbox.join("sent/files/prompt.txt").exists());
-    Command::new("kill")
-        .args(["-TERM", &w.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(w.wait().unwrap().success(), "SIGTERM stops it cleanly");
+    assert!(w.terminate().success(), "SIGTERM stops it cleanly");
     assert_eq!(
         std::fs::read(rx.out.join("files/prompt.txt")).unwrap(),
         b"no waiting for the poll\n"
