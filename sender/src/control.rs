@@ -1,7 +1,7 @@
 //! The sender daemon's control plane: one small single-threaded tokio runtime, on a thread
 //! of its own, hosting what is event-driven: outbox events (inotify through `notify`), the
-//! polling timer (the fallback where events are unavailable, a safety net where they are)
-//! and SIGINT/SIGTERM. It never reads, prepares or sends anything: it only wakes the data
+//! polling timer (the fallback where events are unavailable, a safety net where they are),
+//! SIGINT/SIGTERM, and the metrics endpoint when `--metrics` is given. It never reads, prepares or sends anything: it only wakes the data
 //! plane (the watch loop on its own thread) through a bounded channel, and sets the
 //! shutdown flag on a signal. A wake-up means "scan now", never "this file is complete":
 //! the watch loop's settle rule still decides.
@@ -23,6 +23,7 @@ const EVENT_BUFFER: usize = 64;
 pub struct ControlPlane {
     stop: Arc<Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
+    handle: tokio::runtime::Handle,
     /// Whether outbox events are delivered (false: polling only).
     pub events: bool,
 }
@@ -41,18 +42,15 @@ impl ControlPlane {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let outbox = outbox.to_path_buf();
         let stop_rt = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
         let thread = std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .enable_time()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return drop(ready_tx.send(Err(e))),
-                };
-                rt.block_on(serve(
+                runtime.block_on(serve(
                     outbox,
                     poll_interval,
                     shutdown,
@@ -67,9 +65,17 @@ impl ControlPlane {
         let plane = ControlPlane {
             stop,
             thread: Some(thread),
+            handle,
             events,
         };
         Ok((plane, wake_rx))
+    }
+}
+
+impl ControlPlane {
+    /// The runtime, for the daemon's other event-driven parts (the metrics endpoint).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.handle
     }
 }
 

@@ -234,7 +234,12 @@ fn default_source(to: SocketAddr) -> SocketAddr {
 }
 
 /// A session built from flags and the configuration file.
-fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
+/// The metrics endpoint runs on `runtime` when the daemon has one (`watch`).
+fn open_session(
+    link: &LinkArgs,
+    file: &FileConfig,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<SenderSession> {
     let to = link
         .to
         .clone()
@@ -285,8 +290,12 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         session.metrics().register(&mut registry);
-        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), || {}, || Ok(()))
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let registry = std::sync::Arc::new(registry);
+        match runtime {
+            Some(rt) => gapferry_metrics::serve_on(rt, addr, registry, || {}, || Ok(())),
+            None => gapferry_metrics::serve(addr, registry, || {}, || Ok(())),
+        }
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");
     Ok(session)
@@ -322,7 +331,7 @@ fn run_file(a: FileArgs) -> Result<()> {
         (None, None) => KindMode::Auto,
     };
     let files = source::collect_with(&a.paths, kind, &a.misp.options(&file)?)?;
-    let mut session = open_session(&a.link, &file)?;
+    let mut session = open_session(&a.link, &file, None)?;
     let passes = session.config().passes as u64;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
     tracing::info!(objects = files.len(), bytes = total, "sending");
@@ -385,11 +394,11 @@ fn run_watch(a: WatchArgs) -> Result<()> {
     let poll_interval = cfg.poll_interval;
     let mut watcher =
         Watcher::new(cfg).with_context(|| format!("cannot use the outbox {}", outbox.display()))?;
-    let mut session = open_session(&a.link, &file)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let (control, wakeups) = ControlPlane::start(&outbox, poll_interval, shutdown.clone())
         .context("cannot start the control plane (signals, outbox events)")?;
     watcher.wake_on(wakeups);
+    let mut session = open_session(&a.link, &file, Some(control.runtime()))?;
     let pull_metrics = session.metrics().misp_pull.clone();
     cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");
