@@ -1,10 +1,8 @@
 //! Observability for both binaries: serving a Prometheus registry (`GET /metrics`, text
 //! exposition format) and the daemon's health (`GET /healthz`) over HTTP for
-//! `--metrics ADDR`, on the control plane's own thread and tokio runtime, and the log setup
-//! behind `--log-format` ([`logging`]).
+//! `--metrics ADDR`, on the control plane's own thread and tokio runtime. (The log setup
+//! behind `--log-format` is `gapferry-shell`'s.)
 #![warn(missing_docs)]
-
-pub mod logging;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -38,55 +36,70 @@ pub fn serve(
     refresh: impl Fn() + Send + Sync + 'static,
     health: impl Fn() -> Result<(), String> + Send + Sync + 'static,
 ) -> std::io::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let bound = serve_on(runtime.handle(), addr, registry, refresh, health)?;
+    std::thread::Builder::new()
+        .name("gapferry-control".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(bound)
+}
+
+/// [`serve`] on a runtime the daemon already runs for its control plane (the sender's
+/// watch service), so one daemon has one runtime; the endpoint lives as long as it.
+pub fn serve_on(
+    runtime: &tokio::runtime::Handle,
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    refresh: impl Fn() + Send + Sync + 'static,
+    health: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> std::io::Result<SocketAddr> {
     // Bound here, so a taken port is the caller's error, not a log line from a thread.
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
     let endpoint = Arc::new(Endpoint {
         registry,
         refresh: Box::new(refresh),
         health: Box::new(health),
     });
-    std::thread::Builder::new()
-        .name("gapferry-control".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("metrics endpoint stopped: {e}");
-                        return;
-                    }
-                };
-                loop {
-                    let stream = match listener.accept().await {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            tracing::debug!("metrics accept failed: {e}");
-                            continue;
-                        }
-                    };
-                    let endpoint = endpoint.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let response = endpoint.respond(&req);
-                            async move { Ok::<_, std::convert::Infallible>(response) }
-                        });
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await
-                        {
-                            tracing::debug!("metrics connection ended: {e}");
-                        }
-                    });
-                }
-            });
-        })?;
+    runtime.spawn(accept(listener, endpoint));
     tracing::info!(%bound, "serving Prometheus metrics at /metrics and health at /healthz");
     Ok(bound)
+}
+
+/// Accepts connections and answers their requests until the runtime stops.
+async fn accept(listener: std::net::TcpListener, endpoint: Arc<Endpoint>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("metrics endpoint stopped: {e}");
+            return;
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("metrics accept failed: {e}");
+                continue;
+            }
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = endpoint.respond(&req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("metrics connection ended: {e}");
+            }
+        });
+    }
 }
 
 /// What the endpoint serves.

@@ -209,15 +209,10 @@ pub struct LimitOptions {
 /// Why the configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read the configuration file {path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
+    /// The file cannot be read, is not valid TOML or has unknown keys.
+    #[error(transparent)]
+    File(#[from] gapferry_shell::ConfigError),
+    /// A value cannot be used.
     #[error("configuration file {path}: {message}")]
     Parse {
         /// The file.
@@ -387,14 +382,7 @@ impl PermissionOptions {
 impl FileConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            error: source,
-        })?;
-        let config: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: FileConfig = gapferry_shell::config::load(path)?;
         // Refused at start, not at the first delivery.
         config
             .permissions

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapferry_common::{Key, KeyRing};
+use gapferry_common::KeyRing;
 use gapferry_receiver::config::FileConfig;
 use gapferry_receiver::pipeline::Listener;
 use gapferry_receiver::replay::{replay, ReplayOptions, Speed};
@@ -24,31 +24,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format: text, or json (one object per line, for log collectors).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "GAPFERRY_LOG_FORMAT"
-    )]
-    log_format: gapferry_metrics::logging::LogFormat,
-    /// Log filter (e.g. info, debug, gapferry_receiver=trace).
-    #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
-    log: String,
+    #[command(flatten)]
+    log: gapferry_shell::LogArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
-    #[command(hide = true)]
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
+    #[command(flatten)]
+    Generate(gapferry_shell::Generate),
     /// Receive and deliver until SIGINT or SIGTERM.
     ///
     /// Example: gapferry-recv listen --bind 0.0.0.0:7000 --out /srv/gapferry
@@ -163,21 +146,6 @@ struct ListenArgs {
     metrics: Option<SocketAddr>,
 }
 
-fn read_key_files(paths: &[PathBuf]) -> Result<Vec<Key>> {
-    paths
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(p)
-                .with_context(|| format!("cannot read key file {}", p.display()))?;
-            Key::parse(&bytes).with_context(|| format!("bad key file {}", p.display()))
-        })
-        .collect()
-}
-
-fn read_keys(paths: &[PathBuf]) -> Result<KeyRing> {
-    Ok(KeyRing::new(read_key_files(paths)?))
-}
-
 fn resolve(s: &str) -> Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("--bind {s:?} is not HOST:PORT"))?
@@ -214,8 +182,8 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     } else {
         a.retired_key.clone()
     };
-    let retired = read_key_files(&retired)?;
-    let accepted = read_key_files(&keys)?;
+    let retired = gapferry_shell::keys::read_keys(&retired)?;
+    let accepted = gapferry_shell::keys::read_keys(&keys)?;
     if let Some(k) = retired.iter().find(|k| accepted.contains(k)) {
         anyhow::bail!(
             "key {} is both accepted (--key) and retired (--retired-key): drop it from one",
@@ -415,7 +383,7 @@ fn run_feed(cmd: FeedCommand) -> Result<()> {
 
 fn run_replay(a: ReplayArgs) -> Result<()> {
     let mut cfg = ReceiverConfig::new(a.out.clone());
-    cfg.keys = read_keys(&a.key)?;
+    cfg.keys = gapferry_shell::keys::read_key_ring(&a.key)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create --out {}", a.out.display()))?;
     let opts = ReplayOptions {
@@ -464,20 +432,11 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    gapferry_metrics::logging::init(&cli.log, cli.log_format);
+    cli.log.init(false);
     let result = match cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                env!("CARGO_BIN_NAME"),
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .context("cannot write the man page"),
+        Command::Generate(g) => g
+            .write::<Cli>(env!("CARGO_BIN_NAME"), &mut std::io::stdout())
+            .context("cannot write to standard output"),
         Command::Listen(a) => run_listen(a),
         Command::Replay(a) => run_replay(a),
         Command::Feed(c) => run_feed(c),

@@ -68,40 +68,16 @@ pub struct WatchOptions {
     pub resend_last: Option<usize>,
     /// `--resend-every`: carousel period, seconds.
     pub resend_every: Option<f64>,
+    /// `--poll-interval`: seconds between scans without an outbox event.
+    pub poll_interval: Option<f64>,
 }
 
-/// Why the configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read the configuration file {path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("configuration file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, with its position.
-        message: String,
-    },
-}
+pub use gapferry_shell::ConfigError;
 
 impl FileConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            error: source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        gapferry_shell::config::load(path)
     }
 }
 

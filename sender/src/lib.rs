@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod http;
 pub mod images_pull;

@@ -4,8 +4,8 @@ mod cli_misp_pull;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapferry_common::Key;
 use gapferry_sender::config::FileConfig;
+use gapferry_sender::control::ControlPlane;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
@@ -31,31 +31,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format: text, or json (one object per line, for log collectors).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "GAPFERRY_LOG_FORMAT"
-    )]
-    log_format: gapferry_metrics::logging::LogFormat,
-    /// Log filter (e.g. info, debug, gapferry_sender=trace).
-    #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
-    log: String,
+    #[command(flatten)]
+    log: gapferry_shell::LogArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
-    #[command(hide = true)]
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
+    #[command(flatten)]
+    Generate(gapferry_shell::Generate),
     /// Send files or directory trees, then exit.
     ///
     /// Example: gapferry-send file export/ report.json --to 192.0.2.10:7000 --rate 800M
@@ -228,16 +211,14 @@ struct WatchArgs {
     /// Carousel period in seconds [default: 600].
     #[arg(long)]
     resend_every: Option<f64>,
+    /// Seconds between two scans of the outbox without an outbox event: a safety net
+    /// where inotify works, the only scans where it does not [default: 5].
+    #[arg(long)]
+    poll_interval: Option<f64>,
     #[command(flatten)]
     misp: MispArgs,
     #[command(flatten)]
     link: LinkArgs,
-}
-
-fn read_key(path: &PathBuf) -> Result<Key> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    Key::parse(&bytes).with_context(|| format!("bad key file {}", path.display()))
 }
 
 fn resolve(flag: &str, to: &str) -> Result<SocketAddr> {
@@ -256,7 +237,12 @@ fn default_source(to: SocketAddr) -> SocketAddr {
 }
 
 /// A session built from flags and the configuration file.
-fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
+/// The metrics endpoint runs on `runtime` when the daemon has one (`watch`).
+fn open_session(
+    link: &LinkArgs,
+    file: &FileConfig,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<SenderSession> {
     let to = link
         .to
         .clone()
@@ -279,7 +265,7 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
         .clone()
         .or(file.key.clone())
         .as_ref()
-        .map(read_key)
+        .map(|p| gapferry_shell::keys::read_key(p))
         .transpose()?;
     let defaults = SenderConfig::default();
     let cfg = SenderConfig {
@@ -311,8 +297,12 @@ fn open_session(link: &LinkArgs, file: &FileConfig) -> Result<SenderSession> {
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         session.metrics().register(&mut registry);
-        gapferry_metrics::serve(addr, std::sync::Arc::new(registry), || {}, || Ok(()))
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let registry = std::sync::Arc::new(registry);
+        match runtime {
+            Some(rt) => gapferry_metrics::serve_on(rt, addr, registry, || {}, || Ok(())),
+            None => gapferry_metrics::serve(addr, registry, || {}, || Ok(())),
+        }
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");
     Ok(session)
@@ -348,7 +338,7 @@ fn run_file(a: FileArgs) -> Result<()> {
         (None, None) => KindMode::Auto,
     };
     let files = source::collect_with(&a.paths, kind, &a.misp.options(&file)?)?;
-    let mut session = open_session(&a.link, &file)?;
+    let mut session = open_session(&a.link, &file, None)?;
     let passes = session.config().passes as u64;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
     tracing::info!(objects = files.len(), bytes = total, "sending");
@@ -405,20 +395,24 @@ fn run_watch(a: WatchArgs) -> Result<()> {
     if let Some(s) = a.resend_every.or(file.watch.resend_every) {
         cfg.resend_every = Duration::from_secs_f64(s.max(0.1));
     }
+    if let Some(s) = a.poll_interval.or(file.watch.poll_interval) {
+        cfg.poll_interval = Duration::from_secs_f64(s.max(0.1));
+    }
+    let poll_interval = cfg.poll_interval;
     let mut watcher =
         Watcher::new(cfg).with_context(|| format!("cannot use the outbox {}", outbox.display()))?;
-    let mut session = open_session(&a.link, &file)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone())
-            .context("cannot install signal handlers")?;
-    }
+    let (control, wakeups) = ControlPlane::start(&outbox, poll_interval, shutdown.clone())
+        .context("cannot start the control plane (signals, outbox events)")?;
+    watcher.wake_on(wakeups);
+    let mut session = open_session(&a.link, &file, Some(control.runtime()))?;
     let pull_metrics = session.metrics().misp_pull.clone();
     cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");
     let stats = watcher
         .run(&mut session, &shutdown, &Progress::hidden())
         .context("sending stopped")?;
+    drop(control);
     session.finish().context("sending stopped")?;
     tracing::info!(
         sent = stats.files_sent,
@@ -436,23 +430,11 @@ fn main() -> std::process::ExitCode {
         Command::Watch(a) => a.link.quiet,
         _ => false,
     };
-    gapferry_metrics::logging::init(
-        gapferry_metrics::logging::filter(&cli.log, quiet),
-        cli.log_format,
-    );
+    cli.log.init(quiet);
     let result = match cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                env!("CARGO_BIN_NAME"),
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .context("cannot write the man page"),
+        Command::Generate(g) => g
+            .write::<Cli>(env!("CARGO_BIN_NAME"), &mut std::io::stdout())
+            .context("cannot write to standard output"),
         Command::File(a) => run_file(a),
         Command::Watch(a) => run_watch(a),
         Command::MispPull(a) => cli_misp_pull::run(a),

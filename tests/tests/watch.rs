@@ -3,7 +3,7 @@
 //! a large image.
 
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::harness::{binary, scrape_metrics, with_outcome, ChildGuard, TestReceiver};
 use gapferry_tests::realdata::realdata;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -328,4 +328,75 @@ fn files_the_high_side_would_refuse_are_moved_to_refused_with_their_reason_and_n
     );
     assert_eq!(records[0]["outcome"], "delivered");
     assert!(outbox.join("sent/stix/good.json").exists());
+}
+
+/// Starts `gapferry-send watch` scanning only every `poll` seconds without an outbox
+/// event, serving metrics at `metrics`; returns once it logged that it is watching (its
+/// outbox events are set up).
+fn watcher_polling_every(
+    outbox: &Path,
+    to: std::net::SocketAddr,
+    poll: &str,
+    metrics: std::net::SocketAddr,
+) -> ChildGuard {
+    use std::io::BufRead;
+    let mut w = Command::new(binary("gapferry-send"))
+        .args(["watch", "--outbox", outbox.to_str().unwrap(), "--to"])
+        .arg(to.to_string())
+        .args(["--rate", "100M", "--settle", "0.3", "--poll-interval", poll])
+        .args(["--metrics", &metrics.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(w.stderr.take().unwrap());
+    let (tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("watching") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    ready
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the watch service never logged `watching`");
+    ChildGuard(w)
+}
+
+#[test]
+fn a_dropped_file_is_sent_well_before_the_polling_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut w = watcher_polling_every(&outbox, rx.addr, "60", metrics);
+    // The start-up scan is over: only an outbox event can bring this file in before 60 s.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    drop_file(&outbox, "files/prompt.txt", b"no waiting for the poll\n");
+    wait_until(
+        "the delivery, within half the polling interval",
+        Duration::from_secs(30),
+        || delivered_names(&rx.records()).contains_key("prompt.txt"),
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(outbox.join("sent/files/prompt.txt").exists());
+    // The endpoint shares the control plane's runtime and answers while it watches.
+    let body = scrape_metrics(metrics).expect("the watch service's metrics endpoint");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("gapferry_sender_objects_total{")
+                && l.contains("kind=\"file\"")
+                && l.contains("outcome=\"sent\"")
+                && l.ends_with(" 1")),
+        "one file counted as sent: {body}"
+    );
+    assert!(w.terminate().success(), "SIGTERM stops it cleanly");
+    assert_eq!(
+        std::fs::read(rx.out.join("files/prompt.txt")).unwrap(),
+        b"no waiting for the poll\n"
+    );
 }

@@ -15,16 +15,25 @@
 //! every event written in `OUTBOX/.gapferry-send/misp-pull.json`, together with the last
 //! pull's time, counts and error, so a restart neither repeats nor misses an event (a kill
 //! between writing an event and saving the cursor writes that one event again).
+//!
+//! This module owns the walk and its state; `settings` what to pull, `answer` reading
+//! restSearch's answer, `outbox_files` the key file, the lock and atomic writes.
 
-use crate::http::{HttpClient, HttpError, HttpOptions};
+mod answer;
+mod outbox_files;
+mod settings;
+
+pub use settings::{MispPullConfig, MispPullSection, Published};
+
+use crate::http::{HttpClient, HttpError};
+use answer::{parse_answer, PulledEvent};
+use outbox_files::{lock_outbox, read_key, write_atomically};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,120 +47,6 @@ pub const LOCK_FILE: &str = "misp-pull.lock";
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Seconds between two pulls of the watch service by default.
 pub const DEFAULT_INTERVAL_S: f64 = 300.0;
-
-/// Which events by their `published` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Published {
-    /// Only published events (the default).
-    #[default]
-    Yes,
-    /// Only unpublished events.
-    No,
-    /// Both.
-    Any,
-}
-
-impl std::str::FromStr for Published {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "yes" | "true" => Ok(Published::Yes),
-            "no" | "false" => Ok(Published::No),
-            "any" => Ok(Published::Any),
-            _ => Err(format!("{s:?}: expected yes, no or any")),
-        }
-    }
-}
-
-/// `[misp_pull]` in the sender's configuration file (flags of `misp-pull` win over it).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MispPullSection {
-    /// MISP's base URL, e.g. `https://misp.example.org`.
-    pub url: Option<String>,
-    /// File holding the API key (only the key).
-    pub key_file: Option<PathBuf>,
-    /// Event tags; an event with any of them is pulled (`tags` of restSearch).
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Creator organisations (names or ids; `org` of restSearch).
-    #[serde(default)]
-    pub orgs: Vec<String>,
-    /// yes (default), no or any.
-    pub published: Option<Published>,
-    /// Events per page.
-    pub limit: Option<u32>,
-    /// PEM file of the CA(s) to trust instead of the built-in roots.
-    pub ca_file: Option<PathBuf>,
-    /// Timeout of one request, seconds.
-    pub timeout: Option<f64>,
-    /// Further attempts after a timeout, a connection error or a 5xx.
-    pub retries: Option<u32>,
-    /// Watch service: seconds between two pulls.
-    pub interval: Option<f64>,
-}
-
-/// A complete pull configuration.
-#[derive(Debug, Clone)]
-pub struct MispPullConfig {
-    /// MISP's base URL without trailing slash.
-    pub url: String,
-    /// The API key's file.
-    pub key_file: PathBuf,
-    /// Event tags (any of them).
-    pub tags: Vec<String>,
-    /// Creator organisations (any of them).
-    pub orgs: Vec<String>,
-    /// Published filter.
-    pub published: Published,
-    /// Events per page (at least 1).
-    pub limit: u32,
-    /// Client settings.
-    pub http: HttpOptions,
-    /// Watch service: time between two pulls.
-    pub interval: Duration,
-}
-
-impl MispPullConfig {
-    /// The configuration of `section` with defaults; `url` and `key_file` are required.
-    pub fn from_section(s: &MispPullSection) -> Result<Self, PullError> {
-        let url = s.url.clone().ok_or(PullError::Missing("url"))?;
-        let key_file = s.key_file.clone().ok_or(PullError::Missing("key_file"))?;
-        let mut http = HttpOptions {
-            ca_file: s.ca_file.clone(),
-            ..HttpOptions::default()
-        };
-        if let Some(t) = s.timeout {
-            http.timeout = Duration::from_secs_f64(t.clamp(0.1, 86_400.0));
-        }
-        if let Some(r) = s.retries {
-            http.retries = r;
-        }
-        Ok(MispPullConfig {
-            url: url.trim_end_matches('/').to_string(),
-            key_file,
-            tags: s.tags.clone(),
-            orgs: s.orgs.clone(),
-            published: s.published.unwrap_or_default(),
-            limit: s.limit.unwrap_or(DEFAULT_LIMIT).max(1),
-            http,
-            interval: Duration::from_secs_f64(
-                s.interval
-                    .unwrap_or(DEFAULT_INTERVAL_S)
-                    .clamp(1.0, 86_400.0 * 7.0),
-            ),
-        })
-    }
-
-    /// What identifies the set of events pulled: when it changes, the cursor starts over.
-    fn fingerprint(&self) -> String {
-        format!(
-            "{} tags={:?} orgs={:?} published={:?}",
-            self.url, self.tags, self.orgs, self.published
-        )
-    }
-}
 
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -293,13 +188,6 @@ impl MispPullMetrics {
             self.last_success.clone(),
         );
     }
-}
-
-/// An event of a restSearch answer.
-struct PulledEvent {
-    uuid: String,
-    timestamp: u64,
-    raw: Box<RawValue>,
 }
 
 /// Which timestamps a request asks for.
@@ -579,145 +467,6 @@ pub fn spawn_service(
         })
 }
 
-/// Parses `{"response": [{"Event": {...}}, ...]}`, keeping each element's bytes as sent.
-fn parse_answer(body: &[u8]) -> Result<Vec<PulledEvent>, String> {
-    #[derive(Deserialize)]
-    struct Answer<'a> {
-        #[serde(borrow)]
-        response: Vec<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Wrapped {
-        #[serde(rename = "Event")]
-        event: Head,
-    }
-    #[derive(Deserialize)]
-    struct Head {
-        uuid: String,
-        timestamp: serde_json::Value,
-    }
-    let answer: Answer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let mut events = Vec::with_capacity(answer.response.len());
-    for (i, raw) in answer.response.into_iter().enumerate() {
-        let w: Wrapped = serde_json::from_str(raw.get()).map_err(|e| {
-            format!("element {i} is not {{\"Event\": {{...}}}} with uuid and timestamp: {e}")
-        })?;
-        let uuid = w.event.uuid.to_ascii_lowercase();
-        if !is_uuid(&uuid) {
-            return Err(format!("element {i}: {:?} is not a UUID", w.event.uuid));
-        }
-        let timestamp = match &w.event.timestamp {
-            serde_json::Value::String(s) => s.parse::<u64>().ok(),
-            serde_json::Value::Number(n) => n.as_u64(),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            format!(
-                "element {i} ({uuid}): timestamp {} is not Unix seconds",
-                w.event.timestamp
-            )
-        })?;
-        events.push(PulledEvent {
-            uuid,
-            timestamp,
-            raw: raw.to_owned(),
-        });
-    }
-    Ok(events)
-}
-
-/// `8-4-4-4-12` hex digits: the only names written into the outbox.
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
-/// Reads the API key: only the key (surrounding white space ignored), in a file others
-/// cannot read.
-fn read_key(path: &Path) -> Result<String, PullError> {
-    let bad = |reason: String| PullError::KeyFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o007 != 0 {
-            return Err(bad(format!(
-                "it is readable by every user (mode {mode:03o}); run chmod o-rwx on it (0600 or 0640)"
-            )));
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let key = text.trim();
-    if key.is_empty() {
-        return Err(bad("it is empty; put the MISP API key in it".into()));
-    }
-    if !key.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(bad(
-            "it holds more than one word or non-ASCII characters; put only the API key in it"
-                .into(),
-        ));
-    }
-    Ok(key.to_string())
-}
-
-/// Takes the outbox's pull lock, so two pullers never write one position file.
-fn lock_outbox(path: &Path) -> Result<std::fs::File, PullError> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|error| PullError::Write {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed. The lock goes
-    // with the descriptor (closed with the puller, or by the kernel when the process ends).
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(if error.kind() == std::io::ErrorKind::WouldBlock {
-            PullError::Busy {
-                path: path.to_path_buf(),
-            }
-        } else {
-            PullError::Write {
-                path: path.to_path_buf(),
-                error,
-            }
-        });
-    }
-    Ok(f)
-}
-
-/// Writes `bytes` under a hidden name next to `path`, syncs, and renames it into place.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PullError> {
-    let err = |error| PullError::Write {
-        path: path.to_path_buf(),
-        error,
-    };
-    let name = path.file_name().expect("a file name").to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.part"));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -725,125 +474,4 @@ fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_parse_and_hostile_ones_are_refused() {
-        let ok = br#"{"response": [{"Event": {"uuid": "0472809B-1582-4dde-88a9-d82848e9e660", "timestamp": "1715767125", "info": "x"}}, {"Event": {"uuid": "0985427f-ab14-4acb-b62f-d56529114048", "timestamp": 1783434180}}]}"#;
-        let e = parse_answer(ok).unwrap();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].uuid, "0472809b-1582-4dde-88a9-d82848e9e660");
-        assert_eq!(e[0].timestamp, 1_715_767_125);
-        assert_eq!(
-            e[0].raw.get(),
-            r#"{"Event": {"uuid": "0472809B-1582-4dde-88a9-d82848e9e660", "timestamp": "1715767125", "info": "x"}}"#
-        );
-        assert_eq!(e[1].timestamp, 1_783_434_180);
-        assert!(parse_answer(br#"{"response": []}"#).unwrap().is_empty());
-        for hostile in [
-            &br#"{"response": [{"Event": {"uuid": "../../etc/passwd", "timestamp": "1"}}]}"#[..],
-            br#"{"response": [{"Event": {"uuid": "0472809b-1582-4dde-88a9-d82848e9e66/", "timestamp": "1"}}]}"#,
-            br#"{"response": [{"Event": {"uuid": "0472809b-1582-4dde-88a9-d82848e9e660", "timestamp": "-5"}}]}"#,
-            br#"{"response": [{"Event": {"uuid": "0472809b-1582-4dde-88a9-d82848e9e660"}}]}"#,
-            br#"{"response": [{"Attribute": {}}]}"#,
-            br#"{"name": "Not Found", "message": "x", "url": "/events/restSearch"}"#,
-            br#"<html>login</html>"#,
-            br#"{"response": [{"Event": {"uuid": "0472809b-1582-4dde-88a9-d82848e9e660", "timestamp": "1"}}"#,
-        ] {
-            assert!(parse_answer(hostile).is_err(), "{}", String::from_utf8_lossy(hostile));
-        }
-    }
-
-    #[test]
-    fn the_key_file_must_hold_only_a_key_that_others_cannot_read() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("misp.key");
-        std::fs::write(&p, "  abcdefABCDEF0123456789abcdefABCDEF012345\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert_eq!(
-            read_key(&p).unwrap(),
-            "abcdefABCDEF0123456789abcdefABCDEF012345"
-        );
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_key(&p).unwrap_err().to_string();
-        assert!(e.contains("chmod o-rwx") && e.contains("644"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for bad in ["", "key\r\nX-Injected: 1", "two words"] {
-            std::fs::write(&p, bad).unwrap();
-            assert!(read_key(&p).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn one_puller_per_outbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k");
-        std::fs::write(&key, "k3y\n").unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        let cfg = MispPullConfig::from_section(&MispPullSection {
-            url: Some("http://127.0.0.1:9".into()),
-            key_file: Some(key),
-            ..Default::default()
-        })
-        .unwrap();
-        let outbox = dir.path().join("outbox");
-        let first = MispPuller::new(cfg.clone(), &outbox, MispPullMetrics::default()).unwrap();
-        let e = MispPuller::new(cfg.clone(), &outbox, MispPullMetrics::default())
-            .err()
-            .expect("second puller refused");
-        assert!(matches!(e, PullError::Busy { .. }), "{e}");
-        assert!(e.to_string().contains("misp-pull.lock"), "{e}");
-        drop(first);
-        MispPuller::new(cfg, &outbox, MispPullMetrics::default()).expect("free again");
-    }
-
-    #[test]
-    fn the_packaged_example_section_parses_once_uncommented() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gapferry-send.toml");
-        let text = std::fs::read_to_string(p).unwrap();
-        let start = text.find("# [misp_pull]").expect("the example section");
-        // Up to the next section of the file (commented out or not).
-        let section: String = text[start..]
-            .lines()
-            .enumerate()
-            .take_while(|(i, l)| *i == 0 || !(l.starts_with('[') || l.starts_with("# [")))
-            .filter_map(|(_, l)| l.strip_prefix("# "))
-            .filter(|l| l.starts_with('[') || l.contains(" = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let c: crate::config::FileConfig = toml::from_str(&section).unwrap();
-        let s = c.misp_pull.expect("[misp_pull]");
-        let cfg = MispPullConfig::from_section(&s).unwrap();
-        assert_eq!(cfg.url, "https://misp.example.org");
-        assert_eq!(cfg.tags, ["airgap:export"]);
-        assert_eq!(cfg.interval, Duration::from_secs(300));
-        assert_eq!(
-            cfg.http.ca_file,
-            Some(PathBuf::from("/etc/gapferry/misp-ca.pem"))
-        );
-    }
-
-    #[test]
-    fn the_section_needs_url_and_key_and_bad_urls_are_refused() {
-        let e = MispPullConfig::from_section(&MispPullSection::default()).unwrap_err();
-        assert!(e.to_string().contains("`url`"), "{e}");
-        let s = MispPullSection {
-            url: Some("ftp://misp/".into()),
-            key_file: Some("/nonexistent".into()),
-            ..Default::default()
-        };
-        let cfg = MispPullConfig::from_section(&s).unwrap();
-        assert_eq!(cfg.limit, DEFAULT_LIMIT);
-        assert_eq!(cfg.published, Published::Yes);
-        let dir = tempfile::tempdir().unwrap();
-        let e = MispPuller::new(cfg, dir.path(), MispPullMetrics::default())
-            .err()
-            .unwrap();
-        assert!(matches!(e, PullError::BadUrl(_)), "{e}");
-    }
-}
+mod tests;

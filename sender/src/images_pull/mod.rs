@@ -23,6 +23,8 @@
 //! given), timeouts on connect and on every read, up to `retries` retries with doubling
 //! backoff on transport errors, timeouts and 5xx; 401, 403 and 404 fail at once with what
 //! to check. A failed download starts over on the next run.
+//!
+//! This module owns the client and the steps above; `listing` reads the server's listings.
 
 use gapferry_feeds::image_store::image_stem;
 use gapferry_feeds::{SignatureError, Verifier};
@@ -34,6 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+
+mod listing;
+
+use listing::tarball_in_listing;
 
 /// The staging directory under the outbox's journal directory.
 pub const PULL_DIR: &str = "pull";
@@ -187,6 +193,16 @@ type State = BTreeMap<String, PulledEntry>;
 /// The progress of one download: called with the file name, bytes so far and the total.
 pub type ProgressFn<'a> = dyn FnMut(&str, u64, u64) + 'a;
 
+/// One image's download: where it comes from, where it is staged, where it lands.
+struct Download {
+    image_url: String,
+    file: String,
+    part: PathBuf,
+    sig_part: PathBuf,
+    dest: PathBuf,
+    images_dir: PathBuf,
+}
+
 /// An image-server client for one outbox.
 pub struct ImagePuller {
     cfg: PullConfig,
@@ -304,21 +320,7 @@ impl ImagePuller {
 
     /// Pulls the newest image of `name` (as in `latest_<name>`) if it is new.
     pub fn pull(&self, name: &str, progress: &mut ProgressFn<'_>) -> Result<Pulled, PullError> {
-        let listing_url = format!("{}latest_{name}/", self.cfg.base_url);
-        let listing = self.get_small(&listing_url)?.ok_or(PullError::Status {
-            url: listing_url.clone(),
-            status: 404,
-            advice: "no such image on the server; check --image against the server's latest_ links",
-        })?;
-        let file = tarball_in_listing(&listing).map_err(|reason| PullError::Listing {
-            url: listing_url.clone(),
-            reason,
-        })?;
-        let (stem, _) = image_stem(&file).map_err(|e| PullError::Listing {
-            url: listing_url.clone(),
-            reason: e.to_string(),
-        })?;
-
+        let (file, stem) = self.newest(name)?;
         let mut state = self.load_state();
         let images_dir = self.cfg.outbox.join("images");
         let dest = images_dir.join(&file);
@@ -335,58 +337,89 @@ impl ImagePuller {
         if sig.is_none() && self.verifier.is_some() {
             return Err(PullError::NoSignature { file, url: sig_url });
         }
-        let part = staging.join(format!("{file}.part"));
-        let sig_part = staging.join(format!("{file}.sig.part"));
-        let result = self.download(&image_url, &part, &file, progress).and_then(|bytes| {
-            if let Some(sig) = &sig {
-                File::create(&sig_part)
-                    .and_then(|mut f| {
-                        f.write_all(sig)?;
-                        f.sync_all()
-                    })
-                    .map_err(io_err(&sig_part))?;
-            }
-            if let Some(v) = &self.verifier {
-                let good = v.verify(&part, &sig_part).map_err(|source| PullError::Signature {
-                    file: file.clone(),
-                    source,
-                })?;
-                tracing::info!(file = %file, key = %good.fingerprint, signer = %good.signer, "signature verified");
-            }
-            // The signature first: the watch service takes a tarball with the .sig
-            // beside it; both settle before it takes them.
-            if sig.is_some() {
-                let sig_dest = images_dir.join(format!("{file}.sig"));
-                fs::rename(&sig_part, &sig_dest).map_err(io_err(&sig_dest))?;
-            }
-            fs::rename(&part, &dest).map_err(io_err(&dest))?;
-            File::open(&images_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&images_dir))?;
-            Ok(bytes)
-        });
-        let bytes = match result {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = fs::remove_file(&part);
-                let _ = fs::remove_file(&sig_part);
-                return Err(e);
-            }
+        let d = Download {
+            part: staging.join(format!("{file}.part")),
+            sig_part: staging.join(format!("{file}.sig.part")),
+            image_url,
+            file: file.clone(),
+            dest,
+            images_dir,
         };
-        state.insert(
-            name.to_string(),
-            PulledEntry {
-                stem,
-                file: file.clone(),
-                size: bytes,
-            },
-        );
+        let bytes = self
+            .download_verified(&d, sig.as_deref(), progress)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&d.part);
+                let _ = fs::remove_file(&d.sig_part);
+            })?;
+        let entry = PulledEntry {
+            stem,
+            file: file.clone(),
+            size: bytes,
+        };
+        state.insert(name.to_string(), entry);
         self.save_state(&state)?;
         Ok(Pulled::Downloaded {
             file,
             bytes,
             signed: sig.is_some(),
         })
+    }
+
+    /// The file name and stem of the one tarball `latest_<name>/` lists.
+    fn newest(&self, name: &str) -> Result<(String, String), PullError> {
+        let listing_url = format!("{}latest_{name}/", self.cfg.base_url);
+        let listing = self.get_small(&listing_url)?.ok_or(PullError::Status {
+            url: listing_url.clone(),
+            status: 404,
+            advice: "no such image on the server; check --image against the server's latest_ links",
+        })?;
+        let file = tarball_in_listing(&listing).map_err(|reason| PullError::Listing {
+            url: listing_url.clone(),
+            reason,
+        })?;
+        let (stem, _) = image_stem(&file).map_err(|e| PullError::Listing {
+            url: listing_url.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((file, stem))
+    }
+
+    /// Downloads the tarball into staging, writes its signature beside it, verifies it
+    /// with a keyring, and renames both into `images/` (the signature first: the watch
+    /// service takes a tarball with the `.sig` beside it; both settle before it takes them).
+    fn download_verified(
+        &self,
+        d: &Download,
+        sig: Option<&[u8]>,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<u64, PullError> {
+        let bytes = self.download(&d.image_url, &d.part, &d.file, progress)?;
+        if let Some(sig) = sig {
+            File::create(&d.sig_part)
+                .and_then(|mut f| {
+                    f.write_all(sig)?;
+                    f.sync_all()
+                })
+                .map_err(io_err(&d.sig_part))?;
+        }
+        if let Some(v) = &self.verifier {
+            let good = v
+                .verify(&d.part, &d.sig_part)
+                .map_err(|source| PullError::Signature {
+                    file: d.file.clone(),
+                    source,
+                })?;
+            tracing::info!(file = %d.file, key = %good.fingerprint, signer = %good.signer, "signature verified");
+        }
+        if sig.is_some() {
+            let sig_dest = d.images_dir.join(format!("{}.sig", d.file));
+            fs::rename(&d.sig_part, &sig_dest).map_err(io_err(&sig_dest))?;
+        }
+        fs::rename(&d.part, &d.dest).map_err(io_err(&d.dest))?;
+        File::open(&d.images_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_err(&d.images_dir))?;
+        Ok(bytes)
     }
 
     /// GET with retries; `Ok(None)` on 404, an error on other failures.
@@ -523,98 +556,5 @@ fn status_error(url: &str, status: u16, advice: &'static str) -> PullError {
         url: url.to_string(),
         status,
         advice,
-    }
-}
-
-/// The one tarball (`.tar.gz` or `.tar.xz`) a directory listing links to.
-fn tarball_in_listing(listing: &[u8]) -> Result<String, String> {
-    let text = String::from_utf8_lossy(listing);
-    let mut found: Vec<String> = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(i) = rest.find("href=") {
-        rest = &rest[i + 5..];
-        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-            continue;
-        };
-        let Some(end) = rest[1..].find(quote) else {
-            break;
-        };
-        let target = &rest[1..1 + end];
-        rest = &rest[1 + end..];
-        let target = target.split(['?', '#']).next().unwrap_or("");
-        let Some(last) = target.rsplit('/').next().filter(|l| !l.is_empty()) else {
-            continue;
-        };
-        let Some(name) = percent_decode(last) else {
-            continue;
-        };
-        if (name.ends_with(".tar.gz") || name.ends_with(".tar.xz")) && !found.contains(&name) {
-            found.push(name);
-        }
-    }
-    match found.len() {
-        0 => Err("it links to no .tar.gz or .tar.xz".into()),
-        1 => Ok(found.remove(0)),
-        _ => Err(format!(
-            "it links to several tarballs ({}); a latest_ directory holds one image",
-            found.join(", ")
-        )),
-    }
-}
-
-/// `%XX` decoding of a URL path segment; `None` when it is not valid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listings_of_common_servers_yield_the_tarball() {
-        // nginx autoindex
-        let nginx = br#"<html><head><title>Index of /latest_MISP/</title></head><body>
-<h1>Index of /latest_MISP/</h1><hr><pre><a href="../">../</a>
-<a href="MISP_v2.5.1_3f2a9c1.tar.gz">MISP_v2.5.1_3f2a9c1.tar.gz</a>  29-Nov-2026 10:00  3210987654
-<a href="MISP_v2.5.1_3f2a9c1.tar.gz.sig">MISP_v2.5.1_3f2a9c1.tar.gz.sig</a>  29-Nov-2026 10:00  566
-</pre><hr></body></html>"#;
-        assert_eq!(
-            tarball_in_listing(nginx).unwrap(),
-            "MISP_v2.5.1_3f2a9c1.tar.gz"
-        );
-        // Apache, absolute links, percent-encoding, single quotes.
-        let apache = b"<a href='/images/latest_MISP-modules/Modules_2.4.198%2Bx.tar.gz?C=N'>x</a>";
-        assert_eq!(
-            tarball_in_listing(apache).unwrap(),
-            "Modules_2.4.198+x.tar.gz"
-        );
-    }
-
-    #[test]
-    fn hostile_or_useless_listings_are_refused() {
-        assert!(tarball_in_listing(b"<a href=\"a.tar.gz\"></a><a href=\"b.tar.gz\"></a>").is_err());
-        assert!(tarball_in_listing(b"<a href=\"notes.txt\"></a>").is_err());
-        assert!(tarball_in_listing(b"").is_err());
-        assert!(tarball_in_listing(b"href=").is_err());
-        assert!(tarball_in_listing(b"href=\"unterminated.tar.gz").is_err());
-        // A traversal is cut to its last segment, which the image store's name rules check.
-        let t = tarball_in_listing(b"<a href=\"..%2F..%2Fetc%2Fx.tar.gz\">").unwrap();
-        assert!(image_stem(&t).is_err(), "{t}");
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("a%2"), Some("a%2".into()));
     }
 }

@@ -1,6 +1,6 @@
-//! The tracing log setup shared by both binaries: text for terminals, JSON lines for
-//! log collectors, always on stderr. Colours only when stderr is a terminal (never in log
-//! files or the journal) and `NO_COLOR` is unset.
+//! The tracing log setup shared by both binaries and its flags (`--log-format`, `--log`):
+//! text for terminals, JSON lines for log collectors, always on stderr. Colours only when
+//! stderr is a terminal (never in log files or the journal) and `NO_COLOR` is unset.
 
 use std::io::IsTerminal;
 
@@ -12,6 +12,31 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The log flags both binaries take, global to every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log line format: text, or json (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GAPFERRY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (e.g. info, debug, gapferry_receiver=trace).
+    #[arg(long, global = true, default_value = "info", env = "GAPFERRY_LOG")]
+    pub log: String,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber these flags ask for; `quiet` keeps warnings and
+    /// errors only.
+    pub fn init(&self, quiet: bool) {
+        init(filter(&self.log, quiet), self.log_format);
+    }
 }
 
 /// Installs the global subscriber with `filter` (e.g. `info`, `gapferry_receiver=debug`).
