@@ -203,14 +203,17 @@ fn bench_udp_send(c: &mut Criterion) {
     g.finish();
 }
 
-/// Per-datagram authentication candidates, each over one datagram's bytes as associated
-/// data with a 16-byte tag out (no encryption: the payload stays in clear, as today).
-/// AES-GMAC and Poly1305 need a nonce unique per datagram under a key, which the wire does
-/// not carry yet; this measures only what each would cost.
+/// Per-datagram authentication: the wire's two schemes as `gapferry_common::auth` computes
+/// them (`wire_blake3`, the first; `wire_gcm_siv`, what senders write now), and the
+/// candidates measured before choosing, each over one datagram's bytes as associated data
+/// with a 16-byte tag out (no encryption: the payload stays in clear). AES-GMAC and
+/// Poly1305 need a nonce unique per datagram under a key, which the wire does not carry.
 fn bench_tags(c: &mut Criterion) {
     use aes_gcm::aead::{AeadInOut, KeyInit};
+    use gapferry_common::auth::{Key, TagScheme};
     let mut g = c.benchmark_group("tag");
     let key = [7u8; 32];
+    let wire_key = Key::from_bytes(key);
     let aes = aes_gcm::Aes256Gcm::new(&key.into());
     let chacha = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
     for len in [64usize, 1472, 8972] {
@@ -219,6 +222,14 @@ fn bench_tags(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("blake3_keyed", len), |b| {
             b.iter(|| black_box(blake3::keyed_hash(&key, black_box(&datagram))))
         });
+        for (name, scheme) in [
+            ("wire_blake3", TagScheme::Blake3),
+            ("wire_gcm_siv", TagScheme::AesGcmSiv),
+        ] {
+            g.bench_function(BenchmarkId::new(name, len), |b| {
+                b.iter(|| black_box(wire_key.tag(scheme, black_box(&datagram))))
+            });
+        }
         let nonce = [1u8; 12];
         g.bench_function(BenchmarkId::new("aes256_gmac", len), |b| {
             b.iter(|| {

@@ -19,6 +19,7 @@ pub mod kind;
 pub mod layout;
 pub mod name;
 pub mod send;
+mod siv;
 pub mod spread;
 pub mod wire;
 
