@@ -4,6 +4,7 @@
 //! [`ObjectTransfer`] sends one window per call, so a scheduler can slip small objects
 //! between the windows of a multi-GB image.
 
+use crate::error::StopOnSink;
 use crate::prepare::{hash_content, Content, Encoding, Preparer};
 use crate::progress::Progress;
 use crate::session::SenderSession;
@@ -193,13 +194,9 @@ impl SenderSession {
                 }
                 let (id, Some(d)) = &objects[i] else { continue };
                 let d = ObjectDescriptor { pass, ..d.clone() };
-                match send_object(self, *id, file, &d, progress) {
-                    Ok(()) => {}
-                    Err(TransferError::Sink(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::error!(file = %file.path.display(), object = id, "{e}");
-                        reports[i].error.get_or_insert(e.to_string());
-                    }
+                if let Err(e) = send_object(self, *id, file, &d, progress).stop_on_sink()? {
+                    tracing::error!(file = %file.path.display(), object = id, "{e}");
+                    reports[i].error.get_or_insert(e.to_string());
                 }
                 if pass == passes {
                     self.object_done(*id);
