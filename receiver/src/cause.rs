@@ -3,10 +3,10 @@
 //! the advice that fits each. The protocol core reports facts; the advice is added here.
 
 use gapferry_common::assembler::{OwnDrops, Shortfall};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the datagrams an object needed went, as recorded in the record log's `cause`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
     /// Lost on the way: the receiver dropped nothing itself while the object was in flight.

@@ -469,7 +469,7 @@ impl FeedKeeper {
                     tracker.delivered(uuid, d.timestamp, &d.outcome, d.listed);
                     if d.outcome != EventOutcome::AlreadyCurrent {
                         n += 1;
-                        self.metrics.object(Some("misp"), "republished");
+                        self.metrics.republished();
                         tracing::info!(%uuid, timestamp = d.timestamp, "republished an event MISP may have deleted unread (written while an older version was listed or present)");
                     }
                 }

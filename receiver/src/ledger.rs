@@ -7,24 +7,13 @@
 //! from there what MISP may have deleted unread). Once MISP consumed it and the archive
 //! no longer holds it (disabled, or pruned), a resend delivers it again.
 
-use crate::records::{RECORDS_FILE, STATE_DIR};
+use crate::records::{Outcome, Record, RECORDS_FILE, STATE_DIR};
 use gapferry_common::{Ledger, ObjectDescriptor, ObjectKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 type Key = (String, [u8; 32]);
-
-/// The fields of a record line the ledger reads.
-#[derive(serde::Deserialize)]
-struct DeliveredLine {
-    #[serde(default)]
-    outcome: String,
-    name: Option<String>,
-    blake3: Option<String>,
-    kind: Option<String>,
-    path: Option<PathBuf>,
-}
 
 /// Delivered objects by (name, blake3), with where they went.
 #[derive(Debug, Default)]
@@ -59,10 +48,10 @@ impl DeliveredLedger {
         let ledger = DeliveredLedger::default();
         let mut map = ledger.entries.lock().unwrap_or_else(|p| p.into_inner());
         let scanned = crate::record_lines::for_each_line(records, |line| {
-            let Ok(r) = serde_json::from_slice::<DeliveredLine>(line) else {
+            let Ok(r) = serde_json::from_slice::<Record>(line) else {
                 return;
             };
-            if r.outcome != "delivered" {
+            if r.outcome != Outcome::Delivered {
                 return;
             }
             let (Some(name), Some(hash), Some(kind), Some(path)) = (
@@ -73,9 +62,7 @@ impl DeliveredLedger {
             ) else {
                 return;
             };
-            if let Ok(kind) = kind.parse::<ObjectKind>() {
-                map.insert((name, hash), (kind, path));
-            }
+            map.insert((name, hash), (kind, path));
         });
         if let Err(e) = scanned {
             tracing::warn!("the record log could not be read to the end: {e}; objects delivered before may be decoded again");

@@ -305,8 +305,9 @@ struct PushJob {
     due: Instant,
 }
 
-/// What a successful push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a successful push did (the record's `push` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Pushed {
     /// MISP did not hold it; added.
     Added,
@@ -513,12 +514,7 @@ pub fn backoff(first: Duration, attempt: u32) -> Duration {
 }
 
 fn record(shared: &Shared, r: &Record) {
-    let outcome = if r.outcome == Outcome::Pushed {
-        "pushed"
-    } else {
-        "push_failed"
-    };
-    shared.metrics.object(r.kind.as_deref(), outcome);
+    shared.metrics.object(r.kind, r.outcome);
     let mut log = shared.records.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = log.append(r) {
         tracing::error!(path = %log.path().display(), "cannot append to the record log: {e}");
@@ -539,7 +535,7 @@ fn base_record(job: &PushJob, outcome: Outcome) -> Record {
 fn succeeded(shared: &Shared, job: &PushJob, done: Pushed) {
     tracing::info!(name = %gapferry_common::name::escape(job.record.name.as_deref().unwrap_or("")), push = done.as_str(), attempt = job.attempt, "pushed into the high-side MISP");
     let mut r = base_record(job, Outcome::Pushed);
-    r.push = Some(done.as_str().into());
+    r.push = Some(done);
     record(shared, &r);
 }
 
@@ -867,23 +863,25 @@ pub struct PushTally {
 
 impl PushTally {
     /// Counts one record of the log.
-    pub fn note(&mut self, r: &serde_json::Value) {
-        let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        match r["outcome"].as_str() {
-            Some("pushed") => {
-                match r["push"].as_str() {
-                    Some("added") => self.added += 1,
-                    Some("edited") => self.edited += 1,
+    pub fn note(&mut self, r: &Record) {
+        let name = r.name.clone().unwrap_or_default();
+        match r.outcome {
+            Outcome::Pushed => {
+                match r.push {
+                    Some(Pushed::Added) => self.added += 1,
+                    Some(Pushed::Edited) => self.edited += 1,
                     _ => self.unchanged += 1,
                 }
-                self.last_push = Some((text("time"), text("name")));
+                self.last_push = Some((r.time.clone(), name));
             }
-            Some("push_failed") => {
+            Outcome::PushFailed => {
                 self.failed += 1;
-                if r["retry_in_s"].is_null() {
+                if r.retry_in_s.is_none() {
                     self.given_up += 1;
                 }
-                self.last_error = Some((text("time"), r["http_status"].as_u64(), text("reason")));
+                let status = r.http_status.map(u64::from);
+                let reason = r.reason.clone().unwrap_or_default();
+                self.last_error = Some((r.time.clone(), status, reason));
             }
             _ => {}
         }
@@ -986,7 +984,7 @@ mod tests {
             Pusher::start(o.prepare().unwrap(), records, ReceiverMetrics::default()).unwrap();
         let event = |n: u32| {
             let mut r = Record::new(Outcome::Delivered, 1, n);
-            r.kind = Some("misp".into());
+            r.kind = Some(gapferry_common::ObjectKind::Misp);
             r.name = Some(format!("{n}.json"));
             let item = PushItem::Event {
                 uuid: "0472809b-1582-4dde-88a9-d82848e9e660".into(),

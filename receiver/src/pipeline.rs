@@ -12,6 +12,7 @@ use crate::socket::UdpSource;
 use crate::solvers::Solvers;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use gapferry_common::assembler::Stats;
+use gapferry_common::wire::RejectReason;
 use gapferry_common::{wire, Assembler, Event, KeyRing, Limits};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -375,12 +376,7 @@ fn handle(
 ) {
     if let Err(reject) = asm.handle_from(now, source, bytes) {
         tracing::trace!(%reject, "datagram rejected");
-        metrics
-            .rejected
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: reject.label().to_string(),
-            })
-            .inc();
+        metrics.rejected(reject.reason(), 1);
     }
 }
 
@@ -684,23 +680,21 @@ pub struct ListenReport {
 
 /// Datagrams the socket thread dropped, by reject label, with their metric counters.
 struct SocketRejects {
-    counts: HashMap<&'static str, u64>,
-    counters: HashMap<&'static str, prometheus_client::metrics::counter::Counter>,
+    counts: HashMap<RejectReason, u64>,
+    counters: HashMap<RejectReason, prometheus_client::metrics::counter::Counter>,
     metrics: crate::metrics::ReceiverMetrics,
 }
 
 impl SocketRejects {
-    fn count(&mut self, label: &'static str, n: u64) {
-        *self.counts.entry(label).or_default() += n;
+    fn count(&mut self, reason: RejectReason, n: u64) {
+        *self.counts.entry(reason).or_default() += n;
         let metrics = &self.metrics;
         self.counters
-            .entry(label)
+            .entry(reason)
             .or_insert_with(|| {
                 metrics
                     .rejected
-                    .get_or_create(&crate::metrics::ReasonLabel {
-                        reason: label.to_string(),
-                    })
+                    .get_or_create(&crate::metrics::ReasonLabel { reason })
                     .clone()
             })
             .inc_by(n);
@@ -731,14 +725,14 @@ impl Gate {
         let n = bytes.len().div_ceil(stride);
         // Every datagram of a GRO read but the last is `stride` bytes long.
         if stride > self.max_payload || bytes.len() > self.max_payload && stride == bytes.len() {
-            self.rejects.count(wire::Reject::TooLong.label(), n as u64);
+            self.rejects.count(RejectReason::TooLong, n as u64);
             return;
         }
         self.passed.clear();
         for datagram in bytes.chunks(stride) {
             let verdict = wire::parse(datagram, &self.keys);
             if let Err(r) = &verdict {
-                self.rejects.count(r.label(), 1);
+                self.rejects.count(r.reason(), 1);
             }
             self.passed.push(verdict.is_ok());
         }
@@ -821,7 +815,7 @@ impl Listener {
         let mut source = self.source;
         let drain = std::thread::Builder::new()
             .name("gapferry-socket".into())
-            .spawn(move || -> std::io::Result<HashMap<&'static str, u64>> {
+            .spawn(move || -> std::io::Result<HashMap<RejectReason, u64>> {
                 let mut reads = crate::socket::RecvBatch::default();
                 let mut batch: Vec<Arrival> = Vec::new();
                 let mut gate = Gate {

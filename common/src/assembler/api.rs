@@ -239,8 +239,8 @@ pub struct Stats {
     pub datagrams: u64,
     /// Datagrams that passed parsing and were used or harmlessly ignored.
     pub accepted: u64,
-    /// Datagrams dropped, by reason label.
-    pub rejected: HashMap<&'static str, u64>,
+    /// Datagrams dropped, by reason (looked up by its label too: `rejected.get("bad_tag")`).
+    pub rejected: HashMap<crate::wire::RejectReason, u64>,
     /// Symbols for blocks or objects already finished.
     pub redundant: u64,
     /// Blocks decoded.

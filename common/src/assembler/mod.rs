@@ -173,7 +173,7 @@ impl Assembler {
         match result {
             Ok(()) => self.stats.accepted += 1,
             Err(r) => {
-                *self.stats.rejected.entry(r.label()).or_default() += 1;
+                *self.stats.rejected.entry(r.reason()).or_default() += 1;
                 match r {
                     Reject::Refused(MEMORY_LIMIT) => self.stats.own_drops.memory_limit += 1,
                     Reject::Refused(OBJECTS_LIMIT) => self.stats.own_drops.objects_limit += 1,
