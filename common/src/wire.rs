@@ -129,13 +129,13 @@ pub enum Reject {
     #[error("unknown datagram type {0}")]
     BadType(u8),
     /// Authentication is on and the datagram carries no tag.
-    #[error("datagram carries no authentication tag (is the sender's --key set?)")]
+    #[error("datagram carries no authentication tag")]
     MissingTag,
     /// The tag does not verify under any configured key.
-    #[error("authentication tag does not verify (check that both sides use the same key)")]
+    #[error("authentication tag does not verify under any configured key")]
     BadTag,
     /// The tag verifies only under a key the receiver retired.
-    #[error("tagged with a retired key (the sender still uses it: give it the new key)")]
+    #[error("tagged with a retired key")]
     RetiredKey,
     /// A header field is out of range or inconsistent.
     #[error("malformed datagram: {0}")]

@@ -6,9 +6,12 @@
 //! `<uuid>.json` is in the feed, or the archive holds it (the feed keeper republishes
 //! from there what MISP may have deleted unread). Once MISP consumed it and the archive
 //! no longer holds it (disabled, or pruned), a resend delivers it again.
+//!
+//! The assembler does not consult it itself (the core does no I/O, and the answer looks at
+//! the filesystem): it announces each new object, and the pipeline answers from here.
 
 use crate::records::{Outcome, Record, RECORDS_FILE, STATE_DIR};
-use gapferry_common::{Ledger, ObjectDescriptor, ObjectKind};
+use gapferry_common::{ObjectDescriptor, ObjectKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,8 +96,10 @@ impl DeliveredLedger {
     }
 }
 
-impl Ledger for DeliveredLedger {
-    fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
+impl DeliveredLedger {
+    /// Whether an object with this name and content was delivered and is still in place:
+    /// the receiver's answer to the assembler's [`gapferry_common::Event::ObjectAnnounced`].
+    pub fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&(d.name.clone(), d.blake3)) {
             // A plain file or image someone removed is wanted again.

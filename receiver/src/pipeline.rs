@@ -285,7 +285,7 @@ impl Engine {
                 }
             })?;
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
-        assembler.set_ledger(ledger);
+        assembler.set_announce(true);
         // A keyed live receiver refuses replays of sessions it knew, across restarts; a
         // capture replayed on purpose (`replay`) is the operator's own, and not refused.
         let freshness = (matches!(clock, Clock::Live(_)) && cfg.replay_protection).then(|| {
@@ -311,6 +311,7 @@ impl Engine {
                     events,
                     budget,
                     metrics: cfg.metrics.clone(),
+                    ledger,
                 };
                 let backlog = backlog.clone();
                 let backlog_bytes = backlog_bytes.clone();
@@ -375,7 +376,8 @@ fn handle(
     metrics: &crate::metrics::ReceiverMetrics,
 ) {
     if let Err(reject) = asm.handle_from(now, source, bytes) {
-        tracing::trace!(%reject, "datagram rejected");
+        let advice = crate::cause::reject_advice(reject.reason());
+        tracing::trace!(%reject, advice, "datagram rejected");
         metrics.rejected(reject.reason(), 1);
     }
 }
@@ -385,12 +387,24 @@ struct Handover {
     events: Sender<Event>,
     budget: Arc<ByteBudget>,
     metrics: crate::metrics::ReceiverMetrics,
+    /// Answers the assembler's question whether an announced object was delivered before.
+    ledger: Arc<crate::ledger::DeliveredLedger>,
 }
 
 impl Handover {
-    /// Hands every pending event over; false when the disk writer is gone.
+    /// Hands every pending event over, answering announced objects from the ledger on
+    /// the way (before any further datagram); false when the disk writer is gone.
     fn drain(&self, asm: &mut Assembler) -> bool {
         while let Some(ev) = asm.poll_event() {
+            if let Event::ObjectAnnounced { object, descriptor } = &ev {
+                if self.ledger.already_delivered(descriptor) {
+                    asm.skip(*object);
+                } else if let Err(reject) = asm.proceed(*object) {
+                    tracing::debug!(%object, %reject, "announced object not admitted");
+                    self.metrics.rejected(reject.reason(), 1);
+                }
+                continue;
+            }
             if !hand_over(&self.events, &self.budget, ev) {
                 return false;
             }

@@ -317,6 +317,8 @@ impl Delivery {
                 reason,
                 shortfall,
             } => self.object_failed(object, descriptor, reason, shortfall),
+            // The pipeline answers announcements from the ledger; none reaches here.
+            Event::ObjectAnnounced { .. } => {}
             Event::ObjectAlreadyDelivered { object, descriptor } => {
                 self.already_delivered(object, &descriptor)
             }
