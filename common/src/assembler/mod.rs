@@ -218,28 +218,10 @@ impl Assembler {
                 Some(watermark) => resume = Some((i, watermark)),
             }
         }
-        let hint = match d {
-            Datagram::Data { header, .. } => Some(header.object),
-            Datagram::Control {
-                kind: DatagramType::Descriptor,
-                object,
-                ..
-            } => Some(object),
-            _ => None,
-        };
+        let hint = object_hint(&d);
         // Heartbeats are decoded before a session is created for them, so garbage
         // cannot open sessions.
-        let heartbeat = match d {
-            Datagram::Control {
-                kind: DatagramType::Heartbeat,
-                body,
-                ..
-            } => Some(
-                control::decode::<Heartbeat>(body)
-                    .map_err(|_| Reject::Malformed("heartbeat does not decode"))?,
-            ),
-            _ => None,
-        };
+        let heartbeat = decode_heartbeat(&d)?;
         if matches!(
             d,
             Datagram::Control {
@@ -344,5 +326,32 @@ impl Assembler {
         for (_, p) in self.parked.drain() {
             self.held -= p.held;
         }
+    }
+}
+
+/// The object a data or descriptor datagram is about.
+fn object_hint(d: &Datagram<'_>) -> Option<u32> {
+    match d {
+        Datagram::Data { header, .. } => Some(header.object),
+        Datagram::Control {
+            kind: DatagramType::Descriptor,
+            object,
+            ..
+        } => Some(*object),
+        _ => None,
+    }
+}
+
+/// A heartbeat datagram's body, decoded; `None` for other datagrams.
+fn decode_heartbeat(d: &Datagram<'_>) -> Result<Option<Heartbeat>, Reject> {
+    match d {
+        Datagram::Control {
+            kind: DatagramType::Heartbeat,
+            body,
+            ..
+        } => control::decode::<Heartbeat>(body)
+            .map(Some)
+            .map_err(|_| Reject::Malformed("heartbeat does not decode")),
+        _ => Ok(None),
     }
 }

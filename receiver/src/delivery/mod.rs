@@ -18,6 +18,7 @@ use crate::destinations::Destinations;
 use crate::hooks::HookPool;
 use crate::records::{RecordLog, STATE_DIR};
 use gapferry_common::compress::decompress_block;
+use gapferry_common::wire::Codec;
 use gapferry_common::{Event, ObjectDescriptor, ObjectRef};
 use gapferry_feeds::{FileStore, ImageStore, MispFeed, StixStore, Verifier};
 use std::collections::HashMap;
@@ -274,38 +275,14 @@ impl Delivery {
                 received,
                 loss_rate,
             } => self.heartbeat(session, &heartbeat, received, loss_rate),
-            Event::ObjectStarted { object, descriptor } => {
-                if let Err(e) = self.start(object, descriptor.clone()) {
-                    self.record_failure_because(
-                        object,
-                        Some(&descriptor),
-                        format!("cannot stage the object: {e}"),
-                        Some(Cause::Receiver),
-                    );
-                }
-            }
+            Event::ObjectStarted { object, descriptor } => self.started(object, descriptor),
             Event::BlockDecoded {
                 object,
                 block,
                 codec,
                 plain_len,
                 data,
-            } => {
-                if !self.staged.contains_key(&object) {
-                    return; // already failed
-                }
-                let result = decompress_block(codec, data, plain_len)
-                    .map_err(|e| (format!("block {block}: {e}"), None))
-                    .and_then(|plain| {
-                        self.write_block(object, block, &plain).map_err(|e| {
-                            let reason = format!("cannot write block {block}: {e}");
-                            (reason, Some(Cause::Receiver))
-                        })
-                    });
-                if let Err((reason, cause)) = result {
-                    self.abort(object, reason, cause);
-                }
-            }
+            } => self.block_decoded(object, block, codec, plain_len, data),
             Event::ObjectComplete { object } => {
                 if let Some(staged) = self.staged.remove(&object) {
                     self.finish(object, staged);
@@ -327,6 +304,43 @@ impl Delivery {
                 through,
                 named,
             } => self.lost(object, through, named),
+        }
+    }
+
+    /// Stages a new object, or records why it cannot be.
+    fn started(&mut self, object: ObjectRef, descriptor: ObjectDescriptor) {
+        if let Err(e) = self.start(object, descriptor.clone()) {
+            self.record_failure_because(
+                object,
+                Some(&descriptor),
+                format!("cannot stage the object: {e}"),
+                Some(Cause::Receiver),
+            );
+        }
+    }
+
+    /// Decompresses and writes one block, failing the object when it cannot.
+    fn block_decoded(
+        &mut self,
+        object: ObjectRef,
+        block: u32,
+        codec: Codec,
+        plain_len: u32,
+        data: Vec<u8>,
+    ) {
+        if !self.staged.contains_key(&object) {
+            return; // already failed
+        }
+        let result = decompress_block(codec, data, plain_len)
+            .map_err(|e| (format!("block {block}: {e}"), None))
+            .and_then(|plain| {
+                self.write_block(object, block, &plain).map_err(|e| {
+                    let reason = format!("cannot write block {block}: {e}");
+                    (reason, Some(Cause::Receiver))
+                })
+            });
+        if let Err((reason, cause)) = result {
+            self.abort(object, reason, cause);
         }
     }
 
