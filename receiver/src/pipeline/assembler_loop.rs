@@ -136,6 +136,36 @@ pub(super) fn note_host_drops(
     }
 }
 
+/// What became of one input.
+enum Flow {
+    /// Go on.
+    Next,
+    /// The input ended (closed or `End`): finish.
+    Finish,
+    /// The disk writer is gone: stop at once.
+    Gone,
+}
+
+/// The assembler thread's state between inputs.
+struct AssemblerLoop {
+    asm: Assembler,
+    out: Handover,
+    metrics: crate::metrics::ReceiverMetrics,
+    clock: Clock,
+    backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
+    activity: Option<ActivityFile>,
+    freshness: Option<crate::freshness::FreshnessFile>,
+    solvers: Option<Solvers>,
+    /// Blocks decoded, repaired and datagrams refused over limits, as last published.
+    published: (u64, u64, u64),
+    host_drops: (u64, u64),
+    warning: OwnDropsWarning,
+    last_tick: Duration,
+    last_freshness_save: Duration,
+    now: Duration,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_assembler(
     mut asm: Assembler,
@@ -144,21 +174,14 @@ pub(super) fn run_assembler(
     clock: Clock,
     backlog: Arc<AtomicUsize>,
     backlog_bytes: Arc<AtomicUsize>,
-    mut activity: Option<ActivityFile>,
+    activity: Option<ActivityFile>,
     freshness: Option<crate::freshness::FreshnessFile>,
 ) -> Stats {
-    let metrics = out.metrics.clone();
-    let mut published = (0u64, 0u64, 0u64);
-    let mut host_drops = (0u64, 0u64);
-    let mut warning = OwnDropsWarning::default();
-    let mut last_tick = Duration::ZERO;
-    let mut last_freshness_save = Duration::ZERO;
-    let mut now = Duration::ZERO;
     asm.set_solve_elsewhere(true);
     // The sender spreads each block's symbols over its stream: a repair symbol often
     // arrives before the last source symbols, and a solve started then would be wasted.
     asm.set_hold_solves(true);
-    let mut solvers = match Solvers::start(Solvers::default_threads()) {
+    let solvers = match Solvers::start(Solvers::default_threads()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start solver threads; solving on the assembler thread");
@@ -166,108 +189,160 @@ pub(super) fn run_assembler(
             None
         }
     };
-    let never = crossbeam_channel::never();
-    loop {
-        let done = solvers.as_ref().map_or(&never, |s| s.done());
-        let wait = match clock {
-            Clock::Live(_) => TICK,
-            Clock::Inputs => Duration::MAX,
-        };
-        let input = crossbeam_channel::select! {
-            recv(rx) -> i => match i {
-                Ok(i) => Some(i),
-                Err(_) => break,
-            },
-            recv(done) -> s => {
-                if let (Ok(s), Some(solvers)) = (s, solvers.as_mut()) {
-                    solvers.apply(&mut asm, s);
-                }
-                None
-            },
-            default(wait) => None,
-        };
+    AssemblerLoop {
+        asm,
+        metrics: out.metrics.clone(),
+        out,
+        clock,
+        backlog,
+        backlog_bytes,
+        activity,
+        freshness,
+        solvers,
+        published: (0, 0, 0),
+        host_drops: (0, 0),
+        warning: OwnDropsWarning::default(),
+        last_tick: Duration::ZERO,
+        last_freshness_save: Duration::ZERO,
+        now: Duration::ZERO,
+    }
+    .run(rx)
+}
+
+impl AssemblerLoop {
+    fn run(mut self, rx: Receiver<Input>) -> Stats {
+        let never = crossbeam_channel::never();
+        loop {
+            let done = self.solvers.as_ref().map_or(&never, |s| s.done()).clone();
+            let wait = match self.clock {
+                Clock::Live(_) => TICK,
+                Clock::Inputs => Duration::MAX,
+            };
+            let input = crossbeam_channel::select! {
+                recv(rx) -> i => match i {
+                    Ok(i) => Some(i),
+                    Err(_) => break,
+                },
+                recv(done) -> s => {
+                    if let (Ok(s), Some(solvers)) = (s, self.solvers.as_mut()) {
+                        solvers.apply(&mut self.asm, s);
+                    }
+                    None
+                },
+                default(wait) => None,
+            };
+            match self.take(input) {
+                Flow::Next => {}
+                Flow::Finish => break,
+                Flow::Gone => return self.asm.stats().clone(),
+            }
+            if let Some(solvers) = self.solvers.as_mut() {
+                solvers.submit_from(&mut self.asm);
+            }
+            note_host_drops(&mut self.asm, &self.metrics, &mut self.host_drops);
+            if let Clock::Live(start) = self.clock {
+                self.now = self.now.max(start.elapsed());
+            }
+            if self.now.saturating_sub(self.last_tick) >= TICK {
+                self.tick();
+            }
+            if !self.out.drain(&mut self.asm) {
+                return self.asm.stats().clone();
+            }
+        }
+        self.settle();
+        self.asm.finish("the receiver stopped");
+        save_freshness(&mut self.asm, self.freshness.as_ref());
+        self.out.drain(&mut self.asm);
+        self.asm.stats().clone()
+    }
+
+    /// Acts on one input (`None`: a solve came back or time passed).
+    fn take(&mut self, input: Option<Input>) -> Flow {
         match input {
             Some(Input::Datagram { at, bytes }) => {
-                now = now.max(at);
-                handle(&mut asm, now, 0, &bytes, &metrics);
+                self.now = self.now.max(at);
+                handle(&mut self.asm, self.now, 0, &bytes, &self.metrics);
             }
-            Some(Input::Batch(batch)) => {
-                let n: usize = batch.iter().map(Arrival::count).sum();
-                let cost: usize = batch.iter().map(Arrival::cost).sum();
-                backlog.fetch_sub(n, Ordering::Relaxed);
-                for arrival in &batch {
-                    now = now.max(arrival.at);
-                    for bytes in arrival.datagrams() {
-                        handle(&mut asm, now, arrival.source, bytes, &metrics);
-                        if !out.drain(&mut asm) {
-                            return asm.stats().clone();
-                        }
-                    }
-                }
-                drop(batch);
-                // The batch's bytes count until they are freed.
-                backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
-            }
-            Some(Input::Tick(t)) => now = now.max(t),
+            Some(Input::Batch(batch)) => return self.batch(batch),
+            Some(Input::Tick(t)) => self.now = self.now.max(t),
             Some(Input::End(reason)) => {
-                asm.flush_ready();
-                if let Some(solvers) = solvers.as_mut() {
-                    solvers.drain(&mut asm);
-                }
-                note_host_drops(&mut asm, &metrics, &mut host_drops);
-                asm.tick(now);
-                asm.finish(&reason);
-                break;
+                self.settle();
+                self.asm.tick(self.now);
+                self.asm.finish(&reason);
+                return Flow::Finish;
             }
             None => {}
         }
-        if let Some(solvers) = solvers.as_mut() {
-            solvers.submit_from(&mut asm);
-        }
-        note_host_drops(&mut asm, &metrics, &mut host_drops);
-        if let Clock::Live(start) = clock {
-            now = now.max(start.elapsed());
-        }
-        if now.saturating_sub(last_tick) >= TICK {
-            asm.tick(now);
-            if now.saturating_sub(last_freshness_save) >= FRESHNESS_EVERY {
-                save_freshness(&mut asm, freshness.as_ref());
-                last_freshness_save = now;
-            }
-            last_tick = now;
-            let st = asm.stats();
-            metrics
-                .blocks_decoded
-                .inc_by(st.blocks_decoded - published.0);
-            metrics
-                .blocks_repaired
-                .inc_by(st.blocks_repaired - published.1);
-            let refused = st.own_drops.memory_limit + st.own_drops.objects_limit;
-            metrics.limit_refused.inc_by(refused - published.2);
-            published = (st.blocks_decoded, st.blocks_repaired, refused);
-            warning.check(now, st.own_drops);
-            if let Some(a) = activity.as_mut() {
-                a.update(st, asm.last_session());
-            }
-            metrics
-                .objects_in_flight
-                .set(asm.objects_in_flight() as i64);
-            metrics.held_bytes.set(asm.held_bytes() as i64);
-            metrics
-                .queue_depth
-                .set(backlog.load(Ordering::Relaxed) as i64);
-        }
-        if !out.drain(&mut asm) {
-            return asm.stats().clone();
-        }
+        Flow::Next
     }
-    asm.flush_ready();
-    if let Some(solvers) = solvers.as_mut() {
-        solvers.drain(&mut asm);
+
+    /// Hands every datagram of `batch` to the assembler, its events over after each.
+    fn batch(&mut self, batch: Vec<Arrival>) -> Flow {
+        let n: usize = batch.iter().map(Arrival::count).sum();
+        let cost: usize = batch.iter().map(Arrival::cost).sum();
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+        for arrival in &batch {
+            self.now = self.now.max(arrival.at);
+            for bytes in arrival.datagrams() {
+                handle(
+                    &mut self.asm,
+                    self.now,
+                    arrival.source,
+                    bytes,
+                    &self.metrics,
+                );
+                if !self.out.drain(&mut self.asm) {
+                    return Flow::Gone;
+                }
+            }
+        }
+        drop(batch);
+        // The batch's bytes count until they are freed.
+        self.backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
+        Flow::Next
     }
-    note_host_drops(&mut asm, &metrics, &mut host_drops);
-    asm.finish("the receiver stopped");
-    save_freshness(&mut asm, freshness.as_ref());
-    out.drain(&mut asm);
-    asm.stats().clone()
+
+    /// Solves what is ready and notes the host's drops: before the sessions close.
+    fn settle(&mut self) {
+        self.asm.flush_ready();
+        if let Some(solvers) = self.solvers.as_mut() {
+            solvers.drain(&mut self.asm);
+        }
+        note_host_drops(&mut self.asm, &self.metrics, &mut self.host_drops);
+    }
+
+    /// Advances the assembler's time, saves the replay-protection state now and then, and
+    /// publishes counters, gauges, the activity file and warnings.
+    fn tick(&mut self) {
+        let now = self.now;
+        self.asm.tick(now);
+        if now.saturating_sub(self.last_freshness_save) >= FRESHNESS_EVERY {
+            save_freshness(&mut self.asm, self.freshness.as_ref());
+            self.last_freshness_save = now;
+        }
+        self.last_tick = now;
+        let (metrics, st) = (&self.metrics, self.asm.stats());
+        let published = self.published;
+        metrics
+            .blocks_decoded
+            .inc_by(st.blocks_decoded - published.0);
+        metrics
+            .blocks_repaired
+            .inc_by(st.blocks_repaired - published.1);
+        let refused = st.own_drops.memory_limit + st.own_drops.objects_limit;
+        metrics.limit_refused.inc_by(refused - published.2);
+        self.published = (st.blocks_decoded, st.blocks_repaired, refused);
+        self.warning.check(now, st.own_drops);
+        if let Some(a) = self.activity.as_mut() {
+            a.update(st, self.asm.last_session());
+        }
+        metrics
+            .objects_in_flight
+            .set(self.asm.objects_in_flight() as i64);
+        metrics.held_bytes.set(self.asm.held_bytes() as i64);
+        metrics
+            .queue_depth
+            .set(self.backlog.load(Ordering::Relaxed) as i64);
+    }
 }

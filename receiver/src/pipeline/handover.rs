@@ -1,6 +1,7 @@
 //! The hand-over from the assembler thread to the disk writer: events through a bounded
 //! channel, decoded blocks' bytes under a [`ByteBudget`], and on the way the answer to
-//! each object the assembler announces, from the ledger of deliveries.
+//! each object the assembler announces, from the ledger of deliveries; and the disk
+//! writer's thread on the other end.
 
 use super::*;
 
@@ -107,4 +108,33 @@ impl Handover {
         }
         true
     }
+}
+
+/// The disk writer's thread: acts on every event handed over, delivering the batched MISP
+/// events whenever it is idle for a moment, until the assembler is gone.
+pub(super) fn run_delivery(
+    mut delivery: Delivery,
+    events: Receiver<Event>,
+    budget: Arc<ByteBudget>,
+) -> Summary {
+    let _closed = CloseOnDrop(budget.clone());
+    loop {
+        let ev = match events.try_recv() {
+            Ok(ev) => ev,
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                // Idle for a moment: deliver the batched MISP events now.
+                delivery.flush();
+                match events.recv() {
+                    Ok(ev) => ev,
+                    Err(_) => break,
+                }
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+        };
+        let n = event_bytes(&ev);
+        delivery.handle(ev);
+        budget.release(n);
+    }
+    delivery.abandon_all("the receiver stopped before the object completed");
+    delivery.into_summary()
 }

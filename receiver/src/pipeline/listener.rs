@@ -159,97 +159,43 @@ impl Listener {
             Clock::Live(start),
             (self.cfg.queue / BATCH).max(16),
         )?;
-        let input = engine.input().clone();
-        let backlog = engine.backlog();
-        let backlog_bytes = engine.backlog_bytes();
-        let limit = self.cfg.queue;
-        let byte_limit = self.cfg.queue_bytes;
         let max_payload = self
             .cfg
             .mtu
             .saturating_sub(IP_UDP_HEADERS)
             .min(wire::MAX_DATAGRAM);
-        let counters = self.counters.clone();
         let metrics = self.cfg.metrics.clone();
-        let mut source = self.source;
+        let drain = SocketDrain {
+            source: self.source,
+            start,
+            reads: crate::socket::RecvBatch::default(),
+            batch: Vec::new(),
+            gate: Gate {
+                max_payload,
+                keys,
+                rejects: SocketRejects {
+                    counts: HashMap::new(),
+                    counters: HashMap::new(),
+                    metrics: metrics.clone(),
+                },
+                passed: Vec::new(),
+            },
+            queue: AssemblerQueue {
+                input: engine.input().clone(),
+                backlog: engine.backlog(),
+                backlog_bytes: engine.backlog_bytes(),
+                limit: self.cfg.queue,
+                byte_limit: self.cfg.queue_bytes,
+                counters: self.counters.clone(),
+                metrics: metrics.clone(),
+            },
+            counters: self.counters.clone(),
+            metrics,
+            kernel_drops: (Instant::now(), 0),
+        };
         let drain = std::thread::Builder::new()
             .name("gapferry-socket".into())
-            .spawn(move || -> std::io::Result<HashMap<RejectReason, u64>> {
-                let mut reads = crate::socket::RecvBatch::default();
-                let mut batch: Vec<Arrival> = Vec::new();
-                let mut gate = Gate {
-                    max_payload,
-                    keys,
-                    rejects: SocketRejects {
-                        counts: HashMap::new(),
-                        counters: HashMap::new(),
-                        metrics: metrics.clone(),
-                    },
-                    passed: Vec::new(),
-                };
-                let mut waiting_short = false;
-                let mut kernel_drops = (Instant::now(), 0u64);
-                // Datagrams go to the assembler in batches: one queue operation and one
-                // wake-up per batch rather than per datagram. A batch leaves when it holds
-                // BATCH datagrams or as soon as the socket has been quiet for BATCH_WAIT.
-                let flush = |batch: &mut Vec<Arrival>| {
-                    if batch.is_empty() {
-                        return;
-                    }
-                    let full = std::mem::take(batch);
-                    let n: usize = full.iter().map(Arrival::count).sum();
-                    let cost: usize = full.iter().map(Arrival::cost).sum();
-                    // Never block the socket: a full queue is a counted drop.
-                    let room = backlog.load(Ordering::Relaxed) + n <= limit
-                        && backlog_bytes.load(Ordering::Relaxed) + cost <= byte_limit;
-                    if room {
-                        backlog.fetch_add(n, Ordering::Relaxed);
-                        backlog_bytes.fetch_add(cost, Ordering::Relaxed);
-                    }
-                    if !room || input.try_send(Input::Batch(full)).is_err() {
-                        if room {
-                            backlog.fetch_sub(n, Ordering::Relaxed);
-                            backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
-                        }
-                        counters.queue_full.fetch_add(n as u64, Ordering::Relaxed);
-                        metrics.queue_dropped.inc_by(n as u64);
-                    }
-                };
-                while !shutdown.load(Ordering::Relaxed) {
-                    if kernel_drops.0.elapsed() >= KERNEL_DROPS_EVERY {
-                        let total = source.kernel_drops().unwrap_or(kernel_drops.1);
-                        metrics
-                            .socket_dropped
-                            .inc_by(total.saturating_sub(kernel_drops.1));
-                        kernel_drops = (Instant::now(), total.max(kernel_drops.1));
-                    }
-                    if batch.is_empty() == waiting_short {
-                        waiting_short = !batch.is_empty();
-                        source.set_wait(if waiting_short {
-                            BATCH_WAIT
-                        } else {
-                            crate::socket::POLL_INTERVAL
-                        });
-                    }
-                    if !source.recv(&mut reads)? {
-                        flush(&mut batch);
-                        continue;
-                    }
-                    let at = start.elapsed();
-                    for (bytes, stride, from) in reads.messages() {
-                        let n = bytes.len().div_ceil(stride);
-                        counters.received.fetch_add(n as u64, Ordering::Relaxed);
-                        metrics.datagrams.inc_by(n as u64);
-                        metrics.bytes.inc_by(bytes.len() as u64);
-                        gate.admit(bytes, stride, at, source_id(from), &mut batch);
-                    }
-                    if batch.iter().map(Arrival::count).sum::<usize>() >= BATCH {
-                        flush(&mut batch);
-                    }
-                }
-                flush(&mut batch);
-                Ok(gate.rejects.counts)
-            })?;
+            .spawn(move || drain.run(&shutdown))?;
         let drained = drain.join().expect("socket thread panicked");
         let mut report = engine.finish();
         let rejected = drained?;
@@ -273,4 +219,118 @@ pub fn listen(
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<ListenReport> {
     Listener::bind(addr, cfg)?.run(shutdown)
+}
+
+/// The assembler's input queue as the socket thread sees it: bounded in datagrams and
+/// bytes, and never waited on.
+struct AssemblerQueue {
+    input: Sender<Input>,
+    backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
+    limit: usize,
+    byte_limit: usize,
+    counters: Arc<SocketCounters>,
+    metrics: crate::metrics::ReceiverMetrics,
+}
+
+impl AssemblerQueue {
+    /// Queues the datagrams of `batch` (leaving it empty); a full queue is a counted drop:
+    /// the socket never blocks.
+    fn flush(&self, batch: &mut Vec<Arrival>) {
+        if batch.is_empty() {
+            return;
+        }
+        let full = std::mem::take(batch);
+        let n: usize = full.iter().map(Arrival::count).sum();
+        let cost: usize = full.iter().map(Arrival::cost).sum();
+        let room = self.backlog.load(Ordering::Relaxed) + n <= self.limit
+            && self.backlog_bytes.load(Ordering::Relaxed) + cost <= self.byte_limit;
+        if room {
+            self.backlog.fetch_add(n, Ordering::Relaxed);
+            self.backlog_bytes.fetch_add(cost, Ordering::Relaxed);
+        }
+        if !room || self.input.try_send(Input::Batch(full)).is_err() {
+            if room {
+                self.backlog.fetch_sub(n, Ordering::Relaxed);
+                self.backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
+            }
+            self.counters
+                .queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.metrics.queue_dropped.inc_by(n as u64);
+        }
+    }
+}
+
+/// The socket thread: reads, checks at the gate, batches, queues.
+struct SocketDrain {
+    source: UdpSource,
+    start: Instant,
+    reads: crate::socket::RecvBatch,
+    batch: Vec<Arrival>,
+    gate: Gate,
+    queue: AssemblerQueue,
+    counters: Arc<SocketCounters>,
+    metrics: crate::metrics::ReceiverMetrics,
+    /// When the kernel's drop counter was last read, and its value then.
+    kernel_drops: (Instant, u64),
+}
+
+impl SocketDrain {
+    /// Drains the socket until `shutdown` is set; returns what the gate rejected.
+    ///
+    /// Datagrams go to the assembler in batches: one queue operation and one wake-up per
+    /// batch rather than per datagram. A batch leaves when it holds BATCH datagrams or as
+    /// soon as the socket has been quiet for BATCH_WAIT.
+    fn run(mut self, shutdown: &AtomicBool) -> std::io::Result<HashMap<RejectReason, u64>> {
+        let mut waiting_short = false;
+        while !shutdown.load(Ordering::Relaxed) {
+            if self.kernel_drops.0.elapsed() >= KERNEL_DROPS_EVERY {
+                self.note_kernel_drops();
+            }
+            if self.batch.is_empty() == waiting_short {
+                waiting_short = !self.batch.is_empty();
+                self.source.set_wait(if waiting_short {
+                    BATCH_WAIT
+                } else {
+                    crate::socket::POLL_INTERVAL
+                });
+            }
+            if !self.source.recv(&mut self.reads)? {
+                self.queue.flush(&mut self.batch);
+                continue;
+            }
+            self.admit_reads();
+            if self.batch.iter().map(Arrival::count).sum::<usize>() >= BATCH {
+                self.queue.flush(&mut self.batch);
+            }
+        }
+        self.queue.flush(&mut self.batch);
+        Ok(self.gate.rejects.counts)
+    }
+
+    /// Counts and checks the messages of the last read into the batch.
+    fn admit_reads(&mut self) {
+        let at = self.start.elapsed();
+        for (bytes, stride, from) in self.reads.messages() {
+            let n = bytes.len().div_ceil(stride);
+            self.counters
+                .received
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.metrics.datagrams.inc_by(n as u64);
+            self.metrics.bytes.inc_by(bytes.len() as u64);
+            self.gate
+                .admit(bytes, stride, at, source_id(from), &mut self.batch);
+        }
+    }
+
+    /// Publishes what the kernel dropped for the socket since the last reading.
+    fn note_kernel_drops(&mut self) {
+        let (_, before) = self.kernel_drops;
+        let total = self.source.kernel_drops().unwrap_or(before);
+        self.metrics
+            .socket_dropped
+            .inc_by(total.saturating_sub(before));
+        self.kernel_drops = (Instant::now(), total.max(before));
+    }
 }

@@ -29,7 +29,7 @@ mod listener;
 mod tests;
 
 use assembler_loop::{run_assembler, ActivityFile};
-use handover::{event_bytes, ByteBudget, CloseOnDrop, Handover};
+use handover::{run_delivery, ByteBudget, Handover};
 pub use listener::{listen, ListenReport, Listener, SocketCounters};
 
 /// How often timeouts are checked, in the clock of the datagrams.
@@ -197,28 +197,7 @@ impl Engine {
             .name("gapferry-delivery".into())
             .spawn({
                 let budget = budget.clone();
-                move || {
-                    let _closed = CloseOnDrop(budget.clone());
-                    loop {
-                        let ev = match events_rx.try_recv() {
-                            Ok(ev) => ev,
-                            Err(crossbeam_channel::TryRecvError::Empty) => {
-                                // Idle for a moment: deliver the batched MISP events now.
-                                delivery.flush();
-                                match events_rx.recv() {
-                                    Ok(ev) => ev,
-                                    Err(_) => break,
-                                }
-                            }
-                            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                        };
-                        let n = event_bytes(&ev);
-                        delivery.handle(ev);
-                        budget.release(n);
-                    }
-                    delivery.abandon_all("the receiver stopped before the object completed");
-                    delivery.into_summary()
-                }
+                move || run_delivery(delivery, events_rx, budget)
             })?;
         let mut assembler = Assembler::new(cfg.limits.clone(), cfg.keys.clone());
         assembler.set_announce(true);

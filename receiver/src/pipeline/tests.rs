@@ -1,6 +1,7 @@
 //! Tests of the pipeline's pieces: the byte budget, the own-drops warning.
 
 use super::assembler_loop::OwnDropsWarning;
+use super::handover::CloseOnDrop;
 use super::*;
 use gapferry_common::assembler::OwnDrops;
 
