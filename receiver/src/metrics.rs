@@ -170,11 +170,13 @@ impl ReceiverMetrics {
     /// Registers every metric under `gapferry_receiver_`.
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("gapferry_receiver");
-        r.register(
-            "image_signature_checks",
-            "Image signature checks against [images] keyring, by result (good, bad, missing)",
-            self.image_signatures.clone(),
-        );
+        self.register_datagrams(r);
+        self.register_objects(r);
+        self.register_link(r);
+    }
+
+    /// What the socket read, dropped and rejected.
+    fn register_datagrams(&self, r: &mut Registry) {
         r.register(
             "datagrams_received",
             "Datagrams read from the socket",
@@ -212,6 +214,15 @@ impl ReceiverMetrics {
             "Datagrams rejected before decoding, by reason",
             self.rejected.clone(),
         );
+    }
+
+    /// Objects, delivered bytes, blocks and image signature checks.
+    fn register_objects(&self, r: &mut Registry) {
+        r.register(
+            "image_signature_checks",
+            "Image signature checks against [images] keyring, by result (good, bad, missing)",
+            self.image_signatures.clone(),
+        );
         r.register(
             "objects",
             "Objects by kind and outcome",
@@ -233,6 +244,10 @@ impl ReceiverMetrics {
             "Blocks that needed repair symbols",
             self.blocks_repaired.clone(),
         );
+    }
+
+    /// The link as heartbeats tell it, and what the receiver holds and queues.
+    fn register_link(&self, r: &mut Registry) {
         r.register_with_unit(
             "heartbeat_age",
             "Time since the last sender heartbeat",
