@@ -395,3 +395,32 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let i = names.iter().position(|n| *n == "RcvbufErrors")?;
     values.get(i)?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn labels_are_written_with_their_stable_names() {
+        let m = ReceiverMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.object(Some(ObjectKind::ImageSignature), Outcome::HookFailed);
+        m.object(None, Outcome::Lost);
+        m.republished();
+        m.image_signature(SignatureResult::Bad);
+        m.rejected(RejectReason::BadTag, 3);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for expected in [
+            r#"objects_total{kind="image-signature",outcome="hook_failed"} 1"#,
+            r#"objects_total{kind="unknown",outcome="lost"} 1"#,
+            r#"objects_total{kind="misp",outcome="republished"} 1"#,
+            r#"image_signature_checks_total{result="bad"} 1"#,
+            r#"datagrams_rejected_total{reason="bad_tag"} 3"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+}

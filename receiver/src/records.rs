@@ -208,3 +208,52 @@ impl RecordLog {
         self.file.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_as_written_with_the_log_names_of_outcome_and_kind() {
+        let mut r = Record::new(Outcome::HookFailed, 0xab, 7);
+        r.kind = Some(ObjectKind::ImageSignature);
+        r.name = Some("MISP_v2.5.1.tar.gz.sig".into());
+        r.push = Some(crate::misp_push::Pushed::Unchanged);
+        r.cause = Some(crate::cause::Cause::Receiver);
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""outcome":"hook_failed""#), "{line}");
+        assert!(line.contains(r#""kind":"image-signature""#), "{line}");
+        assert!(line.contains(r#""push":"unchanged""#), "{line}");
+        assert!(line.contains(r#""session":"00000000000000ab""#), "{line}");
+        assert!(
+            !line.contains("reason"),
+            "unset fields are left out: {line}"
+        );
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        for o in [
+            Outcome::Delivered,
+            Outcome::SessionRefused,
+            Outcome::PushFailed,
+        ] {
+            let text = serde_json::to_string(&o).unwrap();
+            assert_eq!(text, format!("\"{}\"", o.as_str()));
+        }
+    }
+
+    #[test]
+    fn hostile_record_lines_do_not_read_as_records() {
+        for line in [
+            r#"{"outcome":"delivered!","object":1}"#,
+            r#"{"outcome":"delivered","kind":"rootkit"}"#,
+            r#"{"outcome":"delivered","kind":"File"}"#,
+            r#"{"outcome":"delivered","object":-1}"#,
+            r#"{"kind":"file"}"#,
+            r#"["delivered"]"#,
+        ] {
+            assert!(serde_json::from_str::<Record>(line).is_err(), "{line}");
+        }
+        let minimal: Record = serde_json::from_str(r#"{"outcome":"lost"}"#).unwrap();
+        assert_eq!((minimal.outcome, minimal.object), (Outcome::Lost, 0));
+    }
+}
