@@ -1,14 +1,15 @@
 //! Turning assembler events into deliveries: the [`Delivery`] owns the rooms below and
 //! routes each event to the one whose job it is.
 //!
-//! - [`staging`]: disk-space and size checks, the staging file, in-order blake3 hashing.
-//! - [`placing`]: verification, then by kind: MISP feed (in batches), STIX store, image
-//!   store (waiting for its signature when a keyring is set) or the plain-file store
-//!   ([`gapferry_feeds::FileStore`]), each by atomic rename with the kind's configured
-//!   mode and group (never the sender's).
-//! - [`outcomes`]: the record of every outcome, its metrics, post-delivery hooks and
+//! - `staging`: disk-space and size checks, the staging file, in-order blake3 hashing.
+//! - `placing`: verification, then by kind into the STIX store, the image store or the
+//!   plain-file store ([`gapferry_feeds::FileStore`]), each by atomic rename with the
+//!   kind's configured mode and group (never the sender's).
+//! - `misp_batch`: MISP events into the feed, in batches.
+//! - `signatures`: an image waits for its signature when `[images] keyring` is set.
+//! - `outcomes`: the record of every outcome, its metrics, post-delivery hooks and
 //!   pushes into the high-side MISP, the run's [`Summary`].
-//! - [`session_events`]: what sender sessions report (heartbeats and the link state,
+//! - `session_events`: what sender sessions report (heartbeats and the link state,
 //!   refusals, losses, objects delivered before).
 //!
 //! Nothing reaches a delivery directory before its blake3 matches the descriptor.

@@ -1,7 +1,7 @@
 //! Placing a verified object where its kind belongs: the plain-file store, the STIX store
 //! (and the archive), the image store, or the signatures directory where an image's
-//! signature waits for its image. MISP events go to [`super::misp_batch`]; an image whose
-//! signature is still being received waits in [`super::signatures`].
+//! signature waits for its image. MISP events go to `misp_batch`; an image whose
+//! signature is still being received waits in `signatures`.
 
 use super::staging::{read_document, Staged};
 use super::{base_name, Delivery};
