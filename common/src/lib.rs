@@ -23,7 +23,7 @@ mod siv;
 pub mod spread;
 pub mod wire;
 
-pub use assembler::{Assembler, Event, Ledger, Limits, ObjectRef};
+pub use assembler::{Assembler, Event, Limits, ObjectRef};
 pub use auth::{Key, KeyRing};
 pub use control::{Heartbeat, ObjectDescriptor};
 pub use kind::ObjectKind;

@@ -132,13 +132,13 @@ pub enum Reject {
     #[error("unknown datagram type {0}")]
     BadType(u8),
     /// Authentication is on and the datagram carries no tag.
-    #[error("datagram carries no authentication tag (is the sender's --key set?)")]
+    #[error("datagram carries no authentication tag")]
     MissingTag,
     /// The tag does not verify under any configured key.
-    #[error("authentication tag does not verify (check that both sides use the same key)")]
+    #[error("authentication tag does not verify under any configured key")]
     BadTag,
     /// The tag verifies only under a key the receiver retired.
-    #[error("tagged with a retired key (the sender still uses it: give it the new key)")]
+    #[error("tagged with a retired key")]
     RetiredKey,
     /// A header field is out of range or inconsistent.
     #[error("malformed datagram: {0}")]
@@ -153,21 +153,92 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Which kind of rejection, without its detail: the key of counters and metrics.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            Reject::TooShort => RejectReason::TooShort,
+            Reject::TooLong => RejectReason::TooLong,
+            Reject::BadMagic => RejectReason::BadMagic,
+            Reject::BadVersion(_) => RejectReason::BadVersion,
+            Reject::BadType(_) => RejectReason::BadType,
+            Reject::MissingTag => RejectReason::MissingTag,
+            Reject::BadTag => RejectReason::BadTag,
+            Reject::RetiredKey => RejectReason::RetiredKey,
+            Reject::Replayed(_) => RejectReason::Replayed,
+            Reject::Malformed(_) => RejectReason::Malformed,
+            Reject::Refused(_) => RejectReason::Refused,
+        }
+    }
+
     /// A short stable label for counters and metrics.
     pub fn label(&self) -> &'static str {
+        self.reason().as_str()
+    }
+}
+
+/// The kind of a [`Reject`], without its detail: a counter key that costs no allocation.
+/// It hashes and compares as its label, so counters keyed by it can be looked up by label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// See [`Reject::TooShort`].
+    TooShort,
+    /// See [`Reject::TooLong`].
+    TooLong,
+    /// See [`Reject::BadMagic`].
+    BadMagic,
+    /// See [`Reject::BadVersion`].
+    BadVersion,
+    /// See [`Reject::BadType`].
+    BadType,
+    /// See [`Reject::MissingTag`].
+    MissingTag,
+    /// See [`Reject::BadTag`].
+    BadTag,
+    /// See [`Reject::RetiredKey`].
+    RetiredKey,
+    /// See [`Reject::Replayed`].
+    Replayed,
+    /// See [`Reject::Malformed`].
+    Malformed,
+    /// See [`Reject::Refused`].
+    Refused,
+}
+
+impl RejectReason {
+    /// The stable label of counters and metrics (`bad_tag`, `missing_tag`, ...).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Reject::TooShort => "too_short",
-            Reject::TooLong => "too_long",
-            Reject::BadMagic => "bad_magic",
-            Reject::BadVersion(_) => "bad_version",
-            Reject::BadType(_) => "bad_type",
-            Reject::MissingTag => "missing_tag",
-            Reject::BadTag => "bad_tag",
-            Reject::RetiredKey => "retired_key",
-            Reject::Replayed(_) => "replayed",
-            Reject::Malformed(_) => "malformed",
-            Reject::Refused(_) => "refused",
+            RejectReason::TooShort => "too_short",
+            RejectReason::TooLong => "too_long",
+            RejectReason::BadMagic => "bad_magic",
+            RejectReason::BadVersion => "bad_version",
+            RejectReason::BadType => "bad_type",
+            RejectReason::MissingTag => "missing_tag",
+            RejectReason::BadTag => "bad_tag",
+            RejectReason::RetiredKey => "retired_key",
+            RejectReason::Replayed => "replayed",
+            RejectReason::Malformed => "malformed",
+            RejectReason::Refused => "refused",
         }
+    }
+}
+
+impl std::hash::Hash for RejectReason {
+    // As its label, so that `Borrow<str>` holds its contract.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for RejectReason {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

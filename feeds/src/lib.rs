@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod file_store;
 mod fsutil;
 pub mod image_store;
 mod json_scan;
@@ -30,6 +31,7 @@ pub mod signature;
 pub mod stix_store;
 
 pub use archive::{Archive, ArchiveError};
+pub use file_store::{FileStore, FileStoreError};
 pub use fsutil::{Publish, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 pub use image_store::{DeliveredImage, ImageError, ImageStore};
 pub use kind::{

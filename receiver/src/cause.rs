@@ -3,10 +3,11 @@
 //! the advice that fits each. The protocol core reports facts; the advice is added here.
 
 use gapferry_common::assembler::{OwnDrops, Shortfall};
-use serde::Serialize;
+use gapferry_common::wire::RejectReason;
+use serde::{Deserialize, Serialize};
 
 /// Where the datagrams an object needed went, as recorded in the record log's `cause`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
     /// Lost on the way: the receiver dropped nothing itself while the object was in flight.
@@ -92,6 +93,19 @@ pub fn own_advice(own: &OwnDrops) -> String {
         fixes.push("raise --recv-buffer (and net.core.rmem_max)".into());
     }
     format!("lower --rate on the sender, or {}", fixes.join(", or "))
+}
+
+/// What the operator can do about datagrams rejected for `reason`, when it is theirs to fix
+/// (the wire checks state facts only).
+pub fn reject_advice(reason: RejectReason) -> Option<&'static str> {
+    match reason {
+        RejectReason::MissingTag => Some("is the sender's --key set?"),
+        RejectReason::BadTag => Some("check that both sides use the same key"),
+        RejectReason::RetiredKey => {
+            Some("the sender still uses a retired key: give it the new key")
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

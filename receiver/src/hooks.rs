@@ -303,12 +303,7 @@ fn finish(shared: &Shared, job: &HookJob, result: Result<(), String>, elapsed: D
             r.reason = Some(reason);
         }
     }
-    let outcome = if r.outcome == Outcome::HookOk {
-        "hook_ok"
-    } else {
-        "hook_failed"
-    };
-    shared.metrics.object(r.kind.as_deref(), outcome);
+    shared.metrics.object(r.kind, r.outcome);
     let mut log = shared.records.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = log.append(&r) {
         tracing::error!(path = %log.path().display(), "cannot append to the record log: {e}");

@@ -6,25 +6,17 @@
 //! `<uuid>.json` is in the feed, or the archive holds it (the feed keeper republishes
 //! from there what MISP may have deleted unread). Once MISP consumed it and the archive
 //! no longer holds it (disabled, or pruned), a resend delivers it again.
+//!
+//! The assembler does not consult it itself (the core does no I/O, and the answer looks at
+//! the filesystem): it announces each new object, and the pipeline answers from here.
 
-use crate::records::{RECORDS_FILE, STATE_DIR};
-use gapferry_common::{Ledger, ObjectDescriptor, ObjectKind};
+use crate::records::{Outcome, Record, RECORDS_FILE, STATE_DIR};
+use gapferry_common::{ObjectDescriptor, ObjectKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 type Key = (String, [u8; 32]);
-
-/// The fields of a record line the ledger reads.
-#[derive(serde::Deserialize)]
-struct DeliveredLine {
-    #[serde(default)]
-    outcome: String,
-    name: Option<String>,
-    blake3: Option<String>,
-    kind: Option<String>,
-    path: Option<PathBuf>,
-}
 
 /// Delivered objects by (name, blake3), with where they went.
 #[derive(Debug, Default)]
@@ -59,10 +51,10 @@ impl DeliveredLedger {
         let ledger = DeliveredLedger::default();
         let mut map = ledger.entries.lock().unwrap_or_else(|p| p.into_inner());
         let scanned = crate::record_lines::for_each_line(records, |line| {
-            let Ok(r) = serde_json::from_slice::<DeliveredLine>(line) else {
+            let Ok(r) = serde_json::from_slice::<Record>(line) else {
                 return;
             };
-            if r.outcome != "delivered" {
+            if r.outcome != Outcome::Delivered {
                 return;
             }
             let (Some(name), Some(hash), Some(kind), Some(path)) = (
@@ -73,9 +65,7 @@ impl DeliveredLedger {
             ) else {
                 return;
             };
-            if let Ok(kind) = kind.parse::<ObjectKind>() {
-                map.insert((name, hash), (kind, path));
-            }
+            map.insert((name, hash), (kind, path));
         });
         if let Err(e) = scanned {
             tracing::warn!("the record log could not be read to the end: {e}; objects delivered before may be decoded again");
@@ -106,8 +96,10 @@ impl DeliveredLedger {
     }
 }
 
-impl Ledger for DeliveredLedger {
-    fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
+impl DeliveredLedger {
+    /// Whether an object with this name and content was delivered and is still in place:
+    /// the receiver's answer to the assembler's [`gapferry_common::Event::ObjectAnnounced`].
+    pub fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&(d.name.clone(), d.blake3)) {
             // A plain file or image someone removed is wanted again.

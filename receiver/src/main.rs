@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gapferry_common::KeyRing;
-use gapferry_receiver::config::FileConfig;
+use gapferry_receiver::config::{FileConfig, LimitOptions};
 use gapferry_receiver::pipeline::Listener;
 use gapferry_receiver::replay::{replay, ReplayOptions, Speed};
 use gapferry_receiver::ReceiverConfig;
@@ -153,6 +153,92 @@ fn resolve(s: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--bind {s:?} resolves to no address"))
 }
 
+/// `--recv-buffer`, `--mtu` and `--session-timeout`, or their configuration keys.
+fn apply_link_options(
+    cfg: &mut ReceiverConfig,
+    (recv_buffer, mtu, session_timeout): (Option<usize>, Option<usize>, Option<u64>),
+    file: &FileConfig,
+) -> Result<()> {
+    cfg.recv_buffer = recv_buffer.or(file.recv_buffer).unwrap_or(cfg.recv_buffer);
+    cfg.mtu = mtu.or(file.mtu).unwrap_or(cfg.mtu);
+    let mtus = gapferry_common::layout::MIN_MTU..=gapferry_common::layout::MAX_MTU;
+    anyhow::ensure!(
+        mtus.contains(&cfg.mtu),
+        "--mtu {} is outside {}..={}: give the link's MTU (1500, or 9000 with jumbo frames)",
+        cfg.mtu,
+        mtus.start(),
+        mtus.end()
+    );
+    let timeout = session_timeout.or(file.session_timeout).unwrap_or(30);
+    cfg.limits.session_timeout = Duration::from_secs(timeout.max(1));
+    Ok(())
+}
+
+/// `[limits]` of the configuration file.
+fn apply_limits(cfg: &mut ReceiverConfig, limits: &LimitOptions) {
+    if let Some(v) = limits.max_object_size {
+        cfg.limits.max_object_size = v;
+    }
+    if let Some(v) = limits.max_objects_in_flight {
+        cfg.limits.max_objects_in_flight = v;
+    }
+    if let Some(v) = limits.max_held_bytes {
+        cfg.limits.max_held_bytes = v;
+    }
+    if let Some(v) = limits.max_block_plain {
+        cfg.limits.max_block_plain = v;
+    }
+    if let Some(v) = limits.max_name_bytes {
+        cfg.limits.max_name_bytes = v;
+    }
+    if let Some(v) = limits.max_name_depth {
+        cfg.limits.max_name_depth = v;
+    }
+    if let Some(v) = limits.max_sessions {
+        cfg.limits.max_sessions = v.max(1);
+    }
+    if let Some(v) = limits.max_queue_bytes {
+        cfg.queue_bytes = v;
+    }
+    if let Some(v) = limits.max_document {
+        cfg.max_document = v;
+    }
+}
+
+/// Serves the Prometheus metrics and `/healthz` at `addr`.
+fn serve_metrics(addr: SocketAddr, cfg: &ReceiverConfig, out: &std::path::Path) -> Result<()> {
+    let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
+    cfg.metrics.register(&mut registry);
+    let m = cfg.metrics.clone();
+    let (h, health_dir) = (cfg.metrics.clone(), out.to_path_buf());
+    gapferry_metrics::serve(
+        addr,
+        std::sync::Arc::new(registry),
+        move || m.refresh(),
+        move || gapferry_receiver::metrics::health(&h, &health_dir),
+    )
+    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    Ok(())
+}
+
+/// The log line of a receiver that stopped: outcomes and counters.
+fn log_stopped(r: &gapferry_receiver::pipeline::ListenReport) {
+    let s = &r.report.summary;
+    let rejected = |label: &str| r.report.assembler.rejected.get(label).copied().unwrap_or(0);
+    tracing::info!(
+        delivered = s.delivered,
+        failed = s.failed,
+        lost = s.lost,
+        datagrams = r.received,
+        rejected = r.report.assembler.rejected_total(),
+        replayed = rejected("replayed"),
+        retired_key = rejected("retired_key"),
+        queue_full = r.queue_full,
+        own_drops = r.report.assembler.own_drops.total(),
+        "stopped"
+    );
+}
+
 fn run_listen(a: ListenArgs) -> Result<()> {
     let file = match &a.config {
         Some(p) => FileConfig::load(p)?,
@@ -200,48 +286,8 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         tracing::info!(key = %k.id(), "refusing datagrams tagged with this retired key (counted as retired_key)");
     }
     cfg.keys = KeyRing::new(accepted).with_retired(retired);
-    cfg.recv_buffer = a
-        .recv_buffer
-        .or(file.recv_buffer)
-        .unwrap_or(cfg.recv_buffer);
-    cfg.mtu = a.mtu.or(file.mtu).unwrap_or(cfg.mtu);
-    let mtus = gapferry_common::layout::MIN_MTU..=gapferry_common::layout::MAX_MTU;
-    anyhow::ensure!(
-        mtus.contains(&cfg.mtu),
-        "--mtu {} is outside {}..={}: give the link's MTU (1500, or 9000 with jumbo frames)",
-        cfg.mtu,
-        mtus.start(),
-        mtus.end()
-    );
-    let timeout = a.session_timeout.or(file.session_timeout).unwrap_or(30);
-    cfg.limits.session_timeout = Duration::from_secs(timeout.max(1));
-    if let Some(v) = file.limits.max_object_size {
-        cfg.limits.max_object_size = v;
-    }
-    if let Some(v) = file.limits.max_objects_in_flight {
-        cfg.limits.max_objects_in_flight = v;
-    }
-    if let Some(v) = file.limits.max_held_bytes {
-        cfg.limits.max_held_bytes = v;
-    }
-    if let Some(v) = file.limits.max_block_plain {
-        cfg.limits.max_block_plain = v;
-    }
-    if let Some(v) = file.limits.max_name_bytes {
-        cfg.limits.max_name_bytes = v;
-    }
-    if let Some(v) = file.limits.max_name_depth {
-        cfg.limits.max_name_depth = v;
-    }
-    if let Some(v) = file.limits.max_sessions {
-        cfg.limits.max_sessions = v.max(1);
-    }
-    if let Some(v) = file.limits.max_queue_bytes {
-        cfg.queue_bytes = v;
-    }
-    if let Some(v) = file.limits.max_document {
-        cfg.max_document = v;
-    }
+    apply_link_options(&mut cfg, (a.recv_buffer, a.mtu, a.session_timeout), &file)?;
+    apply_limits(&mut cfg, &file.limits);
     // Created with the configured directory mode: readers traverse it to the deliveries.
     cfg.destinations
         .permissions
@@ -258,17 +304,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
         );
     }
     if let Some(addr) = a.metrics.or(file.metrics) {
-        let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
-        cfg.metrics.register(&mut registry);
-        let m = cfg.metrics.clone();
-        let (h, health_dir) = (cfg.metrics.clone(), out.clone());
-        gapferry_metrics::serve(
-            addr,
-            std::sync::Arc::new(registry),
-            move || m.refresh(),
-            move || gapferry_receiver::metrics::health(&h, &health_dir),
-        )
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        serve_metrics(addr, &cfg, &out)?;
     }
     let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -278,20 +314,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     }
     tracing::info!(bind = %listener.local_addr()?, out = %out.display(), authenticated = !keys.is_empty(), "listening");
     let r = listener.run(shutdown).context("receiving stopped")?;
-    let s = &r.report.summary;
-    let rejected = |label: &str| r.report.assembler.rejected.get(label).copied().unwrap_or(0);
-    tracing::info!(
-        delivered = s.delivered,
-        failed = s.failed,
-        lost = s.lost,
-        datagrams = r.received,
-        rejected = r.report.assembler.rejected_total(),
-        replayed = rejected("replayed"),
-        retired_key = rejected("retired_key"),
-        queue_full = r.queue_full,
-        own_drops = r.report.assembler.own_drops.total(),
-        "stopped"
-    );
+    log_stopped(&r);
     Ok(())
 }
 

@@ -1,35 +1,122 @@
 //! The receiver's Prometheus metrics: what the socket, the assembler and the delivery saw.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::records::Outcome;
+use gapferry_common::wire::RejectReason;
+use gapferry_common::ObjectKind;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Label: why a datagram was rejected.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ReasonLabel {
     /// The reject reason (bad_tag, missing_tag, malformed, ...).
-    pub reason: String,
+    pub reason: RejectReason,
+}
+
+impl EncodeLabelSet for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        ("reason", self.reason.as_str()).encode(encoder.encode_label())
+    }
 }
 
 /// Labels: an object's kind and outcome.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ObjectLabels {
-    /// misp, stix, image, image-signature, file, or unknown.
-    pub kind: String,
-    /// delivered, failed, lost, hook_failed, pushed or push_failed.
-    pub outcome: String,
+    /// misp, stix, image, image-signature, file, or unknown (`None`).
+    pub kind: Option<ObjectKind>,
+    /// delivered, failed, lost, hook_failed, pushed, push_failed, ... or republished.
+    pub outcome: ObjectEvent,
+}
+
+impl EncodeLabelSet for ObjectLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        let kind = self.kind.map_or("unknown", ObjectKind::as_str);
+        ("kind", kind).encode(encoder.encode_label())?;
+        ("outcome", self.outcome.as_str()).encode(encoder.encode_label())
+    }
+}
+
+/// What an object count is about: an outcome recorded in the record log, or a MISP
+/// event the feed keeper republished.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ObjectEvent {
+    /// A record's outcome.
+    Recorded(Outcome),
+    /// The feed keeper put an event MISP may have deleted unread back into the feed.
+    Republished,
+}
+
+impl ObjectEvent {
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectEvent::Recorded(o) => o.as_str(),
+            ObjectEvent::Republished => "republished",
+        }
+    }
+}
+
+/// The result of an image signature check.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SignatureResult {
+    /// It verified against the keyring.
+    Good,
+    /// It did not verify.
+    Bad,
+    /// The image came without one.
+    Missing,
+}
+
+impl SignatureResult {
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureResult::Good => "good",
+            SignatureResult::Bad => "bad",
+            SignatureResult::Missing => "missing",
+        }
+    }
+}
+
+impl std::str::FromStr for SignatureResult {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "good" => Ok(SignatureResult::Good),
+            "bad" => Ok(SignatureResult::Bad),
+            "missing" => Ok(SignatureResult::Missing),
+            other => Err(format!(
+                "no signature result {other:?}: good, bad or missing"
+            )),
+        }
+    }
+}
+
+impl From<&str> for SignatureResult {
+    /// For lookups by label; an unknown label reads as `missing`.
+    fn from(s: &str) -> Self {
+        s.parse().unwrap_or(SignatureResult::Missing)
+    }
 }
 
 /// Label: the result of an image signature check.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ResultLabel {
     /// good, bad or missing.
-    pub result: String,
+    pub result: SignatureResult,
+}
+
+impl EncodeLabelSet for ResultLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        ("result", self.result.as_str()).encode(encoder.encode_label())
+    }
 }
 
 /// Every receiver metric; clones share the same values.
@@ -83,11 +170,13 @@ impl ReceiverMetrics {
     /// Registers every metric under `gapferry_receiver_`.
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("gapferry_receiver");
-        r.register(
-            "image_signature_checks",
-            "Image signature checks against [images] keyring, by result (good, bad, missing)",
-            self.image_signatures.clone(),
-        );
+        self.register_datagrams(r);
+        self.register_objects(r);
+        self.register_link(r);
+    }
+
+    /// What the socket read, dropped and rejected.
+    fn register_datagrams(&self, r: &mut Registry) {
         r.register(
             "datagrams_received",
             "Datagrams read from the socket",
@@ -125,6 +214,15 @@ impl ReceiverMetrics {
             "Datagrams rejected before decoding, by reason",
             self.rejected.clone(),
         );
+    }
+
+    /// Objects, delivered bytes, blocks and image signature checks.
+    fn register_objects(&self, r: &mut Registry) {
+        r.register(
+            "image_signature_checks",
+            "Image signature checks against [images] keyring, by result (good, bad, missing)",
+            self.image_signatures.clone(),
+        );
         r.register(
             "objects",
             "Objects by kind and outcome",
@@ -146,6 +244,10 @@ impl ReceiverMetrics {
             "Blocks that needed repair symbols",
             self.blocks_repaired.clone(),
         );
+    }
+
+    /// The link as heartbeats tell it, and what the receiver holds and queues.
+    fn register_link(&self, r: &mut Registry) {
         r.register_with_unit(
             "heartbeat_age",
             "Time since the last sender heartbeat",
@@ -186,22 +288,37 @@ impl ReceiverMetrics {
     }
 
     /// Counts one object outcome.
-    pub fn object(&self, kind: Option<&str>, outcome: &str) {
+    pub fn object(&self, kind: Option<ObjectKind>, outcome: Outcome) {
         self.objects
             .get_or_create(&ObjectLabels {
-                kind: kind.unwrap_or("unknown").to_string(),
-                outcome: outcome.to_string(),
+                kind,
+                outcome: ObjectEvent::Recorded(outcome),
             })
             .inc();
     }
 
-    /// Counts one image signature check (`good`, `bad` or `missing`).
-    pub fn image_signature(&self, result: &str) {
-        self.image_signatures
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
+    /// Counts one MISP event the feed keeper republished.
+    pub fn republished(&self) {
+        self.objects
+            .get_or_create(&ObjectLabels {
+                kind: Some(ObjectKind::Misp),
+                outcome: ObjectEvent::Republished,
             })
             .inc();
+    }
+
+    /// Counts one image signature check.
+    pub fn image_signature(&self, result: SignatureResult) {
+        self.image_signatures
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts `n` datagrams rejected for `reason`.
+    pub fn rejected(&self, reason: RejectReason, n: u64) {
+        self.rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
     }
 
     /// Notes a heartbeat arriving now.
@@ -277,4 +394,33 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let values: Vec<&str> = lines.next()?.split_whitespace().collect();
     let i = names.iter().position(|n| *n == "RcvbufErrors")?;
     values.get(i)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn labels_are_written_with_their_stable_names() {
+        let m = ReceiverMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.object(Some(ObjectKind::ImageSignature), Outcome::HookFailed);
+        m.object(None, Outcome::Lost);
+        m.republished();
+        m.image_signature(SignatureResult::Bad);
+        m.rejected(RejectReason::BadTag, 3);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for expected in [
+            r#"objects_total{kind="image-signature",outcome="hook_failed"} 1"#,
+            r#"objects_total{kind="unknown",outcome="lost"} 1"#,
+            r#"objects_total{kind="misp",outcome="republished"} 1"#,
+            r#"image_signature_checks_total{result="bad"} 1"#,
+            r#"datagrams_rejected_total{reason="bad_tag"} 3"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
 }

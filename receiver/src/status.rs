@@ -3,12 +3,12 @@
 //! datagrams arrive) and the `status` report built from them and the record log, every
 //! text from the log escaped so that a name cannot take over the operator's terminal.
 
-use crate::records::{RECORDS_FILE, STATE_DIR};
+use crate::records::{Outcome, Record, RECORDS_FILE, STATE_DIR};
 use gapferry_common::assembler::OwnDrops;
 use gapferry_common::name::escape;
 use gapferry_common::Heartbeat;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -177,26 +177,17 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
 /// The outcome counts and the last `last` objects not delivered, from a record log's
 /// content streamed line by line: memory does not depend on the log's length.
 pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Result<String> {
-    // delivered, failed, lost, skipped, hook_failed
-    let mut counts = [0u64; 5];
+    let mut counts: HashMap<Outcome, u64> = HashMap::new();
     let mut bad_total = 0usize;
-    let mut bad: VecDeque<serde_json::Value> = VecDeque::new();
+    let mut bad: VecDeque<Record> = VecDeque::new();
     let mut pushes = crate::misp_push::PushTally::default();
     crate::record_lines::for_each_line(records, |line| {
-        let Ok(r) = serde_json::from_slice::<serde_json::Value>(line) else {
+        let Ok(r) = serde_json::from_slice::<Record>(line) else {
             return;
         };
         pushes.note(&r);
-        let outcome = r["outcome"].as_str().unwrap_or("");
-        match outcome {
-            "delivered" => counts[0] += 1,
-            "failed" => counts[1] += 1,
-            "lost" => counts[2] += 1,
-            "skipped" => counts[3] += 1,
-            "hook_failed" => counts[4] += 1,
-            _ => {}
-        }
-        if !["delivered", "skipped", "hook_ok", "pushed"].contains(&outcome) {
+        *counts.entry(r.outcome).or_default() += 1;
+        if !r.outcome.is_success() {
             bad_total += 1;
             if last > 0 {
                 if bad.len() == last {
@@ -206,38 +197,45 @@ pub fn records_report(records: impl std::io::Read, last: usize) -> std::io::Resu
             }
         }
     })?;
+    let count = |o: Outcome| counts.get(&o).copied().unwrap_or(0);
     let mut text = format!(
         "objects: {} delivered, {} failed, {} lost, {} skipped (already delivered), {} hooks failed\n",
-        counts[0], counts[1], counts[2], counts[3], counts[4]
+        count(Outcome::Delivered),
+        count(Outcome::Failed),
+        count(Outcome::Lost),
+        count(Outcome::Skipped),
+        count(Outcome::HookFailed)
     );
     text += &pushes.report();
-    // Every field may hold a sender's text (names, reasons): escaped, it cannot drive the
-    // terminal (escape sequences) or disguise itself (bidi overrides).
-    let field = |r: &serde_json::Value, key: &str| -> String {
-        escape(r[key].as_str().unwrap_or("")).into_owned()
-    };
     if bad_total > 0 {
         text += &format!("last {} not delivered:\n", bad_total.min(last));
         for r in &bad {
-            let name = match r["name"].as_str() {
-                Some(n) => escape(n).into_owned(),
-                None => "(name unknown)".into(),
-            };
-            text += &format!(
-                "  {} {:<11} session {} object {} {} {}\n",
-                field(r, "time"),
-                field(r, "outcome"),
-                field(r, "session"),
-                r["object"].as_u64().map_or("?".into(), |o| o.to_string()),
-                name,
-                r["reason"]
-                    .as_str()
-                    .map(|s| format!("— {}", escape(s)))
-                    .unwrap_or_default()
-            );
+            text += &not_delivered_line(r);
         }
     }
     Ok(text)
+}
+
+/// One line naming a record not delivered. Every field may hold a sender's text (names,
+/// reasons): escaped, it cannot drive the terminal (escape sequences) or disguise itself
+/// (bidi overrides).
+fn not_delivered_line(r: &Record) -> String {
+    let name = match &r.name {
+        Some(n) => escape(n).into_owned(),
+        None => "(name unknown)".into(),
+    };
+    format!(
+        "  {} {:<11} session {} object {} {} {}\n",
+        escape(&r.time),
+        r.outcome.as_str(),
+        escape(&r.session),
+        r.object,
+        name,
+        r.reason
+            .as_deref()
+            .map(|s| format!("— {}", escape(s)))
+            .unwrap_or_default()
+    )
 }
 
 /// The link lines of the report at `now_ms`: up while authenticated datagrams arrive,

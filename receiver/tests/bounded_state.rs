@@ -1,7 +1,7 @@
 //! State that must not grow with the receiver's age: the run summary keeps counts and a
 //! bounded list, and the ledger and `status` stream `records.jsonl` whatever its length.
 
-use gapferry_common::{Event, Ledger, ObjectDescriptor, ObjectKind, ObjectRef};
+use gapferry_common::{Event, ObjectDescriptor, ObjectKind, ObjectRef};
 use gapferry_receiver::delivery::{Delivery, SUMMARY_NOTABLE};
 use gapferry_receiver::destinations::Destinations;
 use gapferry_receiver::ledger::DeliveredLedger;

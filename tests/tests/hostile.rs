@@ -53,7 +53,11 @@ fn garbage_datagrams_are_counted_and_later_objects_arrive() {
 fn keyed_transfer(
     sender_key: Option<Key>,
     receiver_key: Key,
-) -> (usize, u64, std::collections::HashMap<&'static str, u64>) {
+) -> (
+    usize,
+    u64,
+    std::collections::HashMap<gapferry_common::wire::RejectReason, u64>,
+) {
     let src = tempfile::tempdir().unwrap();
     json_file(&src.path().join("x.json"), 30_000, 3);
     random_file(&src.path().join("y.bin"), 500_000, 4);

@@ -1,5 +1,5 @@
-//! The assembler's vocabulary: object ids, limits, the ledger question, the events it
-//! reports, solve requests and statistics.
+//! The assembler's vocabulary: object ids, limits, the events it reports (the question
+//! whether an object was delivered before among them), solve requests and statistics.
 
 use super::*;
 
@@ -61,14 +61,6 @@ impl Default for Limits {
     }
 }
 
-/// What the receiver already delivered, consulted when a descriptor arrives so an object
-/// delivered before (by an earlier session, a carousel, or before a receiver restart) is
-/// ignored without decoding it again.
-pub trait Ledger: Send + Sync {
-    /// Whether an object with this name and content was delivered and is still in place.
-    fn already_delivered(&self, d: &ObjectDescriptor) -> bool;
-}
-
 /// Something the delivery side must act on or record.
 #[derive(Debug)]
 pub enum Event {
@@ -127,7 +119,17 @@ pub enum Event {
         /// How short it fell, when it failed for want of blocks rather than being refused.
         shortfall: Option<Shortfall>,
     },
-    /// The object was delivered before; its datagrams are ignored.
+    /// A new object's descriptor arrived and validated (only with
+    /// [`Assembler::set_announce`]): the host answers [`Assembler::skip`] when it delivered
+    /// this name and content before, else [`Assembler::proceed`].
+    ObjectAnnounced {
+        /// Which object.
+        object: ObjectRef,
+        /// Its validated descriptor.
+        descriptor: ObjectDescriptor,
+    },
+    /// The object was delivered before (the host answered [`Assembler::skip`]); its
+    /// datagrams are ignored.
     ObjectAlreadyDelivered {
         /// Which object.
         object: ObjectRef,
@@ -239,8 +241,8 @@ pub struct Stats {
     pub datagrams: u64,
     /// Datagrams that passed parsing and were used or harmlessly ignored.
     pub accepted: u64,
-    /// Datagrams dropped, by reason label.
-    pub rejected: HashMap<&'static str, u64>,
+    /// Datagrams dropped, by reason (looked up by its label too: `rejected.get("bad_tag")`).
+    pub rejected: HashMap<crate::wire::RejectReason, u64>,
     /// Symbols for blocks or objects already finished.
     pub redundant: u64,
     /// Blocks decoded.

@@ -4,6 +4,13 @@
 //! Feed it datagrams with [`Assembler::handle`] and the passage of time with
 //! [`Assembler::tick`]; take what happened with [`Assembler::poll_event`]. It never
 //! touches a socket, a file or the clock, so live UDP, pcap replay and tests drive it alike.
+//!
+//! What the host delivered before is the host's knowledge, not the core's: with
+//! [`Assembler::set_announce`] the core asks through an event ([`Event::ObjectAnnounced`])
+//! and holds the new object (its blocks wait as if its descriptor had not arrived) until
+//! the host answers [`Assembler::skip`] or [`Assembler::proceed`]. The receiver answers
+//! while draining the events of each datagram, so nothing else happens in between. The
+//! core's messages state facts; the binaries add the advice.
 
 use crate::auth::KeyRing;
 use crate::control::{self, Heartbeat, ObjectDescriptor};
@@ -42,7 +49,10 @@ pub struct Assembler {
     events: VecDeque<Event>,
     held: Held,
     stats: Stats,
-    ledger: Option<std::sync::Arc<dyn Ledger>>,
+    /// Whether new objects are announced and held for the host's answer.
+    announce: bool,
+    /// Objects announced and not answered yet, with their validated descriptor.
+    announced: HashMap<ObjectRef, ObjectDescriptor>,
     parked: HashMap<(String, [u8; 32]), Parked>,
     now: Duration,
     solve_elsewhere: bool,
@@ -88,7 +98,8 @@ impl Assembler {
             events: VecDeque::new(),
             held: Held::default(),
             stats: Stats::default(),
-            ledger: None,
+            announce: false,
+            announced: HashMap::new(),
             parked: HashMap::new(),
             now: Duration::ZERO,
             solve_elsewhere: false,
@@ -105,9 +116,14 @@ impl Assembler {
         }
     }
 
-    /// Consults `ledger` for every new object's descriptor.
-    pub fn set_ledger(&mut self, ledger: std::sync::Arc<dyn Ledger>) {
-        self.ledger = Some(ledger);
+    /// With `true`, every new object's validated descriptor is announced
+    /// ([`Event::ObjectAnnounced`]) and the object held until the host answers with
+    /// [`Assembler::skip`] (delivered before) or [`Assembler::proceed`]: the host's
+    /// ledger of deliveries is a question asked through an event, not a callback (the
+    /// core does no I/O). Answer before the next datagram or tick: an unanswered object is
+    /// treated as one whose descriptor never arrived.
+    pub fn set_announce(&mut self, announce: bool) {
+        self.announce = announce;
     }
 
     /// Refuses replayed sessions as `state` says, and keeps it up to date (see
@@ -175,16 +191,20 @@ impl Assembler {
         });
         match result {
             Ok(()) => self.stats.accepted += 1,
-            Err(r) => {
-                *self.stats.rejected.entry(r.label()).or_default() += 1;
-                match r {
-                    Reject::Refused(MEMORY_LIMIT) => self.stats.own_drops.memory_limit += 1,
-                    Reject::Refused(OBJECTS_LIMIT) => self.stats.own_drops.objects_limit += 1,
-                    _ => {}
-                }
-            }
+            Err(r) => self.count_reject(r),
         }
         result
+    }
+
+    /// Counts a refused datagram by its reason, and as the receiver's own drop when a
+    /// limit refused it.
+    fn count_reject(&mut self, r: Reject) {
+        *self.stats.rejected.entry(r.reason()).or_default() += 1;
+        match r {
+            Reject::Refused(MEMORY_LIMIT) => self.stats.own_drops.memory_limit += 1,
+            Reject::Refused(OBJECTS_LIMIT) => self.stats.own_drops.objects_limit += 1,
+            _ => {}
+        }
     }
 
     fn handle_datagram(&mut self, now: Duration, d: Datagram<'_>) -> Result<(), Reject> {
@@ -201,7 +221,10 @@ impl Assembler {
                 Some(watermark) => resume = Some((i, watermark)),
             }
         }
-        let (hint, heartbeat) = peek(&d)?;
+        let hint = object_hint(&d);
+        // Heartbeats are decoded before a session is created for them, so garbage
+        // cannot open sessions.
+        let heartbeat = decode_heartbeat(&d)?;
         if matches!(
             d,
             Datagram::Control {
@@ -309,28 +332,29 @@ impl Assembler {
     }
 }
 
-/// What a datagram says before any session state is touched: the object it names (data
-/// and descriptors) and, for a heartbeat, its decoded counters. Heartbeats are decoded
-/// here, before a session is created for them, so garbage cannot open sessions.
-fn peek(d: &Datagram<'_>) -> Result<(Option<u32>, Option<Heartbeat>), Reject> {
-    Ok(match *d {
-        Datagram::Data { ref header, .. } => (Some(header.object), None),
+/// The object a data or descriptor datagram is about.
+fn object_hint(d: &Datagram<'_>) -> Option<u32> {
+    match d {
+        Datagram::Data { header, .. } => Some(header.object),
         Datagram::Control {
             kind: DatagramType::Descriptor,
             object,
             ..
-        } => (Some(object), None),
+        } => Some(*object),
+        _ => None,
+    }
+}
+
+/// A heartbeat datagram's body, decoded; `None` for other datagrams.
+fn decode_heartbeat(d: &Datagram<'_>) -> Result<Option<Heartbeat>, Reject> {
+    match d {
         Datagram::Control {
             kind: DatagramType::Heartbeat,
             body,
             ..
-        } => (
-            None,
-            Some(
-                control::decode::<Heartbeat>(body)
-                    .map_err(|_| Reject::Malformed("heartbeat does not decode"))?,
-            ),
-        ),
-        _ => (None, None),
-    })
+        } => control::decode::<Heartbeat>(body)
+            .map(Some)
+            .map_err(|_| Reject::Malformed("heartbeat does not decode")),
+        _ => Ok(None),
+    }
 }

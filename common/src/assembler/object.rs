@@ -95,42 +95,84 @@ impl Assembler {
             session: session_id,
             object,
         };
-        if let Some(state) = s.objects.get(&object) {
-            if let Some(known) = &state.descriptor {
-                let same = ObjectDescriptor {
-                    pass: known.pass,
-                    passes: known.passes,
-                    ..descriptor.clone()
-                };
-                return if &same == known {
-                    self.stats.redundant += 1;
-                    Ok(())
-                } else {
-                    Err(Reject::Refused("descriptor differs from an earlier copy"))
-                };
-            }
+        let known = s
+            .objects
+            .get(&object)
+            .and_then(|state| state.descriptor.as_ref())
+            .or(self.announced.get(&oref));
+        if let Some(known) = known {
+            let same = ObjectDescriptor {
+                pass: known.pass,
+                passes: known.passes,
+                ..descriptor.clone()
+            };
+            return if &same == known {
+                self.stats.redundant += 1;
+                Ok(())
+            } else {
+                Err(Reject::Refused("descriptor differs from an earlier copy"))
+            };
         }
         if let Err(reason) = self.check_descriptor(&descriptor) {
             self.fail(oref, Some(descriptor), reason);
             return Ok(());
         }
-        if self
-            .ledger
-            .as_ref()
-            .is_some_and(|l| l.already_delivered(&descriptor))
-        {
-            self.remove_object(oref);
-            self.sessions
-                .get_mut(&session_id)
-                .expect("touched")
-                .resolved
-                .insert(object);
-            self.events.push_back(Event::ObjectAlreadyDelivered {
+        if self.announce {
+            // The host answers with `skip` or `proceed`; until then the object's blocks
+            // are held as if its descriptor had not arrived.
+            self.announced.insert(oref, descriptor.clone());
+            self.events.push_back(Event::ObjectAnnounced {
                 object: oref,
                 descriptor,
             });
             return Ok(());
         }
+        self.start_object(oref, descriptor)
+    }
+
+    /// The host's answer to [`Event::ObjectAnnounced`]: the object was delivered before;
+    /// its datagrams are ignored and [`Event::ObjectAlreadyDelivered`] follows.
+    pub fn skip(&mut self, oref: ObjectRef) {
+        let Some(descriptor) = self.announced.remove(&oref) else {
+            return;
+        };
+        self.remove_object(oref);
+        if let Some(s) = self.sessions.get_mut(&oref.session) {
+            s.resolved.insert(oref.object);
+        }
+        self.events.push_back(Event::ObjectAlreadyDelivered {
+            object: oref,
+            descriptor,
+        });
+    }
+
+    /// The host's answer to [`Event::ObjectAnnounced`]: the object is wanted; it starts
+    /// ([`Event::ObjectStarted`], then its blocks). When a limit refuses it now, the
+    /// descriptor's datagram is counted refused instead of accepted (the answer follows
+    /// it), and the next copy of the descriptor announces the object again.
+    pub fn proceed(&mut self, oref: ObjectRef) -> Result<(), Reject> {
+        let Some(descriptor) = self.announced.remove(&oref) else {
+            return Ok(());
+        };
+        if !self.sessions.contains_key(&oref.session) {
+            return Ok(());
+        }
+        let started = self.start_object(oref, descriptor);
+        if let Err(r) = started {
+            self.stats.accepted = self.stats.accepted.saturating_sub(1);
+            self.count_reject(r);
+        }
+        started
+    }
+
+    /// Admits `oref` (if its data did not already) with its validated `descriptor` and
+    /// hands on what was decoded before it.
+    fn start_object(
+        &mut self,
+        oref: ObjectRef,
+        descriptor: ObjectDescriptor,
+    ) -> Result<(), Reject> {
+        let (session_id, object) = (oref.session, oref.object);
         if !self.sessions[&session_id].objects.contains_key(&object) {
             self.admit_object(session_id, object)?;
         }

@@ -345,6 +345,7 @@ impl Assembler {
         }
         let watermark = self.sessions[&session].resolved.below;
         self.sessions.remove(&session);
+        self.announced.retain(|o, _| o.session != session);
         self.closed
             .push_back((session, (!for_good).then_some(watermark)));
         if self.closed.len() > CLOSED_MEMORY {

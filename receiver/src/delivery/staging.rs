@@ -1,0 +1,147 @@
+//! Staging: an object's bytes land in `<state>/staging/<session>-<object>.part` as its
+//! blocks decode, in any order, and are hashed with blake3 in block order (blocks that
+//! decoded early are read back from the file when their turn comes). Before the first
+//! byte, the object must fit the disk (with [`DISK_RESERVE`] left) and, for a document
+//! read into memory, the document limit.
+
+use super::{Delivery, DISK_RESERVE};
+use gapferry_common::{ObjectDescriptor, ObjectKind, ObjectRef};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// An object being written to its staging file.
+pub(super) struct Staged {
+    pub(super) descriptor: ObjectDescriptor,
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    pub(super) hasher: blake3::Hasher,
+    pub(super) next_hash_block: u32,
+    written_ahead: BTreeSet<u32>,
+    written: u64,
+    writeback: crate::writeback::Writeback,
+    pub(super) started: Instant,
+}
+
+impl Delivery {
+    /// Refuses what cannot fit or be checked, then opens the object's staging file.
+    pub(super) fn start(
+        &mut self,
+        object: ObjectRef,
+        descriptor: ObjectDescriptor,
+    ) -> io::Result<()> {
+        // Refuse up front what cannot fit, rather than fill the disk and fail half-way.
+        let free = crate::disk::available_bytes(&self.staging_dir)?;
+        if descriptor.size.saturating_add(DISK_RESERVE) > free {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "not enough disk space: {} bytes needed plus a {} MiB reserve, {} available under {}; free space and the next pass or send will deliver it",
+                    descriptor.size,
+                    DISK_RESERVE >> 20,
+                    free,
+                    self.staging_dir.display()
+                ),
+            ));
+        }
+        // MISP events and STIX bundles are read into memory to be checked: refuse before
+        // decoding what could never be.
+        if matches!(descriptor.kind, ObjectKind::Misp | ObjectKind::Stix)
+            && descriptor.size > self.max_document
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a {}-byte {} document is above the {}-byte limit; raise [limits] max_document in the receiver's configuration, or send it as kind `file`",
+                    descriptor.size, descriptor.kind, self.max_document
+                ),
+            ));
+        }
+        let path = self
+            .staging_dir
+            .join(format!("{:016x}-{}.part", object.session, object.object));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        self.staged.insert(
+            object,
+            Staged {
+                descriptor,
+                file,
+                path,
+                hasher: blake3::Hasher::new(),
+                next_hash_block: 0,
+                written_ahead: BTreeSet::new(),
+                written: 0,
+                writeback: Default::default(),
+                started: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes one decoded block at its offset and hashes every block now in order.
+    pub(super) fn write_block(
+        &mut self,
+        object: ObjectRef,
+        block: u32,
+        plain: &[u8],
+    ) -> io::Result<()> {
+        let s = self.staged.get_mut(&object).expect("checked");
+        let offset = block as u64 * s.descriptor.block_plain_size as u64;
+        s.file.write_all_at(plain, offset)?;
+        s.written += plain.len() as u64;
+        if block != s.next_hash_block {
+            s.written_ahead.insert(block);
+            return Ok(());
+        }
+        s.hasher.update(plain);
+        s.next_hash_block += 1;
+        // Blocks that decoded early are hashed from the file, in order, once their turn comes.
+        let mut buf = Vec::new();
+        while s.written_ahead.remove(&s.next_hash_block) {
+            let b = s.next_hash_block;
+            buf.resize(s.descriptor.block_plain_len(b) as usize, 0);
+            s.file
+                .read_exact_at(&mut buf, b as u64 * s.descriptor.block_plain_size as u64)?;
+            s.hasher.update(&buf);
+            s.next_hash_block += 1;
+        }
+        // Bytes below the hashed blocks are never read again.
+        let settled = s.next_hash_block as u64 * s.descriptor.block_plain_size as u64;
+        s.writeback.wrote(&s.file, s.written, settled);
+        Ok(())
+    }
+}
+
+impl Staged {
+    /// Why the staged bytes are not the object the descriptor announced, if they are not.
+    pub(super) fn verify(&self) -> Result<(), String> {
+        let d = &self.descriptor;
+        if self.next_hash_block as u64 != d.block_count() {
+            return Err("internal: not every block was written".into());
+        }
+        if self.hasher.finalize().as_bytes() != &d.blake3 {
+            return Err("blake3 of the reassembled bytes differs from the descriptor's (corrupted or forged data; use --key)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads a verified staged document (MISP event, STIX bundle) for its store's checks.
+pub(super) fn read_document(path: &Path, size: u64, limit: u64) -> Result<Vec<u8>, String> {
+    if size > limit {
+        return Err(format!("a {size}-byte document is above the {limit}-byte limit for MISP and STIX objects; raise [limits] max_document in the receiver's configuration, or send it as kind `file`"));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    File::open(path)
+        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the staged object: {e}"))?;
+    Ok(bytes)
+}

@@ -1,0 +1,336 @@
+//! The socket side of a live receiver: the thread that drains the UDP socket, checks
+//! every datagram at the gate (MTU, wire checks, tag) before copying it, and queues
+//! batches for the assembler without ever blocking the socket.
+
+use super::*;
+
+/// An opaque id of a UDP source address, for the assembler's fairness between sources.
+pub(super) fn source_id(addr: SocketAddr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(addr)
+}
+
+/// Counters of the socket-draining thread.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    /// Datagrams read from the socket.
+    pub received: AtomicU64,
+    /// Datagrams dropped because the assembler queue was full.
+    pub queue_full: AtomicU64,
+}
+
+/// A bound receiver, ready to run until told to stop.
+pub struct Listener {
+    source: UdpSource,
+    cfg: ReceiverConfig,
+    counters: Arc<SocketCounters>,
+}
+
+/// What a listener reports when it stops.
+#[derive(Debug, Clone)]
+pub struct ListenReport {
+    /// Outcomes and assembler counters (datagrams the socket thread rejected included).
+    pub report: Report,
+    /// Datagrams read from the socket.
+    pub received: u64,
+    /// Datagrams dropped because the assembler could not keep up.
+    pub queue_full: u64,
+}
+
+/// Datagrams the socket thread dropped, by reject label, with their metric counters.
+pub(super) struct SocketRejects {
+    counts: HashMap<RejectReason, u64>,
+    counters: HashMap<RejectReason, prometheus_client::metrics::counter::Counter>,
+    metrics: crate::metrics::ReceiverMetrics,
+}
+
+impl SocketRejects {
+    fn count(&mut self, reason: RejectReason, n: u64) {
+        *self.counts.entry(reason).or_default() += n;
+        let metrics = &self.metrics;
+        self.counters
+            .entry(reason)
+            .or_insert_with(|| {
+                metrics
+                    .rejected
+                    .get_or_create(&crate::metrics::ReasonLabel { reason })
+                    .clone()
+            })
+            .inc_by(n);
+    }
+}
+
+/// The socket thread's checks: what fails them is counted and dropped, never copied.
+pub(super) struct Gate {
+    /// Longest UDP payload the MTU allows.
+    max_payload: usize,
+    keys: KeyRing,
+    rejects: SocketRejects,
+    /// Scratch: which datagrams of the current message passed.
+    passed: Vec<bool>,
+}
+
+impl Gate {
+    /// Queues in `out` what passes of one message: the message whole when every
+    /// datagram in it passes the wire checks, else only those that pass, one by one.
+    fn admit(
+        &mut self,
+        bytes: &[u8],
+        stride: usize,
+        at: Duration,
+        source: u64,
+        out: &mut Vec<Arrival>,
+    ) {
+        let n = bytes.len().div_ceil(stride);
+        // Every datagram of a GRO read but the last is `stride` bytes long.
+        if stride > self.max_payload || bytes.len() > self.max_payload && stride == bytes.len() {
+            self.rejects.count(RejectReason::TooLong, n as u64);
+            return;
+        }
+        self.passed.clear();
+        for datagram in bytes.chunks(stride) {
+            let verdict = wire::parse(datagram, &self.keys);
+            if let Err(r) = &verdict {
+                self.rejects.count(r.reason(), 1);
+            }
+            self.passed.push(verdict.is_ok());
+        }
+        if self.passed.iter().all(|&ok| ok) {
+            out.push(Arrival {
+                at,
+                bytes: bytes.to_vec(),
+                stride,
+                source,
+            });
+            return;
+        }
+        for (datagram, _) in bytes
+            .chunks(stride)
+            .zip(self.passed.iter())
+            .filter(|(_, &ok)| ok)
+        {
+            out.push(Arrival {
+                at,
+                bytes: datagram.to_vec(),
+                stride: datagram.len(),
+                source,
+            });
+        }
+    }
+}
+
+impl Listener {
+    /// Binds the socket for `cfg`.
+    pub fn bind(addr: SocketAddr, cfg: ReceiverConfig) -> std::io::Result<Self> {
+        let source = UdpSource::bind(addr, cfg.recv_buffer)?;
+        Ok(Listener {
+            source,
+            cfg,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.source.local_addr()
+    }
+
+    /// Live counters of the socket thread.
+    pub fn counters(&self) -> Arc<SocketCounters> {
+        self.counters.clone()
+    }
+
+    /// Receives and delivers until `shutdown` is set, then finishes what it is writing.
+    pub fn run(self, shutdown: Arc<AtomicBool>) -> std::io::Result<ListenReport> {
+        let start = Instant::now();
+        // The socket thread checks every tag: the assembler gets only datagrams that
+        // passed, and need not check them again.
+        let keys = self.cfg.keys.clone();
+        let engine_cfg = ReceiverConfig {
+            keys: KeyRing::default(),
+            // Without keys anyone can make a new session id: nothing to protect.
+            replay_protection: self.cfg.keys.is_enabled(),
+            ..self.cfg.clone()
+        };
+        // The channel holds batches of any size; `backlog` bounds the datagrams in them,
+        // `backlog_bytes` their bytes.
+        let engine = Engine::start(
+            &engine_cfg,
+            Clock::Live(start),
+            (self.cfg.queue / BATCH).max(16),
+        )?;
+        let max_payload = self
+            .cfg
+            .mtu
+            .saturating_sub(IP_UDP_HEADERS)
+            .min(wire::MAX_DATAGRAM);
+        let metrics = self.cfg.metrics.clone();
+        let drain = SocketDrain {
+            source: self.source,
+            start,
+            reads: crate::socket::RecvBatch::default(),
+            batch: Vec::new(),
+            gate: Gate {
+                max_payload,
+                keys,
+                rejects: SocketRejects {
+                    counts: HashMap::new(),
+                    counters: HashMap::new(),
+                    metrics: metrics.clone(),
+                },
+                passed: Vec::new(),
+            },
+            queue: AssemblerQueue {
+                input: engine.input().clone(),
+                backlog: engine.backlog(),
+                backlog_bytes: engine.backlog_bytes(),
+                limit: self.cfg.queue,
+                byte_limit: self.cfg.queue_bytes,
+                counters: self.counters.clone(),
+                metrics: metrics.clone(),
+            },
+            counters: self.counters.clone(),
+            metrics,
+            kernel_drops: (Instant::now(), 0),
+        };
+        let drain = std::thread::Builder::new()
+            .name("gapferry-socket".into())
+            .spawn(move || drain.run(&shutdown))?;
+        let drained = drain.join().expect("socket thread panicked");
+        let mut report = engine.finish();
+        let rejected = drained?;
+        // Datagrams dropped on the socket thread count as the assembler's rejections did.
+        for (label, n) in rejected {
+            *report.assembler.rejected.entry(label).or_default() += n;
+            report.assembler.datagrams += n;
+        }
+        Ok(ListenReport {
+            report,
+            received: self.counters.received.load(Ordering::Relaxed),
+            queue_full: self.counters.queue_full.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Binds `addr` and receives until `shutdown` is set.
+pub fn listen(
+    addr: SocketAddr,
+    cfg: ReceiverConfig,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<ListenReport> {
+    Listener::bind(addr, cfg)?.run(shutdown)
+}
+
+/// The assembler's input queue as the socket thread sees it: bounded in datagrams and
+/// bytes, and never waited on.
+struct AssemblerQueue {
+    input: Sender<Input>,
+    backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
+    limit: usize,
+    byte_limit: usize,
+    counters: Arc<SocketCounters>,
+    metrics: crate::metrics::ReceiverMetrics,
+}
+
+impl AssemblerQueue {
+    /// Queues the datagrams of `batch` (leaving it empty); a full queue is a counted drop:
+    /// the socket never blocks.
+    fn flush(&self, batch: &mut Vec<Arrival>) {
+        if batch.is_empty() {
+            return;
+        }
+        let full = std::mem::take(batch);
+        let n: usize = full.iter().map(Arrival::count).sum();
+        let cost: usize = full.iter().map(Arrival::cost).sum();
+        let room = self.backlog.load(Ordering::Relaxed) + n <= self.limit
+            && self.backlog_bytes.load(Ordering::Relaxed) + cost <= self.byte_limit;
+        if room {
+            self.backlog.fetch_add(n, Ordering::Relaxed);
+            self.backlog_bytes.fetch_add(cost, Ordering::Relaxed);
+        }
+        if !room || self.input.try_send(Input::Batch(full)).is_err() {
+            if room {
+                self.backlog.fetch_sub(n, Ordering::Relaxed);
+                self.backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
+            }
+            self.counters
+                .queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.metrics.queue_dropped.inc_by(n as u64);
+        }
+    }
+}
+
+/// The socket thread: reads, checks at the gate, batches, queues.
+struct SocketDrain {
+    source: UdpSource,
+    start: Instant,
+    reads: crate::socket::RecvBatch,
+    batch: Vec<Arrival>,
+    gate: Gate,
+    queue: AssemblerQueue,
+    counters: Arc<SocketCounters>,
+    metrics: crate::metrics::ReceiverMetrics,
+    /// When the kernel's drop counter was last read, and its value then.
+    kernel_drops: (Instant, u64),
+}
+
+impl SocketDrain {
+    /// Drains the socket until `shutdown` is set; returns what the gate rejected.
+    ///
+    /// Datagrams go to the assembler in batches: one queue operation and one wake-up per
+    /// batch rather than per datagram. A batch leaves when it holds BATCH datagrams or as
+    /// soon as the socket has been quiet for BATCH_WAIT.
+    fn run(mut self, shutdown: &AtomicBool) -> std::io::Result<HashMap<RejectReason, u64>> {
+        let mut waiting_short = false;
+        while !shutdown.load(Ordering::Relaxed) {
+            if self.kernel_drops.0.elapsed() >= KERNEL_DROPS_EVERY {
+                self.note_kernel_drops();
+            }
+            if self.batch.is_empty() == waiting_short {
+                waiting_short = !self.batch.is_empty();
+                self.source.set_wait(if waiting_short {
+                    BATCH_WAIT
+                } else {
+                    crate::socket::POLL_INTERVAL
+                });
+            }
+            if !self.source.recv(&mut self.reads)? {
+                self.queue.flush(&mut self.batch);
+                continue;
+            }
+            self.admit_reads();
+            if self.batch.iter().map(Arrival::count).sum::<usize>() >= BATCH {
+                self.queue.flush(&mut self.batch);
+            }
+        }
+        self.queue.flush(&mut self.batch);
+        Ok(self.gate.rejects.counts)
+    }
+
+    /// Counts and checks the messages of the last read into the batch.
+    fn admit_reads(&mut self) {
+        let at = self.start.elapsed();
+        for (bytes, stride, from) in self.reads.messages() {
+            let n = bytes.len().div_ceil(stride);
+            self.counters
+                .received
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.metrics.datagrams.inc_by(n as u64);
+            self.metrics.bytes.inc_by(bytes.len() as u64);
+            self.gate
+                .admit(bytes, stride, at, source_id(from), &mut self.batch);
+        }
+    }
+
+    /// Publishes what the kernel dropped for the socket since the last reading.
+    fn note_kernel_drops(&mut self) {
+        let (_, before) = self.kernel_drops;
+        let total = self.source.kernel_drops().unwrap_or(before);
+        self.metrics
+            .socket_dropped
+            .inc_by(total.saturating_sub(before));
+        self.kernel_drops = (Instant::now(), total.max(before));
+    }
+}
