@@ -47,15 +47,17 @@ pub(super) struct DescriptorCache {
 }
 
 impl DescriptorCache {
-    /// The descriptor of `file`, read only when the file is new or changed. A split MISP
-    /// event (content in memory) is hashed every time: it costs nothing to speak of.
+    /// The descriptor of `file`, read (on `threads` threads) only when the file is new or
+    /// changed. A split MISP event (content in memory) is hashed every time: it costs
+    /// nothing to speak of.
     pub(super) fn describe(
         &mut self,
         file: &SourceFile,
         max_symbol: u16,
+        threads: usize,
     ) -> Result<ObjectDescriptor, TransferError> {
         if file.bytes.is_some() {
-            return transfer::describe(file, max_symbol, 1);
+            return transfer::describe_on(file, max_symbol, 1, threads);
         }
         let key = (file.path.clone(), file.name.clone());
         let identity = FileIdentity::of(&file.path).map_err(|error| TransferError::Read {
@@ -69,7 +71,7 @@ impl DescriptorCache {
                 return Ok(d.clone());
             }
         }
-        let d = transfer::describe(file, max_symbol, 1)?;
+        let d = transfer::describe_on(file, max_symbol, 1, threads)?;
         self.reads += 1;
         self.known.insert(key, (identity, d.clone()));
         Ok(d)
@@ -127,7 +129,7 @@ impl Watcher {
         let id = session.allocate_object();
         let sent = self
             .descriptors
-            .describe(o, session.max_symbol())
+            .describe(o, session.max_symbol(), session.config().threads)
             .and_then(|d| transfer::send_object(session, id, o, &d, progress));
         session.object_done(id);
         sent.stop_on_sink()
@@ -155,13 +157,13 @@ mod tests {
         let p = dir.path().join("img.tar.gz");
         std::fs::write(&p, b"first content").unwrap();
         let mut cache = DescriptorCache::default();
-        let a = cache.describe(&whole(&p), 1400).unwrap();
-        let b = cache.describe(&whole(&p), 1400).unwrap();
+        let a = cache.describe(&whole(&p), 1400, 2).unwrap();
+        let b = cache.describe(&whole(&p), 1400, 2).unwrap();
         assert_eq!((a.blake3, cache.reads), (b.blake3, 1));
         // Same size, new content and mtime: read again, new hash.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&p, b"other content").unwrap();
-        let c = cache.describe(&whole(&p), 1400).unwrap();
+        let c = cache.describe(&whole(&p), 1400, 2).unwrap();
         assert_eq!(cache.reads, 2);
         assert_ne!(c.blake3, a.blake3);
         // Replaced by another file (new inode) with the same size and mtime.
@@ -175,7 +177,7 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         std::fs::rename(&q, &p).unwrap();
-        let d = cache.describe(&whole(&p), 1400).unwrap();
+        let d = cache.describe(&whole(&p), 1400, 2).unwrap();
         assert_eq!(cache.reads, 3);
         assert_eq!(d.blake3, *blake3::hash(b"third content").as_bytes());
         cache.retain(&[]);

@@ -66,8 +66,9 @@ impl Watcher {
         }
         let id = session.allocate_object();
         job.ids.push(id);
-        let passes = session.config().passes;
-        let opened = transfer::describe(&job.objects[at], session.max_symbol(), passes)
+        let (passes, threads) = (session.config().passes, session.config().threads);
+        let max_symbol = session.max_symbol();
+        let opened = transfer::describe_on(&job.objects[at], max_symbol, passes, threads)
             .and_then(|d| Ok((start_pass(session, &job.objects[at], id, &d, 1)?, d)));
         match opened.stop_on_sink()? {
             Ok((transfer, descriptor)) => {
