@@ -99,7 +99,7 @@ struct LinkArgs {
     /// Path MTU in bytes; every datagram fits an IPv4 or IPv6 packet of this size [default: 1500].
     #[arg(long)]
     mtu: Option<usize>,
-    /// Pre-shared key file: every datagram carries a keyed-blake3 tag.
+    /// Pre-shared key file: every datagram carries an AES-256-GCM-SIV tag.
     #[arg(long)]
     key: Option<PathBuf>,
     /// Passes over every object; each further pass sends fresh repair symbols [default: 1].
