@@ -240,6 +240,33 @@ pub fn send_with_binary<P: AsRef<std::ffi::OsStr>>(
     out
 }
 
+/// Spawns `cmd` (the real `gapferry-recv listen ...`, set up by the caller) with its stderr
+/// into `log` and waits until it logs that it listens; panics with the log if it exits
+/// first or takes more than 30 s.
+pub fn spawn_listening(mut cmd: std::process::Command, log: &Path) -> ChildGuard {
+    let stderr = std::fs::File::create(log).expect("create the receiver's log");
+    let mut child = ChildGuard(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("gapferry-recv starts"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    while !text().contains("listening") {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("the receiver exited ({status}): {}", text());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver never listened: {}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Writes a new link key to `path` with the real `gapferry-send keygen`.
 pub fn keygen(path: &Path) {
     let st = std::process::Command::new(binary("gapferry-send"))

@@ -6,6 +6,7 @@
 //! republished equal to PyMISP's, and `gapferry-recv feed` refuses bad input.
 
 use gapferry_tests::harness::send_with_binary;
+use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{binary, read_records, strip_ansi, with_outcome, ChildGuard};
 use gapferry_tests::realdata::{assert_feed_matches_infoblox_reference, infoblox_events, realdata};
 use serde_json::{Map, Value};
@@ -36,24 +37,11 @@ impl Listen {
     fn start(out: &Path) -> Listen {
         let to = format!("127.0.0.1:{}", free_udp_port());
         let log = out.with_extension("log");
-        let child = ChildGuard(
-            Command::new(binary("gapferry-recv"))
-                .args(["listen", "--bind", &to, "--out"])
-                .arg(out)
-                .env("GAPFERRY_LOG", "info")
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        // Ready when it logs that it listens.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening")
-        {
-            assert!(Instant::now() < deadline, "the receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut cmd = Command::new(binary("gapferry-recv"));
+        cmd.args(["listen", "--bind", &to, "--out"])
+            .arg(out)
+            .env("GAPFERRY_LOG", "info");
+        let child = spawn_listening(cmd, &log);
         Listen { child, to, log }
     }
 

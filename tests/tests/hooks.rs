@@ -8,6 +8,7 @@
 //! without a key warns at start.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
     binary, read_records, send, sender_config, with_outcome, ChildGuard,
 };
@@ -58,38 +59,18 @@ fn start(hooks: &str, cwd: &Path) -> Receiver {
     )
     .unwrap();
     let log = dir.path().join("recv.log");
-    let child = ChildGuard(
-        Command::new(binary("gapferry-recv"))
-            .args(["listen", "--config"])
-            .arg(&config)
-            .current_dir(cwd)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let mut rx = Receiver {
+    let mut cmd = Command::new(binary("gapferry-recv"));
+    cmd.args(["listen", "--config"])
+        .arg(&config)
+        .current_dir(cwd);
+    let child = spawn_listening(cmd, &log);
+    Receiver {
         child,
         out,
         port,
         log,
         _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&rx.log)
-        .unwrap_or_default()
-        .contains("listening")
-    {
-        if let Ok(Some(status)) = rx.child.0.try_wait() {
-            panic!(
-                "the receiver exited ({status}): {}",
-                std::fs::read_to_string(&rx.log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "the receiver never listened");
-        std::thread::sleep(Duration::from_millis(20));
     }
-    rx
 }
 
 impl Receiver {

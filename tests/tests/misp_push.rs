@@ -9,6 +9,7 @@
 //! (an `openssl s_server` with a certificate from a CA made in the test).
 
 use gapferry_tests::harness::send_with_binary;
+use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
     binary, free_port, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard,
 };
@@ -306,35 +307,17 @@ fn start_receiver_with(url: &str, key: &str, extra: &str) -> Receiver {
     )
     .unwrap();
     let log = dir.path().join("recv.log");
-    let child = ChildGuard(
-        Command::new(binary("gapferry-recv"))
-            .args(["listen", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let mut rx = Receiver {
+    let mut cmd = Command::new(binary("gapferry-recv"));
+    cmd.args(["listen", "--config"]).arg(&config);
+    let child = spawn_listening(cmd, &log);
+    Receiver {
         child,
         out,
         port,
         metrics,
         log,
         _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&rx.log)
-        .unwrap_or_default()
-        .contains("listening")
-    {
-        if let Ok(Some(status)) = rx.child.0.try_wait() {
-            panic!("the receiver exited ({status}): {}", rx.log_text());
-        }
-        assert!(Instant::now() < deadline, "the receiver never listened");
-        std::thread::sleep(Duration::from_millis(20));
     }
-    rx
 }
 
 impl Receiver {

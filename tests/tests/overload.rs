@@ -4,8 +4,9 @@
 //! small memory limit, against a fast sender on loopback.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
-    binary, metric_value, read_records, scrape_metrics, send, sender_config, ChildGuard,
+    binary, metric_value, read_records, scrape_metrics, send, sender_config,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,23 +50,10 @@ fn an_overloaded_receiver_names_itself_in_the_record_and_warns_while_it_drops() 
     .unwrap();
     let log = dir.path().join("recv.log");
     let started = Instant::now();
-    let mut rx = ChildGuard(
-        Command::new(binary("gapferry-recv"))
-            .args(["--log-format", "json", "listen", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    // Wait for the socket: the log says "listening".
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("listening")
-    {
-        assert!(Instant::now() < deadline, "the receiver never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(binary("gapferry-recv"));
+    cmd.args(["--log-format", "json", "listen", "--config"])
+        .arg(&config);
+    let mut rx = spawn_listening(cmd, &log);
     let src = tempfile::tempdir().unwrap();
     random_file(&src.path().join("big.bin"), 8 << 20, 11);
     send(
