@@ -267,6 +267,20 @@ pub fn spawn_listening(mut cmd: std::process::Command, log: &Path) -> ChildGuard
     child
 }
 
+/// Runs the real `gapferry-recv listen --config CONFIG`, which must refuse to start, and
+/// returns what it said on stderr.
+pub fn refused_at_start(config: &Path) -> String {
+    let out = std::process::Command::new(binary("gapferry-recv"))
+        .args(["listen", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("gapferry-recv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started anyway: {stderr}");
+    stderr
+}
+
 /// Writes a new link key to `path` with the real `gapferry-send keygen`.
 pub fn keygen(path: &Path) {
     let st = std::process::Command::new(binary("gapferry-send"))

@@ -5,6 +5,7 @@
 //! events: no newest version is lost to the race, a consumed feed is emptied and can be
 //! republished equal to PyMISP's, and `gapferry-recv feed` refuses bad input.
 
+use gapferry_tests::harness::free_port;
 use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{binary, read_records, strip_ansi, with_outcome, ChildGuard};
@@ -18,14 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `gapferry-recv listen` on loopback, logging to a file.
 struct Listen {
     child: ChildGuard,
@@ -35,7 +28,7 @@ struct Listen {
 
 impl Listen {
     fn start(out: &Path) -> Listen {
-        let to = format!("127.0.0.1:{}", free_udp_port());
+        let to = format!("127.0.0.1:{}", free_port(true));
         let log = out.with_extension("log");
         let mut cmd = Command::new(binary("gapferry-recv"));
         cmd.args(["listen", "--bind", &to, "--out"])

@@ -8,13 +8,15 @@
 //! without a key warns at start.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::free_port;
+use gapferry_tests::harness::refused_at_start;
 use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
     binary, read_records, send, sender_config, with_outcome, ChildGuard,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A receiver binary started with a configuration file.
@@ -35,20 +37,12 @@ fn toml_list(args: &[&str]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `gapferry-recv listen --config` with `hooks` (the `[hooks]` table's lines), its
 /// working directory `cwd`, and waits until it listens.
 fn start(hooks: &str, cwd: &Path) -> Receiver {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let port = free_udp_port();
+    let port = free_port(true);
     let config = dir.path().join("recv.toml");
     std::fs::write(
         &config,
@@ -109,20 +103,13 @@ fn a_hook_embedding_the_path_in_a_larger_argument_is_refused_at_start() {
         &config,
         format!(
             "bind = \"127.0.0.1:{}\"\nout = {}\n[hooks]\nfile = {}\n",
-            free_udp_port(),
+            free_port(true),
             serde_json::to_string(dir.path().join("out").to_str().unwrap()).unwrap(),
             toml_list(&["sh", "-c", "cp {path} /x"])
         ),
     )
     .unwrap();
-    let out = Command::new(binary("gapferry-recv"))
-        .args(["listen", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started anyway: {stderr}");
+    let stderr = refused_at_start(&config);
     assert!(
         stderr.contains("cp {path} /x"),
         "names the argument: {stderr}"
@@ -150,20 +137,13 @@ fn overlapping_dirs_are_refused_at_start() {
         &config,
         format!(
             "bind = \"127.0.0.1:{}\"\nout = {}\n[dirs]\nstix = {}\n",
-            free_udp_port(),
+            free_port(true),
             serde_json::to_string(out.to_str().unwrap()).unwrap(),
             serde_json::to_string(out.join("misp").to_str().unwrap()).unwrap(),
         ),
     )
     .unwrap();
-    let run = Command::new(binary("gapferry-recv"))
-        .args(["listen", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "started anyway: {stderr}");
+    let stderr = refused_at_start(&config);
     assert!(
         stderr.contains("[dirs] stix") && stderr.contains("same directory as [dirs] misp"),
         "{stderr}"

@@ -8,6 +8,7 @@
 //! not made when the receiver stops are recorded; TLS is verified against `ca_file`
 //! (an `openssl s_server` with a certificate from a CA made in the test).
 
+use gapferry_tests::harness::refused_at_start;
 use gapferry_tests::harness::send_with_binary;
 use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
@@ -21,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -616,14 +617,7 @@ fn a_push_without_a_usable_key_is_refused_at_start() {
         ),
     )
     .unwrap();
-    let out = Command::new(binary("gapferry-recv"))
-        .args(["listen", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started anyway: {stderr}");
+    let stderr = refused_at_start(&config);
     assert!(
         stderr.contains("[misp_push] key_file")
             && stderr.contains("absent.key")

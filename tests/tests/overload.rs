@@ -4,28 +4,13 @@
 //! small memory limit, against a fast sender on loopback.
 
 use gapferry_tests::fixtures::random_file;
+use gapferry_tests::harness::free_port;
 use gapferry_tests::harness::spawn_listening;
 use gapferry_tests::harness::{
     binary, metric_value, read_records, scrape_metrics, send, sender_config,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The value of the Prometheus sample `name` served at `port`.
 fn metric(port: u16, name: &str) -> Option<f64> {
@@ -36,7 +21,7 @@ fn metric(port: u16, name: &str) -> Option<f64> {
 fn an_overloaded_receiver_names_itself_in_the_record_and_warns_while_it_drops() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (port, metrics) = (free_udp_port(), free_tcp_port());
+    let (port, metrics) = (free_port(true), free_port(false));
     // 256 KiB of incomplete blocks at most: a fraction of one 1.4 MB block, so the fast
     // sender's symbols overrun it and the receiver refuses most of them itself.
     let config = dir.path().join("recv.toml");
