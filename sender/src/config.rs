@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// `--to`.
-    pub to: Option<String>,
-    /// `--bind`.
-    pub bind: Option<String>,
-    /// `--rate`, e.g. "800M".
+    /// `--to`: one address, or a list of them (one lane each).
+    pub to: Option<OneOrMany>,
+    /// `--bind`: one address, or one per lane.
+    pub bind: Option<OneOrMany>,
+    /// `--rate`, e.g. "800M"; with lanes one rate for each, or one per lane comma-separated
+    /// ("600M,200M").
     pub rate: Option<String>,
     /// `--repair`, percent.
     pub repair: Option<u32>,
@@ -72,6 +73,26 @@ pub struct WatchOptions {
     pub poll_interval: Option<f64>,
 }
 
+/// A key that takes one string or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `key = "value"`.
+    One(String),
+    /// `key = ["value", ...]`.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 pub use gapferry_shell::ConfigError;
 
 impl FileConfig {
@@ -106,6 +127,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("outbx"));
+    }
+}
+
+#[cfg(test)]
+mod lanes {
+    use super::*;
+
+    #[test]
+    fn to_and_bind_take_one_address_or_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "to = [\"192.0.2.10:7000\", \"192.0.2.11:7000\"]\nbind = \"0.0.0.0:0\"\nrate = \"600M,200M\"\n").unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(
+            c.to.unwrap().into_vec(),
+            ["192.0.2.10:7000", "192.0.2.11:7000"]
+        );
+        assert_eq!(c.bind.unwrap().into_vec(), ["0.0.0.0:0"]);
+        std::fs::write(&p, "to = 7000\n").unwrap();
+        assert!(FileConfig::load(&p).is_err());
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod images_pull;
 pub mod keygen;
+pub mod lanes;
 pub mod metrics;
 pub mod misp_pull;
 pub mod pacer;

@@ -4,14 +4,14 @@ mod cli_misp_pull;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapferry_sender::config::FileConfig;
+use gapferry_sender::config::{FileConfig, OneOrMany};
 use gapferry_sender::control::ControlPlane;
 use gapferry_sender::progress::Progress;
 use gapferry_sender::rate::parse_rate;
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
 use gapferry_sender::source::KindMode;
 use gapferry_sender::watch::{AfterSend, WatchConfig, Watcher};
-use gapferry_sender::{keygen, source, SenderConfig, SenderSession};
+use gapferry_sender::{keygen, lanes, source, SenderConfig, SenderSession};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -84,15 +84,17 @@ struct LinkArgs {
     /// Configuration file (TOML); flags given here win over it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Receiver (or diode far side) as HOST:PORT.
+    /// Receiver (or diode far side) as HOST:PORT; give it again for more lanes (each
+    /// block's symbols are striped across them, control datagrams go on every lane).
     #[arg(long)]
-    to: Option<String>,
-    /// Local address to send from, as HOST:PORT.
+    to: Vec<String>,
+    /// Local address to send from, as HOST:PORT; with lanes, none or one per --to.
     #[arg(long)]
-    bind: Option<String>,
-    /// Link rate in bits/s of IP packets, with k/M/G suffixes [default: 100M].
+    bind: Vec<String>,
+    /// Link rate in bits/s of IP packets, with k/M/G suffixes; with lanes, once (every
+    /// lane at that rate) or once per --to [default: 100M].
     #[arg(long, value_parser = parse_rate)]
-    rate: Option<u64>,
+    rate: Vec<u64>,
     /// Repair symbols per block in percent of its source symbols, at least 4 per block [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
     repair: Option<u32>,
@@ -236,6 +238,70 @@ fn default_source(to: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Each lane's destination, bind address and rate, from flags and the configuration file.
+fn lanes_of(
+    link: &LinkArgs,
+    file: &FileConfig,
+) -> Result<Vec<(SocketAddr, Option<SocketAddr>, u64)>> {
+    let listed = |flag: &Vec<String>, key: &Option<OneOrMany>| match flag.is_empty() {
+        true => key.clone().map(OneOrMany::into_vec).unwrap_or_default(),
+        false => flag.clone(),
+    };
+    let rates = match (&link.rate[..], &file.rate) {
+        ([], Some(r)) => r
+            .split(',')
+            .map(|r| parse_rate(r.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("`rate` in --config")?,
+        (r, _) => r.to_vec(),
+    };
+    let to = listed(&link.to, &file.to);
+    let binds = listed(&link.bind, &file.bind);
+    lanes::plan(to, binds, &rates, SenderConfig::default().rate_bps)?
+        .into_iter()
+        .map(|(to, bind, rate)| {
+            let bind = bind.map(|b| resolve("--bind", &b)).transpose()?;
+            Ok((resolve("--to", &to)?, bind, rate))
+        })
+        .collect()
+}
+
+/// The sink: a capture file, one socket, or one socket per lane (with their metrics).
+fn open_sink(
+    link: &LinkArgs,
+    plan: &[(SocketAddr, Option<SocketAddr>, u64)],
+) -> Result<(Box<dyn DatagramSink + Send>, Option<lanes::LaneMetrics>)> {
+    let connect = |to: SocketAddr, bind| {
+        UdpSink::connect(to, bind).with_context(|| format!("cannot open a UDP socket towards {to}"))
+    };
+    match (&link.pcap_out, plan) {
+        (Some(path), [(to, bind, _)]) => Ok((
+            Box::new(
+                PcapSink::create(path, bind.unwrap_or_else(|| default_source(*to)), *to)
+                    .with_context(|| format!("cannot create capture file {}", path.display()))?,
+            ),
+            None,
+        )),
+        (Some(_), _) => bail!("--pcap-out captures one lane: give a single --to"),
+        (None, [(to, bind, _)]) => Ok((Box::new(connect(*to, *bind)?), None)),
+        (None, plan) => {
+            let lanes = plan
+                .iter()
+                .map(|&(to, bind, rate)| {
+                    Ok(lanes::Lane::new(
+                        to.to_string(),
+                        rate,
+                        Box::new(connect(to, bind)?),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let lanes = lanes::Lanes::new(lanes);
+            let metrics = lanes.metrics();
+            Ok((Box::new(lanes), Some(metrics)))
+        }
+    }
+}
+
 /// A session built from flags and the configuration file.
 /// The metrics endpoint runs on `runtime` when the daemon has one (`watch`).
 fn open_session(
@@ -243,23 +309,8 @@ fn open_session(
     file: &FileConfig,
     runtime: Option<&tokio::runtime::Handle>,
 ) -> Result<SenderSession> {
-    let to = link
-        .to
-        .clone()
-        .or(file.to.clone())
-        .context("--to is required (or `to` in --config)")?;
-    let to = resolve("--to", &to)?;
-    let bind = link
-        .bind
-        .clone()
-        .or(file.bind.clone())
-        .map(|b| resolve("--bind", &b))
-        .transpose()?;
-    let rate = match (link.rate, &file.rate) {
-        (Some(r), _) => r,
-        (None, Some(r)) => parse_rate(r).context("`rate` in --config")?,
-        (None, None) => SenderConfig::default().rate_bps,
-    };
+    let plan = lanes_of(link, file)?;
+    let rate: u64 = plan.iter().map(|l| l.2).sum();
     let key = link
         .key
         .clone()
@@ -283,20 +334,14 @@ fn open_session(
             .map_or(defaults.threads, usize::from),
         ..defaults
     };
-    let sink: Box<dyn DatagramSink + Send> = match &link.pcap_out {
-        Some(path) => Box::new(
-            PcapSink::create(path, bind.unwrap_or_else(|| default_source(to)), to)
-                .with_context(|| format!("cannot create capture file {}", path.display()))?,
-        ),
-        None => Box::new(
-            UdpSink::connect(to, bind)
-                .with_context(|| format!("cannot open a UDP socket towards {to}"))?,
-        ),
-    };
+    let (sink, lane_metrics) = open_sink(link, &plan)?;
     let session = SenderSession::new(cfg, sink)?;
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         session.metrics().register(&mut registry);
+        if let Some(m) = &lane_metrics {
+            m.register(&mut registry);
+        }
         let registry = std::sync::Arc::new(registry);
         match runtime {
             Some(rt) => gapferry_metrics::serve_on(rt, addr, registry, || {}, || Ok(())),
@@ -304,7 +349,8 @@ fn open_session(
         }
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    tracing::info!(session = format_args!("{:016x}", session.id()), %to, rate_bps = rate, "session started");
+    let to: Vec<String> = plan.iter().map(|l| l.0.to_string()).collect();
+    tracing::info!(session = format_args!("{:016x}", session.id()), to = %to.join(","), rate_bps = rate, "session started");
     Ok(session)
 }
 
