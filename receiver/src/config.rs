@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// `--bind`.
+    /// `--bind`: one address, or a list of them (one lane each), kept comma-separated.
+    #[serde(default, deserialize_with = "gapferry_shell::config::one_or_list")]
     pub bind: Option<String>,
     /// `--out`.
     pub out: Option<PathBuf>,

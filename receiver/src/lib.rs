@@ -12,6 +12,7 @@ pub mod disk;
 pub mod feedcare;
 pub mod freshness;
 pub mod hooks;
+pub mod lanes;
 pub mod ledger;
 pub mod metrics;
 pub mod misp_push;

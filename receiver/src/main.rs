@@ -116,9 +116,10 @@ struct ListenArgs {
     /// Configuration file (TOML); flags given here win over it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on, as HOST:PORT.
+    /// Address to listen on, as HOST:PORT; give it again for more lanes (one socket and
+    /// one thread each, all feeding one assembler).
     #[arg(long)]
-    bind: Option<String>,
+    bind: Vec<String>,
     /// Delivery root: OUT/misp, OUT/stix, OUT/images, OUT/files; records in OUT/.gapferry/records.jsonl.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -239,16 +240,31 @@ fn log_stopped(r: &gapferry_receiver::pipeline::ListenReport) {
     );
 }
 
+/// Every lane's address (the --bind flags, else `bind` in the configuration file), and
+/// all of them comma-separated for messages.
+fn lane_binds(flags: &[String], file: &FileConfig) -> Result<(Vec<SocketAddr>, String)> {
+    let binds: Vec<SocketAddr> = match (flags, &file.bind) {
+        ([], Some(b)) => b
+            .split(',')
+            .map(|b| resolve(b.trim()))
+            .collect::<Result<_>>(),
+        ([], None) => anyhow::bail!("--bind is required (or `bind` in --config)"),
+        (b, _) => b.iter().map(|b| resolve(b)).collect::<Result<_>>(),
+    }?;
+    Ok((binds.clone(), comma_list(&binds)))
+}
+
+fn comma_list(addrs: &[SocketAddr]) -> String {
+    let list: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    list.join(",")
+}
+
 fn run_listen(a: ListenArgs) -> Result<()> {
     let file = match &a.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let bind = a
-        .bind
-        .or(file.bind.clone())
-        .context("--bind is required (or `bind` in --config)")?;
-    let bind = resolve(&bind)?;
+    let (binds, bind) = lane_binds(&a.bind, &file)?;
     let out = a
         .out
         .or(file.out.clone())
@@ -306,13 +322,14 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     if let Some(addr) = a.metrics.or(file.metrics) {
         serve_metrics(addr, &cfg, &out)?;
     }
-    let listener = Listener::bind(bind, cfg).with_context(|| format!("cannot listen on {bind}"))?;
+    let listener =
+        Listener::bind_lanes(&binds, cfg).with_context(|| format!("cannot listen on {bind}"))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone())
             .context("cannot install signal handlers")?;
     }
-    tracing::info!(bind = %listener.local_addr()?, out = %out.display(), authenticated = !keys.is_empty(), "listening");
+    tracing::info!(bind = %comma_list(&listener.local_addrs()?), out = %out.display(), authenticated = !keys.is_empty(), "listening");
     let r = listener.run(shutdown).context("receiving stopped")?;
     log_stopped(&r);
     Ok(())

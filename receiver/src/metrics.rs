@@ -164,6 +164,8 @@ pub struct ReceiverMetrics {
     pub datagram_age: Gauge<f64, AtomicU64>,
     /// Unix milliseconds of the last authenticated datagram, 0 before the first.
     pub last_datagram_ms: Arc<AtomicU64>,
+    /// Per-lane counters (label `lane`, the bound address).
+    pub lanes: crate::lanes::LaneMetrics,
 }
 
 impl ReceiverMetrics {
@@ -173,6 +175,7 @@ impl ReceiverMetrics {
         self.register_datagrams(r);
         self.register_objects(r);
         self.register_link(r);
+        self.lanes.register(r);
     }
 
     /// What the socket read, dropped and rejected.

@@ -164,6 +164,7 @@ pub fn report(out: &Path, last: usize) -> std::io::Result<String> {
         load_json(&state, LINK_FILE),
         load_json(&state, ACTIVITY_FILE),
     );
+    text += &crate::lanes::report(&state);
     match std::fs::File::open(state.join(RECORDS_FILE)) {
         Ok(file) => text += &records_report(file, last)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

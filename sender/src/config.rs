@@ -12,8 +12,9 @@ pub struct FileConfig {
     pub to: Option<OneOrMany>,
     /// `--bind`: one address, or one per lane.
     pub bind: Option<OneOrMany>,
-    /// `--rate`, e.g. "800M"; with lanes one rate for each, or one per lane comma-separated
-    /// ("600M,200M").
+    /// `--rate`, e.g. "800M"; with lanes one rate for each, or one per lane (a list, kept
+    /// comma-separated: "600M,200M").
+    #[serde(default, deserialize_with = "gapferry_shell::config::one_or_list")]
     pub rate: Option<String>,
     /// `--repair`, percent.
     pub repair: Option<u32>,
@@ -138,8 +139,9 @@ mod lanes {
     fn to_and_bind_take_one_address_or_a_list() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
-        std::fs::write(&p, "to = [\"192.0.2.10:7000\", \"192.0.2.11:7000\"]\nbind = \"0.0.0.0:0\"\nrate = \"600M,200M\"\n").unwrap();
+        std::fs::write(&p, "to = [\"192.0.2.10:7000\", \"192.0.2.11:7000\"]\nbind = \"0.0.0.0:0\"\nrate = [\"600M\", \"200M\"]\n").unwrap();
         let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.rate.as_deref(), Some("600M,200M"));
         assert_eq!(
             c.to.unwrap().into_vec(),
             ["192.0.2.10:7000", "192.0.2.11:7000"]

@@ -37,6 +37,21 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })
 }
 
+/// For `#[serde(default, deserialize_with = "...")]`: a key given as one string or as a list
+/// of strings (one per lane), kept as one comma-separated string.
+pub fn one_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrList {
+        One(String),
+        List(Vec<String>),
+    }
+    Ok(Some(match serde::Deserialize::deserialize(d)? {
+        OneOrList::One(s) => s,
+        OneOrList::List(v) => v.join(","),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

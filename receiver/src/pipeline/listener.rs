@@ -3,6 +3,7 @@
 //! batches for the assembler without ever blocking the socket.
 
 use super::*;
+use crate::lanes::LaneCounters;
 
 /// An opaque id of a UDP source address, for the assembler's fairness between sources.
 pub(super) fn source_id(addr: SocketAddr) -> u64 {
@@ -19,9 +20,9 @@ pub struct SocketCounters {
     pub queue_full: AtomicU64,
 }
 
-/// A bound receiver, ready to run until told to stop.
+/// A bound receiver, ready to run until told to stop: one socket per lane.
 pub struct Listener {
-    source: UdpSource,
+    sources: Vec<UdpSource>,
     cfg: ReceiverConfig,
     counters: Arc<SocketCounters>,
 }
@@ -42,11 +43,13 @@ pub(super) struct SocketRejects {
     counts: HashMap<RejectReason, u64>,
     counters: HashMap<RejectReason, prometheus_client::metrics::counter::Counter>,
     metrics: crate::metrics::ReceiverMetrics,
+    lane: Arc<LaneCounters>,
 }
 
 impl SocketRejects {
     fn count(&mut self, reason: RejectReason, n: u64) {
         *self.counts.entry(reason).or_default() += n;
+        self.lane.rejected(n);
         let metrics = &self.metrics;
         self.counters
             .entry(reason)
@@ -122,17 +125,30 @@ impl Gate {
 impl Listener {
     /// Binds the socket for `cfg`.
     pub fn bind(addr: SocketAddr, cfg: ReceiverConfig) -> std::io::Result<Self> {
-        let source = UdpSource::bind(addr, cfg.recv_buffer)?;
+        Self::bind_lanes(&[addr], cfg)
+    }
+
+    /// Binds one socket per lane address, each to be drained by its own thread.
+    pub fn bind_lanes(addrs: &[SocketAddr], cfg: ReceiverConfig) -> std::io::Result<Self> {
+        let sources = addrs
+            .iter()
+            .map(|&a| UdpSource::bind(a, cfg.recv_buffer))
+            .collect::<std::io::Result<_>>()?;
         Ok(Listener {
-            source,
+            sources,
             cfg,
             counters: Arc::default(),
         })
     }
 
-    /// The bound address.
+    /// The (first lane's) bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.source.local_addr()
+        self.sources[0].local_addr()
+    }
+
+    /// Every lane's bound address.
+    pub fn local_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.sources.iter().map(UdpSource::local_addr).collect()
     }
 
     /// Live counters of the socket thread.
@@ -159,46 +175,27 @@ impl Listener {
             Clock::Live(start),
             (self.cfg.queue / BATCH).max(16),
         )?;
-        let max_payload = self
-            .cfg
-            .mtu
-            .saturating_sub(IP_UDP_HEADERS)
-            .min(wire::MAX_DATAGRAM);
-        let metrics = self.cfg.metrics.clone();
-        let drain = SocketDrain {
-            source: self.source,
-            start,
-            reads: crate::socket::RecvBatch::default(),
-            batch: Vec::new(),
-            gate: Gate {
-                max_payload,
-                keys,
-                rejects: SocketRejects {
-                    counts: HashMap::new(),
-                    counters: HashMap::new(),
-                    metrics: metrics.clone(),
-                },
-                passed: Vec::new(),
-            },
-            queue: AssemblerQueue {
-                input: engine.input().clone(),
-                backlog: engine.backlog(),
-                backlog_bytes: engine.backlog_bytes(),
-                limit: self.cfg.queue,
-                byte_limit: self.cfg.queue_bytes,
-                counters: self.counters.clone(),
-                metrics: metrics.clone(),
-            },
-            counters: self.counters.clone(),
-            metrics,
-            kernel_drops: (Instant::now(), 0),
-        };
-        let drain = std::thread::Builder::new()
-            .name("gapferry-socket".into())
-            .spawn(move || drain.run(&shutdown))?;
-        let drained = drain.join().expect("socket thread panicked");
+        let mut drains = Vec::new();
+        let mut lanes = Vec::new();
+        for (i, source) in self.sources.into_iter().enumerate() {
+            let lane = LaneCounters::new(source.local_addr()?, &self.cfg.metrics.lanes);
+            lanes.push(lane.clone());
+            let parts = (start, keys.clone(), self.counters.clone(), lane);
+            let drain = SocketDrain::new(source, &self.cfg, &engine, parts);
+            let name = match i {
+                0 => "gapferry-socket".to_string(),
+                i => format!("gapferry-socket{i}"),
+            };
+            let shutdown = shutdown.clone();
+            drains.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || drain.run(&shutdown))?,
+            );
+        }
+        let rejected = watch_lanes(&self.cfg.out, lanes, drains);
         let mut report = engine.finish();
-        let rejected = drained?;
+        let rejected = rejected?;
         // Datagrams dropped on the socket thread count as the assembler's rejections did.
         for (label, n) in rejected {
             *report.assembler.rejected.entry(label).or_default() += n;
@@ -210,6 +207,34 @@ impl Listener {
             queue_full: self.counters.queue_full.load(Ordering::Relaxed),
         })
     }
+}
+
+/// Waits for the socket threads to end, rewriting the lanes' state file about once per
+/// [`ACTIVITY_EVERY`] meanwhile; returns what their gates rejected, all lanes together.
+fn watch_lanes(
+    out: &std::path::Path,
+    lanes: Vec<Arc<LaneCounters>>,
+    drains: Vec<JoinHandle<std::io::Result<HashMap<RejectReason, u64>>>>,
+) -> std::io::Result<HashMap<RejectReason, u64>> {
+    let mut file = crate::lanes::LanesFile::new(out.join(crate::records::STATE_DIR), lanes);
+    let mut written = Instant::now();
+    while !drains.iter().all(JoinHandle::is_finished) {
+        std::thread::sleep(Duration::from_millis(50));
+        if written.elapsed() >= ACTIVITY_EVERY {
+            if let Err(e) = file.write() {
+                tracing::warn!("cannot write the lanes' activity for `status`: {e}");
+            }
+            written = Instant::now();
+        }
+    }
+    let _ = file.write();
+    let mut rejected = HashMap::new();
+    for drain in drains {
+        for (reason, n) in drain.join().expect("socket thread panicked")? {
+            *rejected.entry(reason).or_default() += n;
+        }
+    }
+    Ok(rejected)
 }
 
 /// Binds `addr` and receives until `shutdown` is set.
@@ -274,9 +299,56 @@ struct SocketDrain {
     metrics: crate::metrics::ReceiverMetrics,
     /// When the kernel's drop counter was last read, and its value then.
     kernel_drops: (Instant, u64),
+    /// This socket's lane.
+    lane: Arc<LaneCounters>,
 }
 
 impl SocketDrain {
+    /// The drain of `source` (one lane) into `engine`'s queue, started at `start`, checking
+    /// tags with `keys`, counting in the listener's counters and in its lane's.
+    fn new(
+        source: UdpSource,
+        cfg: &ReceiverConfig,
+        engine: &Engine,
+        (start, keys, counters, lane): (Instant, KeyRing, Arc<SocketCounters>, Arc<LaneCounters>),
+    ) -> Self {
+        let max_payload = cfg
+            .mtu
+            .saturating_sub(IP_UDP_HEADERS)
+            .min(wire::MAX_DATAGRAM);
+        let metrics = cfg.metrics.clone();
+        SocketDrain {
+            source,
+            start,
+            reads: crate::socket::RecvBatch::default(),
+            batch: Vec::new(),
+            gate: Gate {
+                max_payload,
+                keys,
+                rejects: SocketRejects {
+                    counts: HashMap::new(),
+                    counters: HashMap::new(),
+                    metrics: metrics.clone(),
+                    lane: lane.clone(),
+                },
+                passed: Vec::new(),
+            },
+            queue: AssemblerQueue {
+                input: engine.input().clone(),
+                backlog: engine.backlog(),
+                backlog_bytes: engine.backlog_bytes(),
+                limit: cfg.queue,
+                byte_limit: cfg.queue_bytes,
+                counters: counters.clone(),
+                metrics: metrics.clone(),
+            },
+            counters,
+            metrics,
+            kernel_drops: (Instant::now(), 0),
+            lane,
+        }
+    }
+
     /// Drains the socket until `shutdown` is set; returns what the gate rejected.
     ///
     /// Datagrams go to the assembler in batches: one queue operation and one wake-up per
@@ -312,8 +384,10 @@ impl SocketDrain {
     /// Counts and checks the messages of the last read into the batch.
     fn admit_reads(&mut self) {
         let at = self.start.elapsed();
+        let (mut datagrams, mut size) = (0, 0);
         for (bytes, stride, from) in self.reads.messages() {
             let n = bytes.len().div_ceil(stride);
+            (datagrams, size) = (datagrams + n as u64, size + bytes.len() as u64);
             self.counters
                 .received
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -322,6 +396,7 @@ impl SocketDrain {
             self.gate
                 .admit(bytes, stride, at, source_id(from), &mut self.batch);
         }
+        self.lane.received(datagrams, size);
     }
 
     /// Publishes what the kernel dropped for the socket since the last reading.
@@ -331,6 +406,7 @@ impl SocketDrain {
         self.metrics
             .socket_dropped
             .inc_by(total.saturating_sub(before));
+        self.lane.kernel_dropped(total.saturating_sub(before));
         self.kernel_drops = (Instant::now(), total.max(before));
     }
 }
