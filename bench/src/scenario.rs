@@ -99,6 +99,8 @@ pub struct Scenario {
     pub sender_alone: bool,
     /// No sender: the receiver is fed by a replayer of pre-encoded datagrams ([`crate::alone`]).
     pub receiver_alone: bool,
+    /// Lanes: the sender gets one `--to` per lane (each at `rate`), the receiver one `--bind`.
+    pub lanes: u16,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -117,6 +119,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         kind: Some("file"),
         sender_alone: false,
         receiver_alone: false,
+        lanes: 1,
     };
     vec![
         Scenario {
@@ -181,6 +184,16 @@ pub fn all(quick: bool) -> Vec<Scenario> {
                 start: 20_000,
                 len: 3_000,
             }),
+            ..base.clone()
+        },
+        Scenario {
+            name: "lanes2",
+            about: "the bulk file over 2 lanes on loopback (2 --to, 2 --bind), each lane at half the bulk rate",
+            payload: Payload::Random {
+                bytes: q(GIB, 128 * MIB),
+            },
+            rate: "2G",
+            lanes: 2,
             ..base.clone()
         },
         Scenario {
@@ -416,10 +429,21 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         logs.join(format!("{tag}-recv.log")),
     );
 
+    // Further lanes' ports are held while the first is chosen, so no two are the same.
+    let held = (1..s.lanes.max(1))
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let port = free_port()?;
+    let mut ports = vec![port];
+    for h in held {
+        ports.push(h.local_addr()?.port());
+    }
     let mut rcmd = command(env, &env.recv_bin, &format!("{tag}-recv"));
-    rcmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--out")
+    rcmd.arg("listen");
+    for p in &ports {
+        rcmd.args(["--bind", &format!("127.0.0.1:{p}")]);
+    }
+    rcmd.arg("--out")
         .arg(&out)
         .args(["--session-timeout", "10"]);
     if let Some(b) = s.recv_buffer {
@@ -446,6 +470,11 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     scmd.arg("file")
         .arg(&input)
         .args(["--to", &to.to_string(), "--rate", s.rate])
+        .args(
+            ports[1..]
+                .iter()
+                .flat_map(|p| ["--to".into(), format!("127.0.0.1:{p}")]),
+        )
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
         // Not --quiet: the sender's closing summary (datagrams, bytes) is an info line.
@@ -491,7 +520,10 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let sender_exit = sender.wait(Duration::from_secs(30))?;
     // Let the last datagrams in flight land before reading the drop counters.
     std::thread::sleep(Duration::from_millis(200));
-    let socket_drops = procs::udp_socket_drops(port);
+    let socket_drops = ports
+        .iter()
+        .map(|&p| procs::udp_socket_drops(p))
+        .sum::<Option<u64>>();
     let drops_after = procs::udp_rcvbuf_errors();
     let hwm = receiver.vm_hwm();
     receiver.signal(libc::SIGTERM);
