@@ -14,7 +14,7 @@ use std::process::Command;
 #[derive(Parser)]
 #[command(name = "gapferry-bench", version)]
 struct Cli {
-    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, sender-alone, receiver-alone, big, defaultbuf, or all.
+    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, lanes2, sender-alone, receiver-alone, big, defaultbuf, or all.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.

@@ -270,7 +270,12 @@ fn lanes_of(
 fn open_sink(
     link: &LinkArgs,
     plan: &[(SocketAddr, Option<SocketAddr>, u64)],
+    lanes_state: Option<PathBuf>,
 ) -> Result<(Box<dyn DatagramSink + Send>, Option<lanes::LaneMetrics>)> {
+    if let Some(dir) = &lanes_state {
+        // Lanes of an earlier run would read as this one's in `status`.
+        let _ = std::fs::remove_file(dir.join(lanes::state::LANES_FILE));
+    }
     let connect = |to: SocketAddr, bind| {
         UdpSink::connect(to, bind).with_context(|| format!("cannot open a UDP socket towards {to}"))
     };
@@ -295,7 +300,10 @@ fn open_sink(
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let lanes = lanes::Lanes::new(lanes);
+            let mut lanes = lanes::Lanes::new(lanes);
+            if let Some(dir) = lanes_state {
+                lanes = lanes.with_state_file(dir);
+            }
             let metrics = lanes.metrics();
             Ok((Box::new(lanes), Some(metrics)))
         }
@@ -303,11 +311,13 @@ fn open_sink(
 }
 
 /// A session built from flags and the configuration file.
-/// The metrics endpoint runs on `runtime` when the daemon has one (`watch`).
+/// The metrics endpoint runs on `runtime` when the daemon has one (`watch`), lanes keep
+/// their state for `status` in `lanes_state` when given (`watch`).
 fn open_session(
     link: &LinkArgs,
     file: &FileConfig,
     runtime: Option<&tokio::runtime::Handle>,
+    lanes_state: Option<PathBuf>,
 ) -> Result<SenderSession> {
     let plan = lanes_of(link, file)?;
     let rate: u64 = plan.iter().map(|l| l.2).sum();
@@ -334,7 +344,7 @@ fn open_session(
             .map_or(defaults.threads, usize::from),
         ..defaults
     };
-    let (sink, lane_metrics) = open_sink(link, &plan)?;
+    let (sink, lane_metrics) = open_sink(link, &plan, lanes_state)?;
     let session = SenderSession::new(cfg, sink)?;
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
@@ -384,7 +394,7 @@ fn run_file(a: FileArgs) -> Result<()> {
         (None, None) => KindMode::Auto,
     };
     let files = source::collect_with(&a.paths, kind, &a.misp.options(&file)?)?;
-    let mut session = open_session(&a.link, &file, None)?;
+    let mut session = open_session(&a.link, &file, None, None)?;
     let passes = session.config().passes as u64;
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
     tracing::info!(objects = files.len(), bytes = total, "sending");
@@ -451,7 +461,8 @@ fn run_watch(a: WatchArgs) -> Result<()> {
     let (control, wakeups) = ControlPlane::start(&outbox, poll_interval, shutdown.clone())
         .context("cannot start the control plane (signals, outbox events)")?;
     watcher.wake_on(wakeups);
-    let mut session = open_session(&a.link, &file, Some(control.runtime()))?;
+    let journal = outbox.join(gapferry_sender::watch::JOURNAL_DIR);
+    let mut session = open_session(&a.link, &file, Some(control.runtime()), Some(journal))?;
     let pull_metrics = session.metrics().misp_pull.clone();
     cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");

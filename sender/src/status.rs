@@ -47,6 +47,7 @@ pub fn report(outbox: &Path) -> io::Result<String> {
     let journal = outbox.join(JOURNAL_DIR);
     out.push_str(&misp_pull_line(&journal, now));
     out.push_str(&images_pull_line(&journal));
+    out.push_str(&crate::lanes::state::report(&journal, now));
     Ok(out)
 }
 

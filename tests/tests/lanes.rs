@@ -345,3 +345,83 @@ fn rate_count_must_match_the_lanes_and_one_lane_is_as_before() {
     assert_eq!(with_outcome(&records, "delivered").len(), 1);
     assert!(!s.contains("lanes:") && !s.contains("  lane "), "{s}");
 }
+
+#[test]
+fn the_outbox_service_over_two_lanes_shows_each_in_both_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = start_receiver(dir.path(), None);
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(outbox.join("files")).unwrap();
+    let mut watch = ChildGuard(
+        Command::new(binary("gapferry-send"))
+            .args(["watch", "--quiet", "--settle", "0.3", "--outbox"])
+            .arg(&outbox)
+            .args(["--to", &rx.lanes[0].to_string()])
+            .args(["--to", &rx.lanes[1].to_string()])
+            .args(["--rate", "60M", "--rate", "20M"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let src = dir.path().join("doc.bin");
+    random_file(&src, 400_000, 21);
+    std::fs::copy(&src, outbox.join("files/.doc.bin.part")).unwrap();
+    std::fs::rename(
+        outbox.join("files/.doc.bin.part"),
+        outbox.join("files/doc.bin"),
+    )
+    .unwrap();
+    let records = wait_records(&rx.out, 1);
+    assert_eq!(with_outcome(&records, "delivered").len(), 1, "{records:#?}");
+    let got = std::fs::read(rx.out.join("files/doc.bin")).unwrap();
+    assert_eq!(
+        blake3::hash(&got),
+        blake3::hash(&std::fs::read(&src).unwrap())
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = Command::new(binary("gapferry-send"))
+        .args(["status", "--outbox"])
+        .arg(&outbox)
+        .output()
+        .unwrap();
+    let sender_status = String::from_utf8_lossy(&o.stdout).into_owned();
+    let receiver_status = status(&rx.out);
+    watch.terminate();
+    rx.child.terminate();
+    assert!(sender_status.contains("lanes: 2 "), "{sender_status}");
+    // Datagrams and bytes of a lane's line ("..: N datagrams, B bytes, ...").
+    let numbers = |line: &str| -> (u64, u64) {
+        let n = |unit: &str| {
+            line.split(", ")
+                .flat_map(|part| part.rsplit(": ").next())
+                .find_map(|part| part.strip_suffix(unit))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {unit:?} in {line:?}"))
+        };
+        (n(" datagrams"), n(" bytes"))
+    };
+    let sent = |lane: std::net::SocketAddr, rate: &str| {
+        let prefix = format!("  lane {lane}: sending at {rate} bit/s: ");
+        let line = sender_status
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no sending line for {lane}: {sender_status}"));
+        numbers(line)
+    };
+    let (a, b) = (sent(rx.lanes[0], "60000000"), sent(rx.lanes[1], "20000000"));
+    // Both lanes carry every control datagram (heartbeats go on while the service idles);
+    // the symbols are striped 3:1 by rate: lane A carries about half the file more.
+    assert!(
+        b.0 > 0 && a.0 > b.0,
+        "lane A {a:?}, lane B {b:?}: {sender_status}"
+    );
+    assert!(
+        a.1 - b.1 > 150_000,
+        "lane A {a:?}, lane B {b:?}: {sender_status}"
+    );
+    let received = |lane| numbers(&lane_line(&receiver_status, lane).1);
+    let (ra, rb) = (received(rx.lanes[0]), received(rx.lanes[1]));
+    assert!(ra.1 - rb.1 > 150_000, "{receiver_status}");
+    assert!(rb.0 > 0, "{receiver_status}");
+}

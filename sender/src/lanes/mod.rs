@@ -19,6 +19,8 @@ use prometheus_client::registry::{Registry, Unit};
 use std::io;
 use std::time::Instant;
 
+pub mod state;
+
 /// Slots per lane of the striping pattern when the rates have no small ratio: rates are
 /// then rounded to this resolution.
 const PATTERN_SLOTS: u64 = 64;
@@ -120,6 +122,8 @@ pub struct Lanes {
     /// Lane index per striping slot, each lane in proportion to its rate.
     pattern: Vec<usize>,
     metrics: LaneMetrics,
+    /// Where `status` reads the lanes (the outbox service only).
+    state: Option<state::StateFile>,
 }
 
 /// Which lanes get how many slots: a smooth weighted round robin over the lanes' rates.
@@ -195,6 +199,30 @@ impl Lanes {
             pattern: striping_pattern(&rates),
             lanes,
             metrics,
+            state: None,
+        }
+    }
+
+    /// Also keeps the lanes' state file in `dir` (the outbox's journal directory) for
+    /// `gapferry-send status`.
+    pub fn with_state_file(mut self, dir: std::path::PathBuf) -> Self {
+        self.state = Some(state::StateFile::new(dir));
+        self
+    }
+
+    /// Writes the state file if it is due (`force`: now).
+    fn note_state(&mut self, force: bool) {
+        if let Some(file) = self.state.as_mut() {
+            let lanes = &self.lanes;
+            file.update(
+                || {
+                    lanes
+                        .iter()
+                        .map(|l| state::LaneState::of(&l.name, l.rate_bps, &l.counts, l.failing))
+                        .collect()
+                },
+                force,
+            );
         }
     }
 
@@ -256,7 +284,9 @@ impl Lanes {
         if result.is_ok() {
             lane.count_sent(datagram.len());
         }
-        self.outcome(i, result)
+        let result = self.outcome(i, result);
+        self.note_state(false);
+        result
     }
 
     /// Runs `f` on every lane's sink, each failure noted as a send's.
@@ -301,6 +331,7 @@ impl DatagramSink for Lanes {
 
     fn finish(&mut self) -> io::Result<()> {
         let result = self.each(|s| s.finish());
+        self.note_state(true);
         for (name, c) in self.counts() {
             tracing::info!(lane = %name, datagrams = c.datagrams, bytes = c.bytes,
                 send_errors = c.send_errors, "lane done");
