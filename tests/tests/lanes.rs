@@ -5,11 +5,14 @@
 //! status` shows both lanes with their counts. With too little `--repair` the multi-block
 //! file is recorded as not delivered, never delivered corrupt. Forged datagrams on the
 //! second lane are refused as on one; a wrong `--rate` count is refused at the command line.
+//! In a network namespace of its own (root, `ip`), a lane whose route is unreachable fails
+//! every send while the other lane delivers everything.
 
 use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{
     binary, free_port, keygen, read_records, spawn_listening, with_outcome, ChildGuard,
 };
+use gapferry_tests::prereq::require;
 use gapferry_tests::realdata::realdata;
 use gapferry_tests::relay::{Action, Policy, Relay};
 use serde_json::Value;
@@ -424,4 +427,110 @@ fn the_outbox_service_over_two_lanes_shows_each_in_both_statuses() {
     let (ra, rb) = (received(rx.lanes[0]), received(rx.lanes[1]));
     assert!(ra.1 - rb.1 > 150_000, "{receiver_status}");
     assert!(rb.0 > 0, "{receiver_status}");
+}
+
+/// A network namespace with only loopback up and an `unreachable` route to a test subnet
+/// (10.231.9.0/24, which exists nowhere), deleted on drop.
+struct UnreachableNs(String);
+
+impl UnreachableNs {
+    fn create() -> Result<Self, String> {
+        let name = format!("gapferry-lanes-{}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let o = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("`ip` not found ({e}); install iproute2"))?;
+            match o.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "ip {}: {} (needs root and network namespaces)",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+            }
+        };
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name])?;
+        let ns = UnreachableNs(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns.0, "route", "add", "unreachable", "10.231.9.0/24"])?;
+        Ok(ns)
+    }
+
+    /// `program` run inside the namespace.
+    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c.env("NO_COLOR", "1");
+        c
+    }
+}
+
+impl Drop for UnreachableNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_lane_whose_sends_fail_does_not_stop_the_other() {
+    let Some(ns) = require(UnreachableNs::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sources = inputs(dir.path());
+    let out = dir.path().join("out");
+    let mut listen = ns.exec(binary("gapferry-recv"));
+    listen
+        .args([
+            "listen",
+            "--bind",
+            "127.0.0.1:7000",
+            "--bind",
+            "127.0.0.1:7001",
+        ])
+        .arg("--out")
+        .arg(&out);
+    let mut rx = spawn_listening(listen, &dir.path().join("recv.log"));
+    let sent = ns
+        .exec(binary("gapferry-send"))
+        .arg("file")
+        .args(&sources)
+        .args([
+            "--kind", "file", "--quiet", "--rate", LANE_RATE, "--repair", "150",
+        ])
+        .args(["--to", "127.0.0.1:7000", "--to", "10.231.9.1:7001"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("lane cannot send") && stderr.contains("10.231.9.1:7001"),
+        "the failing lane is logged: {stderr}"
+    );
+    let records = wait_records(&out, sources.len());
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = status(&out);
+    rx.terminate();
+    assert_eq!(
+        with_outcome(&records, "delivered").len(),
+        sources.len(),
+        "{records:#?}"
+    );
+    for src in &sources {
+        let got = std::fs::read(out.join("files").join(src.file_name().unwrap())).unwrap();
+        assert_eq!(
+            blake3::hash(&got),
+            blake3::hash(&std::fs::read(src).unwrap())
+        );
+    }
+    let lane = |port| lane_line(&s, format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(lane(7000).0 > 0, "{s}");
+    assert!(
+        lane(7001)
+            .1
+            .contains("silent (no datagram since the receiver started): 0 datagrams"),
+        "{s}"
+    );
 }
