@@ -133,12 +133,15 @@ impl FeedIndex {
     }
 }
 
-/// Bytes of one manifest entry as `serde_json` writes it (`"key":value`); `None` when
-/// the key would be escaped.
-fn entry_len(key: &str, raw: &RawValue) -> Option<u64> {
-    key.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-        .then_some((key.len() + 3 + raw.get().len()) as u64)
+/// Bytes of one manifest entry as `serde_json` writes it (`"key":value`) when its key
+/// needs no escaping (a key that does makes the file on disk longer than this says).
+fn entry_len(key: &str, raw: &RawValue) -> u64 {
+    (key.len() + 3 + raw.get().len()) as u64
+}
+
+/// Whether `serde_json` writes `key` as it is (no escaped byte).
+fn plain_key(key: &str) -> bool {
+    key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Writes `buf` then copies `old[start..end]` (in the kernel) to `out`.
@@ -184,27 +187,27 @@ impl FeedIndex {
     /// when `old` is not laid out as this index expects (then the caller writes it whole).
     fn splice_manifest(&self, old: &Path, out: &File) -> io::Result<bool> {
         let old = File::open(old)?;
-        // The old file's size as this index would have written it, before copying a byte.
-        let (mut expected, mut kept) = (1u64, 0u64);
-        for (key, raw) in &self.manifest {
-            let Some(len) = entry_len(key, raw) else {
-                return Ok(false);
-            };
-            if !self.inserted.contains(key) {
-                expected += len + 1;
-                kept += 1;
+        // The old file's size as this index would have written it, before copying a byte:
+        // every entry, less the inserted ones (written here, so their keys must be plain).
+        let mut expected: u64 = self.manifest.iter().map(|(k, v)| entry_len(k, v) + 1).sum();
+        for key in &self.inserted {
+            match self.manifest.get(key) {
+                Some(raw) if plain_key(key) => expected -= entry_len(key, raw) + 1,
+                _ => return Ok(false),
             }
         }
-        if (if kept == 0 { 2 } else { expected }) != old.metadata()?.len() {
+        let kept = self.manifest.len() - self.inserted.len();
+        if (if kept == 0 { 2 } else { expected + 1 }) != old.metadata()?.len() {
             return Ok(false);
         }
         let mut buf = b"{".to_vec();
         let (mut next_old, mut run, mut first) = (1u64, None, true);
+        // Both in key order: an entry is inserted when it is the next inserted key.
+        let mut inserted = self.inserted.iter().peekable();
         for (key, raw) in &self.manifest {
-            let len = entry_len(key, raw).unwrap_or_default();
-            if !self.inserted.contains(key) {
+            if inserted.next_if(|k| *k == key).is_none() {
                 run.get_or_insert(next_old);
-                next_old += len + 1;
+                next_old += entry_len(key, raw) + 1;
                 continue;
             }
             if let Some(start) = run.take() {
