@@ -181,6 +181,15 @@ fn the_same_name_twice_closes_the_group_and_the_newer_version_wins() {
         .filter(|r| r.outcome == Outcome::Delivered)
         .count();
     assert_eq!(delivered, 3);
+    // An older copy (object 6, mtime below object 7's) arriving while the newer one
+    // still waits in the group is refused, never placed over it.
+    send_file(&mut d, 7, "x.txt", b"newer", false);
+    send_file(&mut d, 6, "x.txt", b"older", false);
+    d.flush();
+    assert_eq!(std::fs::read(out.join("files/x.txt")).unwrap(), b"newer");
+    let last = records(out).pop().unwrap();
+    assert_eq!((last.object, last.outcome), (6, Outcome::Failed));
+    assert!(last.reason.unwrap().contains("newer version"));
 }
 
 #[test]

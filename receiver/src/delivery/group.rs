@@ -65,6 +65,13 @@ impl Delivery {
     /// when the file goes where one of it goes, and after when the group is full.
     pub(super) fn group_file(&mut self, object: ObjectRef, s: Staged) {
         let d = &s.descriptor;
+        // A group member of the same name is placed first: the newer-version check below
+        // must see it.
+        if let Ok(dest) = self.stores.files.destination(&d.name) {
+            if self.group.files.iter().any(|(_, _, other)| *other == dest) {
+                self.flush();
+            }
+        }
         let dest = match self.stores.files.prepare(&s.file, &d.name, d.mtime) {
             Ok(dest) => dest,
             Err(e) => {
@@ -73,9 +80,6 @@ impl Delivery {
                 return;
             }
         };
-        if self.group.files.iter().any(|(_, _, other)| *other == dest) {
-            self.flush();
-        }
         self.group.bytes += d.size;
         self.group.opened.get_or_insert_with(Instant::now);
         self.group.files.push((object, s, dest));
