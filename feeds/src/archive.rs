@@ -147,6 +147,24 @@ impl Archive {
         Ok(path)
     }
 
+    /// Stages `bytes` as `kind/name` in `group`: visible (replacing what was there) once
+    /// the group is published.
+    pub(crate) fn stage(
+        &self,
+        kind: &str,
+        name: &str,
+        bytes: &[u8],
+        group: &mut crate::fsutil::StagedFiles,
+    ) -> Result<PathBuf, ArchiveError> {
+        let path = self.path_of(kind, name)?;
+        let dir = self.kind_dir(kind)?;
+        ensure_real_dir(&dir, &ARCHIVE_PUBLISH).map_err(io_err(&dir))?;
+        group
+            .stage(&path, bytes, &ARCHIVE_PUBLISH)
+            .map_err(io_err(&path))?;
+        Ok(path)
+    }
+
     /// The content of `kind/name`, or `None` when it is not archived.
     pub fn load(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
         let path = self.path_of(kind, name)?;

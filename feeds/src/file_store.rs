@@ -93,6 +93,26 @@ impl FileStore {
         name: &str,
         mtime: i64,
     ) -> Result<PathBuf, FileStoreError> {
+        let dest = self.prepare(file, name, mtime)?;
+        publish_staged(file, staged, &dest, &self.publish).map_err(|source| {
+            FileStoreError::Io {
+                path: dest.clone(),
+                source,
+            }
+        })?;
+        Ok(dest)
+    }
+
+    /// The publish settings of this store.
+    pub fn publish(&self) -> &Publish {
+        &self.publish
+    }
+
+    /// Everything [`FileStore::deliver_file`] does before the fsync and rename: chooses
+    /// the destination of `name`, refuses it when it holds a newer version, sets the
+    /// staging file's modification time, mode and group. For a group commit
+    /// ([`publish_group`]).
+    pub fn prepare(&self, file: &File, name: &str, mtime: i64) -> Result<PathBuf, FileStoreError> {
         let dest = self.destination(name)?;
         if let Ok(existing) = std::fs::symlink_metadata(&dest) {
             let newer = existing
@@ -112,14 +132,63 @@ impl FileStore {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
             let _ = file.set_modified(t);
         }
-        publish_staged(file, staged, &dest, &self.publish).map_err(|source| {
-            FileStoreError::Io {
+        self.publish
+            .apply_to_file(file)
+            .map_err(|source| FileStoreError::Io {
                 path: dest.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(dest)
     }
+}
+
+/// One verified staging file of a group commit and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupItem<'a> {
+    /// The staging file, open.
+    pub file: &'a File,
+    /// Its path (same filesystem as `dest`).
+    pub staged: &'a Path,
+    /// Where it is published.
+    pub dest: &'a Path,
+}
+
+/// Publishes prepared staging files as one group: every file fsynced first (none is
+/// renamed before all are durable, so no visible file lacks its bytes after a crash),
+/// then each renamed to its destination (parents created with `publish`'s directory
+/// mode), then each destination directory fsynced once. One result per item, in order:
+/// an item whose fsync or rename failed stays a staging file (the caller removes it);
+/// a failed directory fsync fails every item of that directory.
+pub fn publish_group(items: &[GroupItem<'_>], publish: &Publish) -> Vec<io::Result<()>> {
+    let mut results: Vec<io::Result<()>> = items.iter().map(|i| i.file.sync_all()).collect();
+    let mut dirs: Vec<(&Path, Vec<usize>)> = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        if results[k].is_err() {
+            continue;
+        }
+        let parent = parent_of(item.dest);
+        let renamed = publish
+            .create_dir_all(parent)
+            .and_then(|()| std::fs::rename(item.staged, item.dest));
+        match renamed {
+            Err(e) => results[k] = Err(e),
+            Ok(()) => match dirs.iter_mut().find(|(d, _)| *d == parent) {
+                Some((_, members)) => members.push(k),
+                None => dirs.push((parent, vec![k])),
+            },
+        }
+    }
+    for (dir, members) in dirs {
+        if let Err(e) = sync_dir(dir) {
+            for k in members {
+                results[k] = Err(io::Error::new(
+                    e.kind(),
+                    format!("fsync of {}: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+    results
 }
 
 /// Gives `staged` (open as `file`) the mode and group of `publish`, fsyncs it, renames it
@@ -175,6 +244,53 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(&dest).unwrap(), b"v2", "not replaced");
+    }
+
+    #[test]
+    fn a_group_publishes_every_item_but_the_one_that_cannot_be_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("plain"), b"x").unwrap();
+        let store = FileStore::new(&root, Publish::default());
+        let staged: Vec<(File, PathBuf)> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.part"));
+                std::fs::write(&path, format!("body {i}")).unwrap();
+                (
+                    File::options().read(true).write(true).open(&path).unwrap(),
+                    path,
+                )
+            })
+            .collect();
+        // Item 2's parent is a regular file: its rename fails (a failure mid-group).
+        let dests = [
+            root.join("a/0"),
+            root.join("1"),
+            root.join("plain/2"),
+            root.join("a/3"),
+        ];
+        let items: Vec<GroupItem> = staged
+            .iter()
+            .zip(&dests)
+            .map(|((file, path), dest)| GroupItem {
+                file,
+                staged: path,
+                dest,
+            })
+            .collect();
+        let results = publish_group(&items, store.publish());
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, true, false, true]);
+        for i in [0, 1, 3] {
+            assert_eq!(
+                std::fs::read(&dests[i]).unwrap(),
+                format!("body {i}").as_bytes()
+            );
+            assert!(!staged[i].1.exists(), "renamed, not copied");
+        }
+        assert!(staged[2].1.exists(), "the failed item stays a staging file");
+        assert!(!root.join("plain").is_dir());
     }
 
     #[test]

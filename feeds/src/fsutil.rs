@@ -119,6 +119,46 @@ pub(crate) fn write_atomic_with(
     sync_dir(dir)
 }
 
+/// Files written in their destination directories but not yet visible, published
+/// together (group commit): every staging file fsynced, then all renamed in order, then
+/// each destination directory fsynced once. A batch of fsyncs rather than one `syncfs`:
+/// on ext4 the first fsync commits the journal for the whole group and the others find
+/// their inodes committed, while `syncfs` would also flush whatever else is dirty on the
+/// filesystem (large objects being staged, other programs), a cost the group cannot bound.
+#[derive(Debug, Default)]
+pub(crate) struct StagedFiles {
+    items: Vec<(tempfile::NamedTempFile, PathBuf)>,
+}
+
+impl StagedFiles {
+    /// Writes `bytes` to a staging file next to `dest` with `publish`'s mode and group;
+    /// nothing is visible under `dest` until [`StagedFiles::publish`].
+    pub(crate) fn stage(&mut self, dest: &Path, bytes: &[u8], publish: &Publish) -> io::Result<()> {
+        let mut staged = stage_in(parent_of(dest), publish)?;
+        staged.write_all(bytes)?;
+        self.items.push((staged, dest.to_path_buf()));
+        Ok(())
+    }
+
+    /// Makes every staged file durable, renames each over its destination (in the order
+    /// staged: a later one of the same name wins) and fsyncs each directory once. On an
+    /// error, what was not renamed yet is removed.
+    pub(crate) fn publish(self) -> io::Result<()> {
+        for (staged, _) in &self.items {
+            staged.as_file().sync_all()?;
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (staged, dest) in self.items {
+            let dir = parent_of(&dest).to_path_buf();
+            staged.persist(&dest).map_err(|e| e.error)?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+}
+
 /// fsyncs a directory so that renames inside it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

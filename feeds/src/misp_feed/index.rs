@@ -10,12 +10,12 @@ use super::{
     MANIFEST, PENDING,
 };
 use crate::archive::{self, Archive};
-use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, write_atomic, Publish};
+use crate::fsutil::{child, ensure_real_dir, is_uuid, sync_dir, Publish, StagedFiles};
 use crate::misp_event::{parse_event, MispEvent};
 use crate::pyformat::py_int_of;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -53,6 +53,15 @@ pub(super) struct Written {
     pub(super) hashes: FileStamp,
 }
 
+/// The files a batch staged, published together by its commit.
+#[derive(Debug, Default)]
+pub(super) struct EventGroup {
+    pub(super) events: StagedFiles,
+    pub(super) archive: StagedFiles,
+    /// The uuids staged, in the order they go to `.gapferry-pending`.
+    pub(super) uuids: BTreeSet<String>,
+}
+
 /// The feed's manifest and pending hash lines, kept between batches.
 #[derive(Debug, Default)]
 pub(super) struct FeedIndex {
@@ -67,7 +76,13 @@ pub(super) struct FeedIndex {
     /// Uuids whose lines in `hashes.csv` are replaced by `new_hashes`.
     pub(super) rewrite: HashSet<String>,
     pub(super) changed: bool,
-    pub(super) pending: Option<File>,
+    /// Event files (and archive copies) written since the last commit, not yet visible.
+    pub(super) group: EventGroup,
+    /// Uuids added to the manifest since the last commit that it did not list.
+    pub(super) inserted: BTreeSet<String>,
+    /// Whether the manifest changed otherwise than by `inserted` since the last commit
+    /// (an entry replaced or dropped): the commit then writes it whole.
+    pub(super) manifest_rewrite: bool,
     pub(super) reindexed: usize,
     pub(super) dropped: usize,
     /// Whether `hashes.csv` may hold lines that must go (an event it lists was replaced,
@@ -180,6 +195,7 @@ impl FeedIndex {
         self.dropped += 1;
         self.changed = true;
         self.lines_stale = true;
+        self.manifest_rewrite = true;
     }
 
     /// Drops, at commit, the entries whose file was deleted since the batch started
@@ -300,6 +316,9 @@ impl FeedIndex {
         if self.manifest.contains_key(uuid) && !self.rewrite.contains(uuid) {
             self.lines_stale = true;
         }
+        if self.manifest.contains_key(uuid) && !self.inserted.contains(uuid) {
+            self.manifest_rewrite = true;
+        }
         self.rewrite.insert(uuid.to_string());
         self.changed = true;
     }
@@ -307,6 +326,7 @@ impl FeedIndex {
     /// Rebuilds one uuid's entry and hash lines from its file on disk (or drops it).
     pub(super) fn reindex(&mut self, dir: &Path, uuid: &str) {
         self.touch(uuid);
+        self.manifest_rewrite = true;
         self.new_hashes.remove(uuid);
         let had = self.manifest.remove(uuid).is_some();
         let path = child(dir, &format!("{uuid}.json"));
@@ -338,7 +358,7 @@ impl FeedIndex {
     /// What delivering `ev` does given the feed's copy: new, replaced, already current,
     /// or refused as stale.
     fn outcome(&self, path: &Path, ev: &MispEvent) -> Result<DeliveredEvent, MispError> {
-        let existing = if is_regular_file(path) {
+        let existing = if is_regular_file(path) || self.group.uuids.contains(&ev.uuid) {
             self.manifest
                 .get(&ev.uuid)
                 .and_then(|raw| entry_timestamp(raw))
@@ -375,7 +395,8 @@ impl FeedIndex {
         })
     }
 
-    /// Writes one event's file (archived first) and indexes it; the commit publishes it.
+    /// Stages one event's file (and its archive copy) and indexes it; the commit makes
+    /// the group durable and publishes it.
     pub(super) fn add(&mut self, dir: &Path, ev: MispEvent) -> Result<DeliveredEvent, MispError> {
         ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         let path = child(dir, &format!("{}.json", ev.uuid));
@@ -383,44 +404,62 @@ impl FeedIndex {
         if delivered.outcome == EventOutcome::AlreadyCurrent {
             return Ok(delivered);
         }
-        self.mark_pending(dir, &ev.uuid)?;
         // Archived first: whatever version the feed shows, the archive holds it too.
         if let Some(a) = &self.archive {
-            let kept = archive::misp_event_name(&ev.uuid)
-                .and_then(|name| a.store(archive::MISP, &name, &ev.document));
+            let kept = archive::misp_event_name(&ev.uuid).and_then(|name| {
+                a.stage(archive::MISP, &name, &ev.document, &mut self.group.archive)
+            });
             if let Err(e) = kept {
                 warn!(uuid = %ev.uuid, error = %e,
                     "event not archived (delivered all the same): it cannot be republished if MISP consumes it");
             }
         }
-        write_atomic(&path, &ev.document, &self.publish).map_err(io_err(&path))?;
+        self.group
+            .events
+            .stage(&path, &ev.document, &self.publish)
+            .map_err(io_err(&path))?;
         let raw = entry_raw(&ev)
             .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
         self.touch(&ev.uuid);
+        if !self.manifest.contains_key(&ev.uuid) {
+            self.inserted.insert(ev.uuid.clone());
+        }
+        self.group.uuids.insert(ev.uuid.clone());
         self.manifest.insert(ev.uuid.clone(), raw);
         self.new_hashes.insert(ev.uuid, ev.hashes);
         Ok(delivered)
     }
 
-    /// Records `uuid` in `.gapferry-pending` (fsynced) before its file is renamed in.
-    fn mark_pending(&mut self, dir: &Path, uuid: &str) -> Result<(), MispError> {
+    /// Publishes the staged group: the archive copies, then the uuids in
+    /// `.gapferry-pending` (one write, fsynced) before the event files are renamed in
+    /// (one fsync per file, one of the directory).
+    pub(super) fn publish_group(&mut self, dir: &Path) -> Result<(), MispError> {
+        let group = std::mem::take(&mut self.group);
+        if group.uuids.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = group.archive.publish() {
+            warn!(error = %e,
+                "events not archived (delivered all the same): they cannot be republished if MISP consumes them");
+        }
         let path = child(dir, PENDING);
-        if self.pending.is_none() {
-            // Never append through something planted under the marker's name.
-            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-            }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            self.pending = Some(f);
+        // Never append through something planted under the marker's name.
+        if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        let created = fs::symlink_metadata(&path).is_err();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let lines: String = group.uuids.iter().map(|u| format!("{u}\n")).collect();
+        f.write_all(lines.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(io_err(&path))?;
+        if created {
             sync_dir(dir).map_err(io_err(dir))?;
         }
-        let f = self.pending.as_mut().expect("opened above");
-        f.write_all(format!("{uuid}\n").as_bytes())
-            .and_then(|()| f.sync_data())
-            .map_err(io_err(&path))
+        group.events.publish().map_err(io_err(dir))
     }
 }

@@ -3,16 +3,20 @@
 //! PyMISP's feed generator writes for the same events (see [`crate::misp_event`]).
 //!
 //! Rules:
-//! - an event file is written first (staging file in the directory, fsync, rename), then
-//!   `hashes.csv`, then `manifest.json` last, each by staging file + fsync + rename;
+//! - group commit: a batch's event files (and their archive copies) are written as staging
+//!   files in the directory and stay invisible until the commit, which fsyncs them all,
+//!   renames them in and fsyncs the directory once (not once per event); then
+//!   `hashes.csv`, then `manifest.json` last by staging file + fsync + rename;
 //! - what is already there is merged: a newer `timestamp` replaces an event, the same
 //!   timestamp is a no-op, an older one is refused ([`MispError::Stale`]) and not written;
 //! - MISP may delete files after a fetch: a missing directory is recreated, manifest
 //!   entries and hash lines whose `<uuid>.json` is gone are dropped, and `<uuid>.json`
 //!   files that the manifest does not list are indexed again;
-//! - crash safety: the uuids being written are recorded in `.gapferry-pending` before
-//!   their files are renamed in; the next batch re-indexes them from disk, so a crash
-//!   between an event file and the manifest never leaves them out of step;
+//! - crash safety: the uuids of the group are recorded in `.gapferry-pending` (one write,
+//!   fdatasync) before their files are renamed in; the next batch re-indexes them from
+//!   disk, so a crash between an event file and the manifest never leaves them out of
+//!   step; a crash before the renames leaves only `.gapferry-stage-*` files, which MISP
+//!   does not read;
 //! - one writer per directory at a time (the receiver's delivery thread, or `feed
 //!   rebuild|republish` under the feed lock); MISP only reads or deletes;
 //! - cost per event that does not grow with the feed: after one full load, the manifest
@@ -22,11 +26,19 @@
 //!   (`misp_feed/watch.rs`) tells which `<uuid>.json` files were created or deleted
 //!   since, and only those are checked again (without inotify, or when its queue
 //!   overflowed, the directory is listed). `hashes.csv` grows by appending the batch's
-//!   lines (fsync before the manifest's rename) unless lines must go (an event replaced
-//!   or gone), when it is rewritten by rename as before; either way its bytes are what a
-//!   rewrite gives. Any other writer's change to the manifest or hash list makes the
-//!   next batch load the feed from disk again. What still grows with the feed is
-//!   writing `manifest.json` itself (one JSON object, replaced by rename);
+//!   whole lines in one `write` (fsync before the manifest's rename) unless lines must go
+//!   (an event replaced or gone), when it is rewritten by rename as before; either way its
+//!   bytes are what a rewrite gives. A reader never sees a line of an event whose file is
+//!   not durable; a reader racing the append may see the file end inside the batch's
+//!   lines (Linux makes a buffered write visible page by page), so a reader should
+//!   ignore a last line without its newline — it is complete when the next read comes.
+//!   When a batch only adds uuids, `manifest.json` is spliced from the file on disk: the
+//!   runs of entries it already holds are copied by the kernel (`copy_file_range`), only
+//!   the new entries are serialised, and the result is byte for byte what a full
+//!   serialisation gives (checked against `rebuild()` in the tests); a replaced or
+//!   dropped entry takes the full rewrite. Any other writer's change to the manifest or
+//!   hash list makes the next batch load the feed from disk again. What still grows with
+//!   the feed is the kernel copy of `manifest.json` (one JSON object, replaced by rename);
 //! - every file gets the feed's [`Publish`] file mode and group before its rename (MISP
 //!   reads the feed as its web server's user), a directory the feed creates its directory
 //!   mode;

@@ -1,7 +1,9 @@
 //! MISP events are delivered in batches: the feed's `manifest.json` and `hashes.csv` are
 //! rewritten once per batch, not once per event. A batch holds at most [`MISP_BATCH`]
-//! events and `max_document` bytes of them (one event always fits), and is flushed when
-//! full or when the disk writer is idle, under the feed lock.
+//! events and `max_document` bytes of them (one event always fits), and is committed with
+//! the group of small files (`group`: when full, when the disk writer is idle, or when the
+//! group is due), under the feed lock. The feed makes the batch's event files durable
+//! together (one directory fsync) before any `delivered` record is written.
 
 use super::staging::{read_document, Staged};
 use super::Delivery;
@@ -24,6 +26,7 @@ impl Delivery {
         match doc {
             Ok(bytes) => {
                 self.pending_misp_bytes += bytes.len() as u64;
+                self.note_waiting();
                 self.pending_misp
                     .push((object, s.descriptor.clone(), s.started, bytes))
             }
@@ -34,8 +37,8 @@ impl Delivery {
         }
     }
 
-    /// Delivers the MISP events waiting for a batch; call when no event is queued.
-    pub fn flush(&mut self) {
+    /// Delivers the MISP events waiting for a batch (part of the group commit).
+    pub(super) fn commit_misp(&mut self) {
         if self.pending_misp.is_empty() {
             return;
         }

@@ -5,6 +5,8 @@
 //! - `placing`: verification, then by kind into the STIX store, the image store or the
 //!   plain-file store ([`gapferry_feeds::FileStore`]), each by atomic rename with the
 //!   kind's configured mode and group (never the sender's).
+//! - `group`: group commit of small plain files (durable together, then renamed, then
+//!   recorded), closed with the MISP batch.
 //! - `misp_batch`: MISP events into the feed, in batches.
 //! - `signatures`: an image waits for its signature when `[images] keyring` is set.
 //! - `outcomes`: the record of every outcome, its metrics, post-delivery hooks and
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod group;
 mod misp_batch;
 mod outcomes;
 mod placing;
@@ -79,6 +82,7 @@ pub struct Delivery {
     _feed_keeper: Option<crate::feedcare::KeeperHandle>,
     pending_misp: Vec<PendingEvent>,
     pending_misp_bytes: u64,
+    group: group::FileGroup,
     max_document: u64,
     loss: HashMap<u64, f64>,
     staged: HashMap<ObjectRef, Staged>,
@@ -209,6 +213,7 @@ impl Delivery {
             ledger: None,
             pending_misp: Vec::new(),
             pending_misp_bytes: 0,
+            group: Default::default(),
             max_document: MAX_DOCUMENT,
             loss: HashMap::new(),
             staged: HashMap::new(),
@@ -239,9 +244,9 @@ impl Delivery {
         self.summary
     }
 
-    /// Objects being written now.
+    /// Objects being written now or waiting for their group's commit.
     pub fn in_progress(&self) -> usize {
-        self.staged.len()
+        self.staged.len() + self.group.len() + self.pending_misp.len()
     }
 
     /// Sender sessions whose loss rate is kept (those not closed yet).
@@ -305,6 +310,9 @@ impl Delivery {
                 through,
                 named,
             } => self.lost(object, through, named),
+        }
+        if self.group_due() {
+            self.flush();
         }
     }
 

@@ -45,6 +45,10 @@ impl Delivery {
                 return;
             }
         }
+        if d.kind == ObjectKind::File && d.size <= super::group::SMALL_OBJECT {
+            self.group_file(object, s);
+            return;
+        }
         let placed = self.place(&s);
         self.placed(object, d, s.started, placed, &s.path, None);
     }
