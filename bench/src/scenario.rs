@@ -32,6 +32,32 @@ pub enum Payload {
     },
 }
 
+/// The `rate` of the scenarios that run at the one pair rate (`--pair-rate`).
+pub const PAIR_RATE: &str = "pair";
+
+/// The default `--pair-rate`: what the loopback pair holds on the 2-core VM (bench/README.md).
+pub const DEFAULT_PAIR_RATE: &str = "2500M";
+
+/// "4G", "800M", "100k" or plain bits per second.
+pub fn parse_bits(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, ' '),
+    };
+    let scale: u64 = match unit {
+        'k' | 'K' => 1_000,
+        'M' => 1_000_000,
+        'G' => 1_000_000_000,
+        ' ' => 1,
+        _ => return Err(format!("unknown unit {unit:?}: use k, M or G")),
+    };
+    let n: f64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n.is_nan() || n <= 0.0 || n.is_infinite() {
+        return Err(format!("{s:?}: the rate must be above zero"));
+    }
+    Ok((n * scale as f64) as u64)
+}
+
 impl Payload {
     /// Bytes of all files.
     pub fn bytes(&self) -> u64 {
@@ -81,7 +107,7 @@ pub struct Scenario {
     pub about: &'static str,
     /// What is sent.
     pub payload: Payload,
-    /// The sender's `--rate`.
+    /// The sender's `--rate`, or [`PAIR_RATE`] for the pair rate (`--pair-rate`).
     pub rate: &'static str,
     /// The sender's `--repair`.
     pub repair: u32,
@@ -99,6 +125,12 @@ pub struct Scenario {
     pub sender_alone: bool,
     /// No sender: the receiver is fed by a replayer of pre-encoded datagrams ([`crate::alone`]).
     pub receiver_alone: bool,
+    /// `--key` on both sides (and on the replayer's encoding).
+    pub keyed: bool,
+    /// MISP events already in the receiver's feed before the run ([`crate::feed`]).
+    pub feed_events: usize,
+    /// Not gapferry: udpcast one way at the pair rate ([`crate::peer`]).
+    pub peer: bool,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -108,7 +140,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         name: "",
         about: "",
         payload: Payload::Random { bytes: 0 },
-        rate: "4G",
+        rate: PAIR_RATE,
         repair: 10,
         mtu: 1500,
         passes: 1,
@@ -117,19 +149,76 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         kind: Some("file"),
         sender_alone: false,
         receiver_alone: false,
+        keyed: false,
+        feed_events: 0,
+        peer: false,
+    };
+    let misp_events = if quick { 1_000 } else { 10_000 };
+    let bulk = Scenario {
+        name: "bulk",
+        about: "one incompressible file, no loss, at the pair rate",
+        payload: Payload::Random {
+            bytes: q(GIB, 128 * MIB),
+        },
+        ..base.clone()
+    };
+    let misp = Scenario {
+        name: "misp",
+        about: "10 KB JSON objects as MISP events (--kind auto): delivered into the MISP feed",
+        payload: Payload::Json {
+            count: misp_events,
+            size: 10_000,
+        },
+        kind: None,
+        ..base.clone()
+    };
+    let sender_alone = Scenario {
+        name: "sender-alone",
+        about: "the sender alone, towards a socket nobody reads, pacer far above the machine",
+        payload: bulk.payload,
+        rate: crate::alone::SENDER_ALONE_RATE,
+        sender_alone: true,
+        ..base.clone()
+    };
+    let receiver_alone = Scenario {
+        name: "receiver-alone",
+        about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), at --replay-rate",
+        payload: bulk.payload,
+        receiver_alone: true,
+        ..base.clone()
     };
     vec![
+        bulk.clone(),
         Scenario {
-            name: "bulk",
-            about: "one incompressible file, no loss, pacer above the machine's ceiling",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            ..base.clone()
+            name: "bulk-keyed",
+            about: "bulk with --key on both sides (AES-256-GCM-SIV tag on every datagram)",
+            keyed: true,
+            ..bulk.clone()
+        },
+        sender_alone.clone(),
+        Scenario {
+            name: "sender-alone-keyed",
+            about: "the sender alone with --key",
+            keyed: true,
+            ..sender_alone
+        },
+        receiver_alone.clone(),
+        Scenario {
+            name: "receiver-alone-keyed",
+            about: "the receiver alone with --key, fed datagrams encoded with the key",
+            keyed: true,
+            ..receiver_alone
+        },
+        misp.clone(),
+        Scenario {
+            name: "misp-100k",
+            about: "the same MISP events into a feed that already holds 100 000 events",
+            feed_events: if quick { 10_000 } else { 100_000 },
+            ..misp
         },
         Scenario {
             name: "small",
-            about: "many 10 KB MISP-like JSON objects",
+            about: "many 10 KB MISP-like JSON objects as plain files",
             payload: Payload::Json {
                 count: 1000,
                 size: 10_000,
@@ -137,38 +226,36 @@ pub fn all(quick: bool) -> Vec<Scenario> {
             ..base.clone()
         },
         Scenario {
-            name: "misp",
-            about: "the same 10 KB JSON objects as MISP events (--kind auto): delivered into the MISP feed",
-            payload: Payload::Json {
-                count: 1000,
-                size: 10_000,
+            name: "big",
+            about: "one 4 GiB object at the pair rate: peak memory of both sides",
+            payload: Payload::Random {
+                bytes: q(4 * GIB, GIB),
             },
-            kind: None,
             ..base.clone()
+        },
+        Scenario {
+            name: "udpcast",
+            about: "the Debian peer: udp-sender --async --fec to udp-receiver, one way, at the pair rate",
+            peer: true,
+            ..bulk.clone()
         },
         Scenario {
             name: "loss2",
             about: "2 % random loss in a relay",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
             loss: Some(Loss::Random { p: 0.02, seed: 2 }),
             // Sender, relay and receiver share two cores here: above this the receiver
             // cannot keep up with solving and drops (on a real link it has its own host).
             rate: LOSSY_RATE,
-            ..base.clone()
+            ..bulk.clone()
         },
         Scenario {
             name: "loss5",
             about: "5 % random loss in a relay",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
             loss: Some(Loss::Random { p: 0.05, seed: 5 }),
             // Sender, relay and receiver share two cores here: above this the receiver
             // cannot keep up with solving and drops (on a real link it has its own host).
             rate: LOSSY_RATE,
-            ..base.clone()
+            ..bulk
         },
         Scenario {
             name: "burst",
@@ -181,33 +268,6 @@ pub fn all(quick: bool) -> Vec<Scenario> {
                 start: 20_000,
                 len: 3_000,
             }),
-            ..base.clone()
-        },
-        Scenario {
-            name: "sender-alone",
-            about: "the sender alone, towards a socket nobody reads, pacer far above the machine",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            rate: crate::alone::SENDER_ALONE_RATE,
-            sender_alone: true,
-            ..base.clone()
-        },
-        Scenario {
-            name: "receiver-alone",
-            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), 4 Gbit/s unless --replay-rate",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            receiver_alone: true,
-            ..base.clone()
-        },
-        Scenario {
-            name: "big",
-            about: "one 4 GiB object: peak memory of both sides",
-            payload: Payload::Random {
-                bytes: q(4 * GIB, GIB),
-            },
             ..base.clone()
         },
         Scenario {
@@ -239,7 +299,15 @@ pub struct Env {
     pub sender_args: Vec<String>,
     /// The replayer's pace in the receiver-alone row, bits per second of IP packets.
     pub replay_rate_bps: u64,
+    /// The sender's `--rate` of every scenario at [`PAIR_RATE`] (bulk, keyed, big, misp, small, udpcast).
+    pub pair_rate: String,
+    /// Delete each run's outputs right after it (otherwise runs with many files keep
+    /// theirs until the table is done, so deleting them cannot slow later runs).
+    pub delete_each_run: bool,
     cache: HashMap<Payload, PathBuf>,
+    key: Option<PathBuf>,
+    seed_feed: Option<crate::feed::SeedFeed>,
+    trash: Vec<PathBuf>,
 }
 
 impl Env {
@@ -253,7 +321,92 @@ impl Env {
             perf_call_graph: "fp".into(),
             sender_args: Vec::new(),
             replay_rate_bps: crate::alone::RECEIVER_ALONE_RATE_BPS,
+            pair_rate: DEFAULT_PAIR_RATE.into(),
+            delete_each_run: false,
             cache: HashMap::new(),
+            key: None,
+            seed_feed: None,
+            trash: Vec::new(),
+        }
+    }
+
+    /// The sender's `--rate` for `s`.
+    pub fn rate<'a>(&'a self, s: &'a Scenario) -> &'a str {
+        if s.rate == PAIR_RATE {
+            &self.pair_rate
+        } else {
+            s.rate
+        }
+    }
+
+    /// The pair rate in bits per second.
+    pub fn pair_rate_bps(&self) -> Result<u64> {
+        parse_bits(&self.pair_rate).map_err(|e| anyhow::anyhow!("--pair-rate: {e}"))
+    }
+
+    /// `--key FILE` for both sides when `s` is keyed (the key made once by `gapferry-send keygen`).
+    pub fn key_args(&mut self, s: &Scenario) -> Result<Vec<std::ffi::OsString>> {
+        if !s.keyed {
+            return Ok(Vec::new());
+        }
+        if self.key.is_none() {
+            let path = self.work.join("link.key");
+            let _ = std::fs::remove_file(&path);
+            let out = Command::new(&self.send_bin)
+                .arg("keygen")
+                .arg(&path)
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "gapferry-send keygen failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            self.key = Some(path);
+        }
+        let key = self.key.as_ref().expect("made above");
+        Ok(vec!["--key".into(), key.into()])
+    }
+
+    /// Gives `out` the feed of `s.feed_events` events already there (built once, then cloned).
+    fn preload_feed(&mut self, s: &Scenario, out: &Path) -> Result<()> {
+        if s.feed_events == 0 {
+            return Ok(());
+        }
+        if self.seed_feed.as_ref().map(|f| f.events()) != Some(s.feed_events) {
+            let dir = self
+                .work
+                .join("data")
+                .join(format!("feed-{}", s.feed_events));
+            let size = match s.payload {
+                Payload::Json { size, .. } => size,
+                Payload::Random { .. } => 10_000,
+            };
+            self.seed_feed = Some(crate::feed::SeedFeed::build(&dir, s.feed_events, size)?);
+        }
+        let seed = self.seed_feed.as_ref().expect("built above");
+        seed.clone_into(&out.join("misp"))
+    }
+
+    /// After a run of `s` writing into `out`: proves the seed feed untouched, then deletes
+    /// `out` now (one big file: no churn) or at [`Env::empty_trash`] (many files).
+    fn dispose(&mut self, s: &Scenario, out: PathBuf) -> Result<()> {
+        let checked = match (&self.seed_feed, s.feed_events) {
+            (Some(seed), n) if n > 0 => seed.check_untouched(),
+            _ => Ok(()),
+        };
+        if s.payload.objects() > 1 && !self.delete_each_run {
+            self.trash.push(out);
+        } else {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+        checked
+    }
+
+    /// Deletes what runs left for the end of the table: outputs and data of many files.
+    pub fn empty_trash(&mut self) {
+        for p in self.trash.drain(..) {
+            let _ = std::fs::remove_dir_all(&p);
         }
     }
 
@@ -290,10 +443,15 @@ impl Env {
         Ok(path)
     }
 
-    /// Deletes generated data no remaining scenario needs.
+    /// Deletes generated data no remaining scenario needs: a file now, a directory of
+    /// many files at [`Env::empty_trash`] (unless `delete_each_run`).
     pub fn drop_payload(&mut self, payload: Payload) {
         if let Some(p) = self.cache.remove(&payload) {
-            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            if p.is_dir() && !self.delete_each_run {
+                self.trash.push(p);
+            } else {
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
         }
     }
 }
@@ -404,13 +562,18 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if s.receiver_alone {
         return crate::alone::run_receiver(env, s, run);
     }
+    if s.peer {
+        return crate::peer::run(env, s, run);
+    }
     let input = env.payload_path(s.payload)?;
+    let key = env.key_args(s)?;
     let tag = format!("{}-{run}", s.name);
     let out = env.work.join("out").join(&tag);
     let logs = env.work.join("logs");
     std::fs::create_dir_all(&logs)?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
+    env.preload_feed(s, &out)?;
     let (send_log, recv_log) = (
         logs.join(format!("{tag}-send.log")),
         logs.join(format!("{tag}-recv.log")),
@@ -421,7 +584,8 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     rcmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--out")
         .arg(&out)
-        .args(["--session-timeout", "10"]);
+        .args(["--session-timeout", "10"])
+        .args(&key);
     if let Some(b) = s.recv_buffer {
         rcmd.args(["--recv-buffer", &b.to_string()]);
     }
@@ -445,9 +609,10 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let mut scmd = command(env, &env.send_bin, &format!("{tag}-send"));
     scmd.arg("file")
         .arg(&input)
-        .args(["--to", &to.to_string(), "--rate", s.rate])
+        .args(["--to", &to.to_string(), "--rate", env.rate(s)])
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
+        .args(&key)
         // Not --quiet: the sender's closing summary (datagrams, bytes) is an info line.
         .args(["--passes", &s.passes.to_string()]);
     if let Some(kind) = s.kind {
@@ -534,6 +699,6 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         reasons: tail.reasons.clone(),
         feeder_cpu_seconds: None,
     };
-    let _ = std::fs::remove_dir_all(&out);
+    env.dispose(s, out)?;
     Ok(result)
 }
