@@ -210,6 +210,11 @@ pub fn row(
             crate::peer::FEC,
             crate::peer::max_bitrate(crate::scenario::parse_bits(rate).unwrap_or(0))
         ));
+        if crate::scenario::parse_bits(rate).unwrap_or(0) > crate::peer::MAX_MEGABITS * 1_000_000 {
+            notes.push(format!(
+                "capped below the pair rate {rate}: udp-sender keeps bits/s in a 32-bit int and hung at 2200m"
+            ));
+        }
     } else if !s.sender_alone && !s.receiver_alone {
         let pair = if s.rate == crate::scenario::PAIR_RATE {
             " (pair rate)"
