@@ -212,7 +212,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         misp.clone(),
         Scenario {
             name: "misp-100k",
-            about: "the same MISP events into a feed that already holds 100 000 events",
+            about: "the same MISP events into a feed already holding 100 000 events (10 000 with --quick)",
             feed_events: if quick { 10_000 } else { 100_000 },
             ..misp
         },
