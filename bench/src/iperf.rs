@@ -30,12 +30,12 @@ pub fn available() -> bool {
 
 /// Runs `iperf3 -s -1` and a `-u -b 0 -l 1472 -t secs` client on 127.0.0.1:`port`.
 ///
-/// With `window`, both ends ask for that socket buffer (`-w`).
+/// With `window`, the client asks for that socket buffer (`-w`) on both ends: `-w` is a
+/// client option (the server refuses it and exits), the client hands it to the server.
 pub fn measure(port: u16, secs: u32, window: Option<&str>) -> Result<Ceiling> {
     let w: Vec<&str> = window.map(|w| vec!["-w", w]).unwrap_or_default();
     let mut server = Command::new("iperf3")
         .args(["-s", "-1", "-p", &port.to_string()])
-        .args(&w)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
