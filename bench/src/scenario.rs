@@ -554,6 +554,12 @@ pub(crate) fn wait_for_line(
     }
 }
 
+/// How long a run may take before it is stopped: generous, since 20 MB/s or 50 objects/s
+/// would be a disaster worth seeing rather than a hang (10 000 MISP events: 200 s more).
+pub fn run_budget(bytes: u64, objects: u64) -> Duration {
+    Duration::from_secs(60 + bytes / 20_000_000 + objects / 50)
+}
+
 /// Runs `s` once (run number `run`, for file names).
 pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if s.sender_alone {
@@ -623,8 +629,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let t0 = Instant::now();
     let mut sender = Proc::spawn("gapferry-send", scmd, &send_log)?;
 
-    // Generous: 20 MB/s would be a disaster worth seeing rather than a hang.
-    let budget = Duration::from_secs(60 + bytes * s.passes as u64 / 20_000_000);
+    let budget = run_budget(bytes * s.passes as u64, objects);
     // Once the sender is done, wait while records keep coming; give up after `grace` without one.
     let grace = Duration::from_secs(15 + bytes / 200_000_000);
     let mut progress = (0, Instant::now());

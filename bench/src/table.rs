@@ -411,3 +411,18 @@ mod row_tests {
         assert!(scenario("receiver-alone-keyed").keyed && scenario("sender-alone-keyed").keyed);
     }
 }
+
+#[cfg(test)]
+mod budget_tests {
+    use crate::scenario::{all, run_budget};
+    use std::time::Duration;
+
+    #[test]
+    fn many_small_objects_get_time_for_each() {
+        // 1 GiB: 60 s plus 53 s; 10 000 events of 10 KB: 60 + 5 + 200 s.
+        assert_eq!(run_budget(1 << 30, 1), Duration::from_secs(113));
+        let misp = all(false).into_iter().find(|s| s.name == "misp").unwrap();
+        let b = run_budget(misp.payload.bytes(), misp.payload.objects());
+        assert_eq!(b, Duration::from_secs(265));
+    }
+}
