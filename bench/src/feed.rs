@@ -4,6 +4,11 @@
 //! appends to the one and renames the other). The receiver writes event files by staging
 //! file and rename, never in place; [`SeedFeed::check_untouched`] verifies that after each
 //! run, so a receiver that ever wrote into a shared inode is caught, not measured.
+//!
+//! The harness does all three in a child process ([`SUBCOMMAND`]): building parses 100 000
+//! events and holds their manifest, and a child's peak RSS (`ru_maxrss`) starts from its
+//! parent's high-water mark, so a harness that did it itself would inflate every later row's
+//! peak RSS (it did: 214 MiB for every process after `misp-100k`).
 
 use crate::data;
 use anyhow::{bail, Context, Result};
@@ -11,7 +16,81 @@ use gapferry_feeds::misp_feed::{HASHES, MANIFEST};
 use gapferry_feeds::{parse_event, MispFeed};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
+
+/// The hidden subcommand: `gapferry-bench __seed_feed build DIR EVENTS SIZE`,
+/// `... clone DIR TO` or `... check DIR`.
+pub const SUBCOMMAND: &str = "__seed_feed";
+/// The file in the seed directory holding each event file's stamp as built.
+const STAMPS: &str = ".bench-stamps";
+
+/// Runs [`SUBCOMMAND`] with its arguments.
+pub fn run_subcommand(args: &[String]) -> Result<()> {
+    match args {
+        [op, dir, events, size] if op == "build" => {
+            SeedFeed::build(Path::new(dir), events.parse()?, size.parse()?)?;
+            Ok(())
+        }
+        [op, dir, to] if op == "clone" => SeedFeed::open(Path::new(dir))?.clone_into(Path::new(to)),
+        [op, dir] if op == "check" => SeedFeed::open(Path::new(dir))?.check_untouched(),
+        _ => bail!(
+            "usage: gapferry-bench {SUBCOMMAND} build DIR EVENTS SIZE | clone DIR TO | check DIR"
+        ),
+    }
+}
+
+/// A seed feed handled through child processes of the harness: only its path is held here.
+#[derive(Debug)]
+pub struct SeedFeedChild {
+    dir: PathBuf,
+    events: usize,
+}
+
+fn child(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg(SUBCOMMAND)
+        .args(args)
+        .output()
+        .context("running the seed feed child")?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let cause = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Error: "))
+            .unwrap_or("the seed feed child failed");
+        bail!("{cause}");
+    }
+    Ok(())
+}
+
+impl SeedFeedChild {
+    /// Builds the seed feed of `events` events of `size` bytes in `dir`, in a child.
+    pub fn build(dir: &Path, events: usize, size: usize) -> Result<Self> {
+        let (n, sz) = (events.to_string(), size.to_string());
+        child(&["build".as_ref(), dir.as_ref(), n.as_ref(), sz.as_ref()])?;
+        Ok(SeedFeedChild {
+            dir: dir.to_path_buf(),
+            events,
+        })
+    }
+
+    /// Events in the feed.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// [`SeedFeed::clone_into`], in a child.
+    pub fn clone_into(&self, to: &Path) -> Result<()> {
+        child(&["clone".as_ref(), self.dir.as_ref(), to.as_ref()])
+    }
+
+    /// [`SeedFeed::check_untouched`], in a child.
+    pub fn check_untouched(&self) -> Result<()> {
+        child(&["check".as_ref(), self.dir.as_ref()])
+    }
+}
 
 /// Seeds of the events already in the feed: far from the seeds `0..count` of the events
 /// a run sends, so no uuid of a run's events is already in the feed.
@@ -56,14 +135,37 @@ impl SeedFeed {
                 summary.entries
             );
         }
+        let mut lines = String::new();
         for s in &mut stamps {
             let (len, mtime, ino) = stamp(&dir.join(&s.0))?;
             (s.1, s.2, s.3) = (len, mtime, ino);
+            lines.push_str(&format!("{} {len} {mtime} {ino}\n", s.0));
         }
+        std::fs::write(dir.join(STAMPS), lines)?;
         eprintln!(
             "  built a MISP feed of {events} events in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+        Ok(SeedFeed {
+            dir: dir.to_path_buf(),
+            stamps,
+        })
+    }
+
+    /// The seed feed [`SeedFeed::build`] left in `dir`, with the stamps it recorded.
+    pub fn open(dir: &Path) -> Result<SeedFeed> {
+        let text = std::fs::read_to_string(dir.join(STAMPS))
+            .with_context(|| format!("{} holds no seed feed", dir.display()))?;
+        let stamps = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let [name, len, mtime, ino] = f[..] else {
+                    bail!("bad stamp line {l:?}");
+                };
+                Ok((name.to_string(), len.parse()?, mtime.parse()?, ino.parse()?))
+            })
+            .collect::<Result<_>>()?;
         Ok(SeedFeed {
             dir: dir.to_path_buf(),
             stamps,
@@ -113,7 +215,8 @@ mod tests {
     #[test]
     fn clones_share_events_and_an_in_place_write_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let seed = SeedFeed::build(&dir.path().join("seed"), 20, 2_000).unwrap();
+        SeedFeed::build(&dir.path().join("seed"), 20, 2_000).unwrap();
+        let seed = SeedFeed::open(&dir.path().join("seed")).unwrap();
         assert_eq!(seed.events(), 20);
         let run = dir.path().join("run");
         seed.clone_into(&run).unwrap();

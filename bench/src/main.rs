@@ -222,6 +222,9 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some(gapferry_bench::replay::SUBCOMMAND) {
         return gapferry_bench::replay::run_subcommand(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(gapferry_bench::feed::SUBCOMMAND) {
+        return gapferry_bench::feed::run_subcommand(&args[2..]);
+    }
     let cli = Cli::parse();
     let scenarios = select(&cli.scenarios, cli.quick)?;
     let (send, recv) = binaries(&cli)?;

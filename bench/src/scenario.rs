@@ -306,7 +306,7 @@ pub struct Env {
     pub delete_each_run: bool,
     cache: HashMap<Payload, PathBuf>,
     key: Option<PathBuf>,
-    seed_feed: Option<crate::feed::SeedFeed>,
+    seed_feed: Option<crate::feed::SeedFeedChild>,
     trash: Vec<PathBuf>,
 }
 
@@ -382,7 +382,11 @@ impl Env {
                 Payload::Json { size, .. } => size,
                 Payload::Random { .. } => 10_000,
             };
-            self.seed_feed = Some(crate::feed::SeedFeed::build(&dir, s.feed_events, size)?);
+            self.seed_feed = Some(crate::feed::SeedFeedChild::build(
+                &dir,
+                s.feed_events,
+                size,
+            )?);
         }
         let seed = self.seed_feed.as_ref().expect("built above");
         seed.clone_into(&out.join("misp"))
