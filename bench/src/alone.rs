@@ -9,6 +9,7 @@ use crate::records::{log_field, RecordTail};
 use crate::replay;
 use crate::scenario::{command, wait_for_line, Env, RunResult, Scenario};
 use anyhow::Result;
+use std::ffi::OsString;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +21,7 @@ pub const SENDER_ALONE_RATE: &str = "40G";
 /// Runs the sender of `s` once towards a bound socket that is never read.
 pub fn run_sender(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let input = env.payload_path(s.payload)?;
+    let key = env.key_args(s)?;
     let tag = format!("{}-{run}", s.name);
     let logs = env.work.join("logs");
     std::fs::create_dir_all(&logs)?;
@@ -32,10 +34,11 @@ pub fn run_sender(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> 
     let mut scmd = command(env, &env.send_bin, &format!("{tag}-send"));
     scmd.arg("file")
         .arg(&input)
-        .args(["--to", &to.to_string(), "--rate", s.rate])
+        .args(["--to", &to.to_string(), "--rate", &env.rate(s)])
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
-        .args(["--passes", &s.passes.to_string()]);
+        .args(["--passes", &s.passes.to_string()])
+        .args(&key);
     if let Some(kind) = s.kind {
         scmd.args(["--kind", kind]);
     }
@@ -68,12 +71,12 @@ pub fn run_sender(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> 
     })
 }
 
-/// The replayer's default pace in the receiver-alone row: the `--rate` of bulk.
+/// The replayer's default pace in the receiver-alone row (`--replay-rate`).
 pub const RECEIVER_ALONE_RATE_BPS: u64 = 4_000_000_000;
 
 /// The datagrams `gapferry-send` makes of `s`'s payload, encoded into a capture file
-/// (no socket, no pacing); its path.
-fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<PathBuf> {
+/// (no socket, no pacing), tagged with `key` when given; its path.
+fn encode(env: &mut Env, s: &Scenario, tag: &str, key: &[OsString]) -> Result<PathBuf> {
     let input = env.payload_path(s.payload)?;
     let pcap = env.work.join(format!("{tag}.pcap"));
     let log = env.work.join("logs").join(format!("{tag}-encode.log"));
@@ -82,11 +85,12 @@ fn encode(env: &mut Env, s: &Scenario, tag: &str) -> Result<PathBuf> {
         .arg(&input)
         .arg("--pcap-out")
         .arg(&pcap)
-        .args(["--to", "127.0.0.1:9", "--rate", s.rate])
+        .args(["--to", "127.0.0.1:9", "--rate", &env.rate(s)])
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
         .args(["--passes", &s.passes.to_string()])
-        .args(["--kind", s.kind.unwrap_or("auto")]);
+        .args(["--kind", s.kind.unwrap_or("auto")])
+        .args(key);
     let exit = Proc::spawn("gapferry-send", cmd, &log)?.wait(Duration::from_secs(600))?;
     anyhow::ensure!(exit.code == 0, "encoding into {} failed", pcap.display());
     Ok(pcap)
@@ -116,8 +120,8 @@ struct ReceiverRun {
 }
 
 impl ReceiverRun {
-    /// Starts `gapferry-recv listen` on a free loopback port and waits until it listens.
-    fn start(env: &Env, tag: &str) -> Result<Self> {
+    /// Starts `gapferry-recv listen` (with `key`) on a free loopback port and waits until it listens.
+    fn start(env: &Env, tag: &str, key: &[OsString]) -> Result<Self> {
         let out = env.work.join("out").join(tag);
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out)?;
@@ -127,7 +131,8 @@ impl ReceiverRun {
         cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
             .arg("--out")
             .arg(&out)
-            .args(["--session-timeout", "10"]);
+            .args(["--session-timeout", "10"])
+            .args(key);
         let mut proc = Proc::spawn("gapferry-recv", cmd, &log)?;
         wait_for_line(&log, "listening", &mut proc, Duration::from_secs(20))?;
         Ok(ReceiverRun {
@@ -184,8 +189,9 @@ impl ReceiverRun {
 pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let tag = format!("{}-{run}", s.name);
     std::fs::create_dir_all(env.work.join("logs"))?;
-    let pcap = encode(env, s, &tag)?;
-    let mut rx = ReceiverRun::start(env, &tag)?;
+    let key = env.key_args(s)?;
+    let pcap = encode(env, s, &tag, &key)?;
+    let mut rx = ReceiverRun::start(env, &tag, &key)?;
     let (mut feeder, feeder_log) = start_replayer(env, &pcap, rx.port, &tag)?;
     let t0 = SystemTime::now();
     let objects = s.payload.objects();

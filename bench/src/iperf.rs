@@ -30,37 +30,60 @@ pub fn available() -> bool {
 
 /// Runs `iperf3 -s -1` and a `-u -b 0 -l 1472 -t secs` client on 127.0.0.1:`port`.
 ///
-/// With `window`, both ends ask for that socket buffer (`-w`).
+/// With `window`, the client asks for that socket buffer (`-w`) on both ends: `-w` is a
+/// client option (the server refuses it and exits), the client hands it to the server.
 pub fn measure(port: u16, secs: u32, window: Option<&str>) -> Result<Ceiling> {
     let w: Vec<&str> = window.map(|w| vec!["-w", w]).unwrap_or_default();
     let mut server = Command::new("iperf3")
         .args(["-s", "-1", "-p", &port.to_string()])
-        .args(&w)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s")?;
-    std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new("iperf3")
-        .args(["-c", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-u", "-b", "0", "-l", "1472", "-t", &secs.to_string(), "-J"])
-        .args(&w)
-        .stderr(Stdio::null())
-        .output()
-        .context("running iperf3 -c")?;
+    // The server may take a while to listen on a busy machine: the client retries a
+    // refused connection for a few seconds (it fails at once, sending nothing).
+    let mut attempt = 0;
+    let out = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new("iperf3")
+            .args(["-c", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-u", "-b", "0", "-l", "1472", "-t", &secs.to_string(), "-J"])
+            .args(&w)
+            .stderr(Stdio::null())
+            .output()
+            .context("running iperf3 -c")?;
+        attempt += 1;
+        if attempt < 15 && refused(&out.stdout) {
+            continue;
+        }
+        break out;
+    };
     let _ = server.kill();
     let _ = server.wait();
     if !out.status.success() {
         bail!(
             "iperf3 client failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+            error_of(&out.stdout).unwrap_or_else(|| String::from_utf8_lossy(&out.stdout).into())
         );
     }
     parse(&out.stdout)
 }
 
+/// The `error` iperf3 -J reports, if any.
+fn error_of(json: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    v["error"].as_str().map(str::to_string)
+}
+
+fn refused(json: &[u8]) -> bool {
+    error_of(json).is_some_and(|e| e.contains("unable to connect"))
+}
+
 fn parse(json: &[u8]) -> Result<Ceiling> {
     let v: serde_json::Value = serde_json::from_slice(json).context("iperf3 -J output")?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
     let end = &v["end"];
     let num = |x: &serde_json::Value| x.as_f64().context("iperf3 field missing");
     let received = &end["sum_received"];
@@ -87,5 +110,15 @@ mod tests {
         assert_eq!(c.sent_bps, 400.0);
         assert_eq!(c.datagrams, 10);
         assert_eq!(c.lost_percent, 50.0);
+    }
+
+    #[test]
+    fn a_refused_client_is_retried_and_its_error_reported() {
+        let j = br#"{"start":{},"intervals":[],"end":{},"error":"unable to connect to server: Connection refused"}"#;
+        assert!(refused(j));
+        let e = parse(j).unwrap_err().to_string();
+        assert_eq!(e, "iperf3: unable to connect to server: Connection refused");
+        assert!(!refused(br#"{"end":{},"error":"interrupt"}"#));
+        assert!(!refused(b"not json"));
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gapferry_bench::iperf::{self, Ceiling};
-use gapferry_bench::scenario::{self, Env, RunResult, Scenario};
+use gapferry_bench::scenario::{self, parse_bits, Env, RunResult, Scenario};
 use gapferry_bench::{procs, table};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,21 +14,21 @@ use std::process::Command;
 #[derive(Parser)]
 #[command(name = "gapferry-bench", version)]
 struct Cli {
-    /// Scenarios to run: bulk, small, misp, loss2, loss5, burst, lanes2, sender-alone, receiver-alone, big, defaultbuf, or all.
+    /// Scenarios to run (see bench/README.md, or an unknown name lists them), or all.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: u32,
-    /// Smaller payloads (128 MiB bulk, 1 GiB big, ...) for a run of a minute or two.
+    /// Smaller payloads (128 MiB bulk, 1 GiB big, 1 000 MISP events, ...) for a run of a few minutes.
     #[arg(long)]
     quick: bool,
     /// Seconds of each iperf3 measurement.
     #[arg(long, default_value_t = 5)]
     iperf_secs: u32,
-    /// Socket buffer for both iperf3 ends (`-w`, e.g. 4M); by default iperf3's own, as in the plain command.
-    #[arg(long)]
-    iperf_window: Option<String>,
+    /// Socket buffer for both iperf3 ends (`-w`); `default` leaves iperf3's own.
+    #[arg(long, default_value = "4M")]
+    iperf_window: String,
     /// Skip the iperf3 ceiling.
     #[arg(long)]
     no_iperf: bool,
@@ -56,26 +56,18 @@ struct Cli {
     /// The replayer's pace in the receiver-alone row, bits/s of IP packets (k/M/G suffixes).
     #[arg(long, value_name = "BITS/S", default_value = "4G", value_parser = parse_bits)]
     replay_rate: u64,
+    /// The sender's `--rate` of the pair rows (bulk, bulk-keyed, big, misp, misp-100k, small)
+    /// and udpcast's `--max-bitrate`: one rate, so big and bulk are compared at the same pace.
+    #[arg(long, value_name = "RATE", default_value = scenario::DEFAULT_PAIR_RATE, value_parser = pair_rate)]
+    pair_rate: String,
+    /// Delete each run's outputs right after it, as before (by default outputs of many
+    /// files wait for the end of the table: deleting them slows the next runs' inode allocation).
+    #[arg(long)]
+    delete_each_run: bool,
 }
 
-/// "4G", "800M", "100k" or plain bits per second.
-fn parse_bits(s: &str) -> Result<u64, String> {
-    let (digits, unit) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
-        _ => (s, ' '),
-    };
-    let scale: u64 = match unit {
-        'k' | 'K' => 1_000,
-        'M' => 1_000_000,
-        'G' => 1_000_000_000,
-        ' ' => 1,
-        _ => return Err(format!("unknown unit {unit:?}: use k, M or G")),
-    };
-    let n: f64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if n.is_nan() || n <= 0.0 || n.is_infinite() {
-        return Err(format!("{s:?}: the rate must be above zero"));
-    }
-    Ok((n * scale as f64) as u64)
+fn pair_rate(s: &str) -> Result<String, String> {
+    parse_bits(s).map(|_| s.to_string())
 }
 
 fn workspace_root() -> PathBuf {
@@ -135,15 +127,15 @@ fn select(names: &[String], quick: bool) -> Result<Vec<Scenario>> {
         .collect()
 }
 
-fn ceiling(cli: &Cli) -> Vec<Ceiling> {
-    if cli.no_iperf {
-        return Vec::new();
-    }
+/// The iperf3 runs that worked, and why the others did not.
+fn ceiling(cli: &Cli) -> (Vec<Ceiling>, Vec<String>) {
     if !iperf::available() {
-        eprintln!("iperf3 not found: the ceiling is n/a. Install it with: apt-get install iperf3");
-        return Vec::new();
+        return (
+            Vec::new(),
+            vec!["iperf3 not found: apt-get install iperf3".into()],
+        );
     }
-    let mut out = Vec::new();
+    let (mut out, mut failed) = (Vec::new(), Vec::new());
     for i in 1..=cli.runs {
         let port = match std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
@@ -151,11 +143,11 @@ fn ceiling(cli: &Cli) -> Vec<Ceiling> {
         {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("iperf3: no free port: {e}");
+                failed.push(format!("no free port: {e}"));
                 break;
             }
         };
-        match iperf::measure(port, cli.iperf_secs, cli.iperf_window.as_deref()) {
+        match iperf::measure(port, cli.iperf_secs, iperf_window(cli)) {
             Ok(c) => {
                 eprintln!(
                     "iperf3 run {i}/{}: {:.0} MB/s received ({:.0} MB/s sent, {:.1} % lost)",
@@ -166,10 +158,17 @@ fn ceiling(cli: &Cli) -> Vec<Ceiling> {
                 );
                 out.push(c);
             }
-            Err(e) => eprintln!("iperf3 run {i} failed: {e:#}"),
+            Err(e) => {
+                eprintln!("iperf3 run {i} failed: {e:#}");
+                failed.push(format!("{e:#}"));
+            }
         }
     }
-    out
+    (out, failed)
+}
+
+fn iperf_window(cli: &Cli) -> Option<&str> {
+    Some(cli.iperf_window.as_str()).filter(|w| *w != "default")
 }
 
 fn cpu_model() -> Option<String> {
@@ -223,6 +222,9 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some(gapferry_bench::replay::SUBCOMMAND) {
         return gapferry_bench::replay::run_subcommand(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(gapferry_bench::feed::SUBCOMMAND) {
+        return gapferry_bench::feed::run_subcommand(&args[2..]);
+    }
     let cli = Cli::parse();
     let scenarios = select(&cli.scenarios, cli.quick)?;
     let (send, recv) = binaries(&cli)?;
@@ -262,42 +264,44 @@ fn main() -> Result<()> {
         env.perf_call_graph = cli.perf_call_graph.clone();
     }
 
-    let ceilings = ceiling(&cli);
+    env.pair_rate = cli.pair_rate.clone();
+    env.delete_each_run = cli.delete_each_run;
+    let started = std::time::Instant::now();
+    let machine = format!(
+        "Machine: {}, {} cores, Linux {}; load average {} at start; {}.",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel().unwrap_or_else(|| "?".into()),
+        load_start.map_or("?".into(), |l| format!("{l:.2}")),
+        match &cli.bin_dir {
+            Some(d) => format!("binaries from {}", d.display()),
+            None => git_state().unwrap_or_else(|| "unknown commit".into()),
+        }
+    );
+
+    let (ceilings, iperf_failures) = if cli.no_iperf {
+        (Vec::new(), Vec::new())
+    } else {
+        ceiling(&cli)
+    };
     let ceiling_mbs = table::median(ceilings.iter().map(|c| c.received_bps / 1e6).collect());
+    let rows = run_rows(&mut env, &scenarios, &cli, ceiling_mbs);
+    let finished = started.elapsed();
+    env.empty_trash();
 
-    let mut rows = Vec::new();
-    for (i, s) in scenarios.iter().enumerate() {
-        eprintln!("{}: {} ({})", s.name, s.about, s.payload.describe());
-        let mut runs = Vec::new();
-        for run in 1..=cli.runs as usize {
-            match scenario::run_once(&mut env, s, run) {
-                Ok(r) => {
-                    eprintln!("  run {run}/{}: {}", cli.runs, describe_run(&r));
-                    runs.push(r);
-                }
-                Err(e) => eprintln!("  run {run}/{} failed: {e:#}", cli.runs),
-            }
-        }
-        if !scenarios[i + 1..].iter().any(|t| t.payload == s.payload) {
-            env.drop_payload(s.payload);
-        }
-        if !runs.is_empty() {
-            rows.push(table::row(s, &runs, ceiling_mbs));
-        } else {
-            rows.push(format!(
-                "| {} | {} | every run failed | | | | | | | | | | | | see the log above |",
-                s.name,
-                s.payload.describe()
-            ));
-        }
-    }
-
+    println!();
+    println!("{machine}");
     println!();
     println!("{}", table::header());
     if !cli.no_iperf {
         println!(
             "{}",
-            table::iperf_row(&ceilings, cli.iperf_secs, cli.iperf_window.as_deref())
+            table::iperf_row(
+                &ceilings,
+                &iperf_failures,
+                cli.iperf_secs,
+                iperf_window(&cli)
+            )
         );
     }
     for r in rows {
@@ -308,20 +312,21 @@ fn main() -> Result<()> {
         "Medians of {} runs per scenario (each column on its own). MB = 10^6 bytes of file content delivered and blake3-verified, \
          from the sender's start to the receiver's last `delivered` record. CPU = user + system of the whole process (wait4). \
          Wire bytes = UDP payload + 28 B IPv4/UDP header per datagram. Kernel drops = /proc/net/snmp Udp RcvbufErrors delta. \
-         × iperf3 = goodput / the MB/s iperf3's server received.",
-        cli.runs
+         × iperf3 = goodput / the MB/s iperf3's server received. Pair rows at --rate {} (--pair-rate). \
+         Outputs of many files {}.",
+        cli.runs,
+        cli.pair_rate,
+        if cli.delete_each_run {
+            "deleted after each run"
+        } else {
+            "deleted after the whole table"
+        }
     );
     println!();
     println!(
-        "Machine: {}, {} CPUs; load average {} at start, {} at end; {}.",
-        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load_start.map_or("?".into(), |l| format!("{l:.2}")),
+        "Load average {} at end; the table took {:.1} min.",
         procs::load_average().map_or("?".into(), |l| format!("{l:.2}")),
-        match &cli.bin_dir {
-            Some(d) => format!("binaries from {}", d.display()),
-            None => git_state().unwrap_or_else(|| "unknown commit".into()),
-        }
+        finished.as_secs_f64() / 60.0
     );
     if cli.keep || cli.work.is_some() {
         eprintln!("logs kept in {}", work.join("logs").display());
@@ -329,6 +334,46 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
     }
     Ok(())
+}
+
+/// Every scenario's row, in order; a scenario whose every run failed prints the cause.
+fn run_rows(env: &mut Env, scenarios: &[Scenario], cli: &Cli, ceiling: Option<f64>) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        eprintln!("{}: {} ({})", s.name, s.about, s.payload.describe());
+        let mut runs = Vec::new();
+        let mut errors = Vec::new();
+        for run in 1..=cli.runs as usize {
+            match scenario::run_once(env, s, run) {
+                Ok(r) => {
+                    eprintln!("  run {run}/{}: {}", cli.runs, describe_run(&r));
+                    runs.push(r);
+                }
+                Err(e) => {
+                    eprintln!("  run {run}/{} failed: {e:#}", cli.runs);
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        if !scenarios[i + 1..].iter().any(|t| t.payload == s.payload) {
+            env.drop_payload(s.payload);
+        }
+        rows.push(if runs.is_empty() {
+            table::failed_row(s, &errors)
+        } else {
+            table::row(s, &runs, ceiling, &env.rate(s), errors.len())
+        });
+    }
+    rows
+}
+
+fn kernel() -> Option<String> {
+    Some(
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()?
+            .trim()
+            .to_string(),
+    )
 }
 
 #[cfg(test)]

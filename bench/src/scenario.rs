@@ -32,6 +32,34 @@ pub enum Payload {
     },
 }
 
+/// The `rate` of the scenarios that run at the one pair rate (`--pair-rate`).
+pub const PAIR_RATE: &str = "pair";
+/// The `rate` of a scenario whose each lane runs at half the pair rate (`lanes2`).
+pub const HALF_PAIR_RATE: &str = "half-pair";
+
+/// The default `--pair-rate`: what the loopback pair holds on the 2-core VM (bench/README.md).
+pub const DEFAULT_PAIR_RATE: &str = "2500M";
+
+/// "4G", "800M", "100k" or plain bits per second.
+pub fn parse_bits(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, ' '),
+    };
+    let scale: u64 = match unit {
+        'k' | 'K' => 1_000,
+        'M' => 1_000_000,
+        'G' => 1_000_000_000,
+        ' ' => 1,
+        _ => return Err(format!("unknown unit {unit:?}: use k, M or G")),
+    };
+    let n: f64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n.is_nan() || n <= 0.0 || n.is_infinite() {
+        return Err(format!("{s:?}: the rate must be above zero"));
+    }
+    Ok((n * scale as f64) as u64)
+}
+
 impl Payload {
     /// Bytes of all files.
     pub fn bytes(&self) -> u64 {
@@ -81,7 +109,7 @@ pub struct Scenario {
     pub about: &'static str,
     /// What is sent.
     pub payload: Payload,
-    /// The sender's `--rate`.
+    /// The sender's `--rate`, or [`PAIR_RATE`] for the pair rate (`--pair-rate`).
     pub rate: &'static str,
     /// The sender's `--repair`.
     pub repair: u32,
@@ -101,6 +129,12 @@ pub struct Scenario {
     pub receiver_alone: bool,
     /// Lanes: the sender gets one `--to` per lane (each at `rate`), the receiver one `--bind`.
     pub lanes: u16,
+    /// `--key` on both sides (and on the replayer's encoding).
+    pub keyed: bool,
+    /// MISP events already in the receiver's feed before the run ([`crate::feed`]).
+    pub feed_events: usize,
+    /// Not gapferry: udpcast one way at the pair rate ([`crate::peer`]).
+    pub peer: bool,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -110,7 +144,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         name: "",
         about: "",
         payload: Payload::Random { bytes: 0 },
-        rate: "4G",
+        rate: PAIR_RATE,
         repair: 10,
         mtu: 1500,
         passes: 1,
@@ -120,19 +154,76 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         sender_alone: false,
         receiver_alone: false,
         lanes: 1,
+        keyed: false,
+        feed_events: 0,
+        peer: false,
+    };
+    let misp_events = if quick { 1_000 } else { 10_000 };
+    let bulk = Scenario {
+        name: "bulk",
+        about: "one incompressible file, no loss, at the pair rate",
+        payload: Payload::Random {
+            bytes: q(GIB, 128 * MIB),
+        },
+        ..base.clone()
+    };
+    let misp = Scenario {
+        name: "misp",
+        about: "10 KB JSON objects as MISP events (--kind auto): delivered into the MISP feed",
+        payload: Payload::Json {
+            count: misp_events,
+            size: 10_000,
+        },
+        kind: None,
+        ..base.clone()
+    };
+    let sender_alone = Scenario {
+        name: "sender-alone",
+        about: "the sender alone, towards a socket nobody reads, pacer far above the machine",
+        payload: bulk.payload,
+        rate: crate::alone::SENDER_ALONE_RATE,
+        sender_alone: true,
+        ..base.clone()
+    };
+    let receiver_alone = Scenario {
+        name: "receiver-alone",
+        about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), at --replay-rate",
+        payload: bulk.payload,
+        receiver_alone: true,
+        ..base.clone()
     };
     vec![
+        bulk.clone(),
         Scenario {
-            name: "bulk",
-            about: "one incompressible file, no loss, pacer above the machine's ceiling",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            ..base.clone()
+            name: "bulk-keyed",
+            about: "bulk with --key on both sides (AES-256-GCM-SIV tag on every datagram)",
+            keyed: true,
+            ..bulk.clone()
+        },
+        sender_alone.clone(),
+        Scenario {
+            name: "sender-alone-keyed",
+            about: "the sender alone with --key",
+            keyed: true,
+            ..sender_alone
+        },
+        receiver_alone.clone(),
+        Scenario {
+            name: "receiver-alone-keyed",
+            about: "the receiver alone with --key, fed datagrams encoded with the key",
+            keyed: true,
+            ..receiver_alone
+        },
+        misp.clone(),
+        Scenario {
+            name: "misp-100k",
+            about: "the same MISP events into a feed already holding 100 000 events (10 000 with --quick)",
+            feed_events: if quick { 10_000 } else { 100_000 },
+            ..misp
         },
         Scenario {
             name: "small",
-            about: "many 10 KB MISP-like JSON objects",
+            about: "many 10 KB MISP-like JSON objects as plain files",
             payload: Payload::Json {
                 count: 1000,
                 size: 10_000,
@@ -140,38 +231,36 @@ pub fn all(quick: bool) -> Vec<Scenario> {
             ..base.clone()
         },
         Scenario {
-            name: "misp",
-            about: "the same 10 KB JSON objects as MISP events (--kind auto): delivered into the MISP feed",
-            payload: Payload::Json {
-                count: 1000,
-                size: 10_000,
+            name: "big",
+            about: "one 4 GiB object at the pair rate: peak memory of both sides",
+            payload: Payload::Random {
+                bytes: q(4 * GIB, GIB),
             },
-            kind: None,
             ..base.clone()
+        },
+        Scenario {
+            name: "udpcast",
+            about: "the Debian peer: udp-sender --async --fec to udp-receiver, one way, at the pair rate",
+            peer: true,
+            ..bulk.clone()
         },
         Scenario {
             name: "loss2",
             about: "2 % random loss in a relay",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
             loss: Some(Loss::Random { p: 0.02, seed: 2 }),
             // Sender, relay and receiver share two cores here: above this the receiver
             // cannot keep up with solving and drops (on a real link it has its own host).
             rate: LOSSY_RATE,
-            ..base.clone()
+            ..bulk.clone()
         },
         Scenario {
             name: "loss5",
             about: "5 % random loss in a relay",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
             loss: Some(Loss::Random { p: 0.05, seed: 5 }),
             // Sender, relay and receiver share two cores here: above this the receiver
             // cannot keep up with solving and drops (on a real link it has its own host).
             rate: LOSSY_RATE,
-            ..base.clone()
+            ..bulk
         },
         Scenario {
             name: "burst",
@@ -188,39 +277,12 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         },
         Scenario {
             name: "lanes2",
-            about: "the bulk file over 2 lanes on loopback (2 --to, 2 --bind), each lane at half the bulk rate",
+            about: "the bulk file over 2 lanes on loopback (2 --to, 2 --bind), each lane at half the pair rate",
             payload: Payload::Random {
                 bytes: q(GIB, 128 * MIB),
             },
-            rate: "2G",
+            rate: HALF_PAIR_RATE,
             lanes: 2,
-            ..base.clone()
-        },
-        Scenario {
-            name: "sender-alone",
-            about: "the sender alone, towards a socket nobody reads, pacer far above the machine",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            rate: crate::alone::SENDER_ALONE_RATE,
-            sender_alone: true,
-            ..base.clone()
-        },
-        Scenario {
-            name: "receiver-alone",
-            about: "the receiver alone, fed from memory by a replayer of pre-encoded datagrams (UDP GSO), 4 Gbit/s unless --replay-rate",
-            payload: Payload::Random {
-                bytes: q(GIB, 128 * MIB),
-            },
-            receiver_alone: true,
-            ..base.clone()
-        },
-        Scenario {
-            name: "big",
-            about: "one 4 GiB object: peak memory of both sides",
-            payload: Payload::Random {
-                bytes: q(4 * GIB, GIB),
-            },
             ..base.clone()
         },
         Scenario {
@@ -252,7 +314,15 @@ pub struct Env {
     pub sender_args: Vec<String>,
     /// The replayer's pace in the receiver-alone row, bits per second of IP packets.
     pub replay_rate_bps: u64,
+    /// The sender's `--rate` of every scenario at [`PAIR_RATE`] (bulk, keyed, big, misp, small, udpcast).
+    pub pair_rate: String,
+    /// Delete each run's outputs right after it (otherwise runs with many files keep
+    /// theirs until the table is done, so deleting them cannot slow later runs).
+    pub delete_each_run: bool,
     cache: HashMap<Payload, PathBuf>,
+    key: Option<PathBuf>,
+    seed_feed: Option<crate::feed::SeedFeedChild>,
+    trash: Vec<PathBuf>,
 }
 
 impl Env {
@@ -266,7 +336,101 @@ impl Env {
             perf_call_graph: "fp".into(),
             sender_args: Vec::new(),
             replay_rate_bps: crate::alone::RECEIVER_ALONE_RATE_BPS,
+            pair_rate: DEFAULT_PAIR_RATE.into(),
+            delete_each_run: false,
             cache: HashMap::new(),
+            key: None,
+            seed_feed: None,
+            trash: Vec::new(),
+        }
+    }
+
+    /// The sender's `--rate` for `s`.
+    pub fn rate(&self, s: &Scenario) -> String {
+        match s.rate {
+            PAIR_RATE => self.pair_rate.clone(),
+            // Each lane at half the pair rate: the lanes together carry the pair rate.
+            HALF_PAIR_RATE => match parse_bits(&self.pair_rate) {
+                Ok(bps) if (bps / 2).is_multiple_of(1_000_000) => format!("{}M", bps / 2 / 1_000_000),
+                Ok(bps) => (bps / 2).to_string(),
+                Err(_) => self.pair_rate.clone(),
+            },
+            other => other.into(),
+        }
+    }
+
+    /// The pair rate in bits per second.
+    pub fn pair_rate_bps(&self) -> Result<u64> {
+        parse_bits(&self.pair_rate).map_err(|e| anyhow::anyhow!("--pair-rate: {e}"))
+    }
+
+    /// `--key FILE` for both sides when `s` is keyed (the key made once by `gapferry-send keygen`).
+    pub fn key_args(&mut self, s: &Scenario) -> Result<Vec<std::ffi::OsString>> {
+        if !s.keyed {
+            return Ok(Vec::new());
+        }
+        if self.key.is_none() {
+            let path = self.work.join("link.key");
+            let _ = std::fs::remove_file(&path);
+            let out = Command::new(&self.send_bin)
+                .arg("keygen")
+                .arg(&path)
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "gapferry-send keygen failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            self.key = Some(path);
+        }
+        let key = self.key.as_ref().expect("made above");
+        Ok(vec!["--key".into(), key.into()])
+    }
+
+    /// Gives `out` the feed of `s.feed_events` events already there (built once, then cloned).
+    fn preload_feed(&mut self, s: &Scenario, out: &Path) -> Result<()> {
+        if s.feed_events == 0 {
+            return Ok(());
+        }
+        if self.seed_feed.as_ref().map(|f| f.events()) != Some(s.feed_events) {
+            let dir = self
+                .work
+                .join("data")
+                .join(format!("feed-{}", s.feed_events));
+            let size = match s.payload {
+                Payload::Json { size, .. } => size,
+                Payload::Random { .. } => 10_000,
+            };
+            self.seed_feed = Some(crate::feed::SeedFeedChild::build(
+                &dir,
+                s.feed_events,
+                size,
+            )?);
+        }
+        let seed = self.seed_feed.as_ref().expect("built above");
+        seed.clone_into(&out.join("misp"))
+    }
+
+    /// After a run of `s` writing into `out`: proves the seed feed untouched, then deletes
+    /// `out` now (one big file: no churn) or at [`Env::empty_trash`] (many files).
+    fn dispose(&mut self, s: &Scenario, out: PathBuf) -> Result<()> {
+        let checked = match (&self.seed_feed, s.feed_events) {
+            (Some(seed), n) if n > 0 => seed.check_untouched(),
+            _ => Ok(()),
+        };
+        if s.payload.objects() > 1 && !self.delete_each_run {
+            self.trash.push(out);
+        } else {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+        checked
+    }
+
+    /// Deletes what runs left for the end of the table: outputs and data of many files.
+    pub fn empty_trash(&mut self) {
+        for p in self.trash.drain(..) {
+            let _ = std::fs::remove_dir_all(&p);
         }
     }
 
@@ -303,10 +467,15 @@ impl Env {
         Ok(path)
     }
 
-    /// Deletes generated data no remaining scenario needs.
+    /// Deletes generated data no remaining scenario needs: a file now, a directory of
+    /// many files at [`Env::empty_trash`] (unless `delete_each_run`).
     pub fn drop_payload(&mut self, payload: Payload) {
         if let Some(p) = self.cache.remove(&payload) {
-            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            if p.is_dir() && !self.delete_each_run {
+                self.trash.push(p);
+            } else {
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
         }
     }
 }
@@ -409,6 +578,12 @@ pub(crate) fn wait_for_line(
     }
 }
 
+/// How long a run may take before it is stopped: generous, since 20 MB/s or 50 objects/s
+/// would be a disaster worth seeing rather than a hang (10 000 MISP events: 200 s more).
+pub fn run_budget(bytes: u64, objects: u64) -> Duration {
+    Duration::from_secs(60 + bytes / 20_000_000 + objects / 50)
+}
+
 /// Runs `s` once (run number `run`, for file names).
 pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if s.sender_alone {
@@ -417,13 +592,18 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     if s.receiver_alone {
         return crate::alone::run_receiver(env, s, run);
     }
+    if s.peer {
+        return crate::peer::run(env, s, run);
+    }
     let input = env.payload_path(s.payload)?;
+    let key = env.key_args(s)?;
     let tag = format!("{}-{run}", s.name);
     let out = env.work.join("out").join(&tag);
     let logs = env.work.join("logs");
     std::fs::create_dir_all(&logs)?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
+    env.preload_feed(s, &out)?;
     let (send_log, recv_log) = (
         logs.join(format!("{tag}-send.log")),
         logs.join(format!("{tag}-recv.log")),
@@ -445,7 +625,8 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     }
     rcmd.arg("--out")
         .arg(&out)
-        .args(["--session-timeout", "10"]);
+        .args(["--session-timeout", "10"])
+        .args(&key);
     if let Some(b) = s.recv_buffer {
         rcmd.args(["--recv-buffer", &b.to_string()]);
     }
@@ -469,7 +650,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let mut scmd = command(env, &env.send_bin, &format!("{tag}-send"));
     scmd.arg("file")
         .arg(&input)
-        .args(["--to", &to.to_string(), "--rate", s.rate])
+        .args(["--to", &to.to_string(), "--rate", &env.rate(s)])
         .args(
             ports[1..]
                 .iter()
@@ -477,6 +658,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         )
         .args(["--repair", &s.repair.to_string()])
         .args(["--mtu", &s.mtu.to_string()])
+        .args(&key)
         // Not --quiet: the sender's closing summary (datagrams, bytes) is an info line.
         .args(["--passes", &s.passes.to_string()]);
     if let Some(kind) = s.kind {
@@ -487,8 +669,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let t0 = Instant::now();
     let mut sender = Proc::spawn("gapferry-send", scmd, &send_log)?;
 
-    // Generous: 20 MB/s would be a disaster worth seeing rather than a hang.
-    let budget = Duration::from_secs(60 + bytes * s.passes as u64 / 20_000_000);
+    let budget = run_budget(bytes * s.passes as u64, objects);
     // Once the sender is done, wait while records keep coming; give up after `grace` without one.
     let grace = Duration::from_secs(15 + bytes / 200_000_000);
     let mut progress = (0, Instant::now());
@@ -566,6 +747,6 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         reasons: tail.reasons.clone(),
         feeder_cpu_seconds: None,
     };
-    let _ = std::fs::remove_dir_all(&out);
+    env.dispose(s, out)?;
     Ok(result)
 }

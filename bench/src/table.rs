@@ -65,10 +65,45 @@ pub fn header() -> String {
     .join("\n")
 }
 
-/// The iperf3 ceiling's row.
-pub fn iperf_row(runs: &[Ceiling], secs: u32, window: Option<&str>) -> String {
+/// `text` fit for one table cell: one line, no `|`, at most `max` characters.
+pub fn cell(text: &str, max: usize) -> String {
+    let flat: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "/");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+/// The row of a scenario whose every run failed: the first cause, so the table says why.
+pub fn failed_row(s: &Scenario, errors: &[String]) -> String {
+    let cause = errors
+        .first()
+        .map_or("no run".to_string(), |e| cell(e, 300));
+    format!(
+        "| {} | {} | failed: 0/{} runs | – | – | – | – | – | – | – | – | – | – | – | {} |",
+        s.name,
+        s.payload.describe(),
+        errors.len(),
+        cause
+    )
+}
+
+/// The iperf3 ceiling's row; `failures` are the causes of runs that gave no figure.
+pub fn iperf_row(runs: &[Ceiling], failures: &[String], secs: u32, window: Option<&str>) -> String {
     if runs.is_empty() {
-        return "| iperf3 UDP ceiling | – | – | n/a | – | – | – | – | – | – | – | – | – | – | iperf3 not installed: `apt-get install iperf3` |".into();
+        let cause = failures
+            .first()
+            .map_or("no run".to_string(), |e| cell(e, 300));
+        return format!(
+            "| iperf3 UDP ceiling | – | failed: 0/{} runs | n/a | – | – | – | – | – | – | – | – | – | – | {cause} |",
+            failures.len()
+        );
     }
     let recv = median(runs.iter().map(|c| c.received_bps / 1e6).collect());
     let sent = median(runs.iter().map(|c| c.sent_bps / 1e6).collect());
@@ -85,9 +120,16 @@ pub fn iperf_row(runs: &[Ceiling], secs: u32, window: Option<&str>) -> String {
     )
 }
 
-/// One scenario's row: medians over `runs`, goodput also as a fraction of `ceiling` (MB/s).
-pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
-    let n = runs.len();
+/// One scenario's row: medians over `runs`, goodput also as a fraction of `ceiling` (MB/s);
+/// `rate` is the sender's `--rate` it ran at, `errored` the runs that gave no result.
+pub fn row(
+    s: &Scenario,
+    runs: &[RunResult],
+    ceiling: Option<f64>,
+    rate: &str,
+    errored: usize,
+) -> String {
+    let n = runs.len() + errored;
     let complete = runs.iter().filter(|r| r.complete()).count();
     let delivered = if s.sender_alone {
         format!("{complete}/{n} runs sent, no receiver")
@@ -153,8 +195,38 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
             fmt(cpu, 2)
         ));
     }
-    if s.rate != "4G" {
-        notes.push(format!("--rate {}", s.rate));
+    if s.keyed {
+        notes.push("--key on both sides".into());
+    }
+    if s.feed_events > 0 {
+        notes.push(format!(
+            "into a feed already holding {} events",
+            fmt_count(Some(s.feed_events as f64))
+        ));
+    }
+    if s.peer {
+        notes.push(format!(
+            "udp-sender --async --fec {} --max-bitrate {} in a namespace whose return path is dropped; goodput from the sender's start (hellos included) to the receiver's exit, content compared byte for byte",
+            crate::peer::FEC,
+            crate::peer::max_bitrate(crate::scenario::parse_bits(rate).unwrap_or(0))
+        ));
+        if crate::scenario::parse_bits(rate).unwrap_or(0) > crate::peer::MAX_MEGABITS * 1_000_000 {
+            notes.push(format!(
+                "capped below the pair rate {rate}: udp-sender keeps bits/s in a 32-bit int and hung at 2200m"
+            ));
+        }
+    } else if !s.sender_alone && !s.receiver_alone {
+        let pair = if s.rate == crate::scenario::PAIR_RATE {
+            " (pair rate)"
+        } else {
+            ""
+        };
+        notes.push(format!("--rate {rate}{pair}"));
+    } else if s.sender_alone {
+        notes.push(format!("--rate {rate}"));
+    }
+    if errored > 0 {
+        notes.push(format!("{errored} run(s) gave no result (see the log)"));
     }
     if runs.iter().any(|r| r.relay.is_some()) {
         let lost = med(runs, |r| {
@@ -178,8 +250,12 @@ pub fn row(s: &Scenario, runs: &[RunResult], ceiling: Option<f64>) -> String {
     if let Some(w) = worst(runs, |r| r.socket_drops) {
         notes.push(format!("receiver socket drops: {w}"));
     }
-    if let Some(r) = runs.iter().find(|r| !r.reasons.is_empty()) {
-        notes.push(format!("worst run {}", r.reasons[0]));
+    if s.peer {
+        if let Some(r) = runs.iter().find(|r| !r.reasons.is_empty()) {
+            notes.push(cell(&r.reasons.join("; "), 400));
+        }
+    } else if let Some(r) = runs.iter().find(|r| !r.reasons.is_empty()) {
+        notes.push(format!("worst run {}", cell(&r.reasons[0], 400)));
     }
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -222,5 +298,131 @@ mod tests {
         assert_eq!(fmt_count(Some(1234567.0)), "1 234 567");
         assert_eq!(fmt_count(Some(12.0)), "12");
         assert_eq!(fmt_count(None), "–");
+    }
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+    use crate::procs::Exit;
+    use crate::scenario::all;
+
+    fn scenario(name: &str) -> Scenario {
+        all(false).into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    fn delivered_run(s: &Scenario) -> RunResult {
+        RunResult {
+            objects: s.payload.objects(),
+            payload_bytes: s.payload.bytes(),
+            delivered: s.payload.objects(),
+            delivered_bytes: s.payload.bytes(),
+            elapsed: Some(2.0),
+            sender: Exit {
+                cpu_seconds: 2.0,
+                ..Exit::default()
+            },
+            receiver: Exit {
+                cpu_seconds: 1.0,
+                ..Exit::default()
+            },
+            ..RunResult::default()
+        }
+    }
+
+    fn cells(row: &str) -> Vec<String> {
+        let inner = row.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split('|').map(|c| c.trim().to_string()).collect()
+    }
+
+    #[test]
+    fn cells_stay_one_line_without_pipes() {
+        assert_eq!(cell("a | b\n  c", 100), "a / b c");
+        assert_eq!(cell("abcdef", 4), "abc…");
+        assert_eq!(cell("abcd", 4), "abcd");
+    }
+
+    #[test]
+    fn a_failed_scenario_keeps_its_row_and_says_why() {
+        let s = scenario("misp-100k");
+        let row = failed_row(&s, &["the receiver exited | early\nsee log".into()]);
+        let c = cells(&row);
+        assert_eq!(c.len(), cells(header().lines().next().unwrap()).len());
+        assert_eq!(c[0], "misp-100k");
+        assert_eq!(c[2], "failed: 0/1 runs");
+        assert_eq!(c[14], "the receiver exited / early see log");
+        let iperf = iperf_row(&[], &["iperf3 client failed: busy".into()], 5, Some("4M"));
+        let c = cells(&iperf);
+        assert_eq!(c[2], "failed: 0/1 runs");
+        assert_eq!(c[14], "iperf3 client failed: busy");
+    }
+
+    #[test]
+    fn pair_rows_name_their_rate_key_and_feed() {
+        let bulk = scenario("bulk-keyed");
+        let c = cells(&row(
+            &bulk,
+            &[delivered_run(&bulk)],
+            Some(1000.0),
+            "2500M",
+            1,
+        ));
+        assert_eq!(c[2], "1/2 runs (worst: 1/1 objects)");
+        // 1 GiB in 2 s: 536.9 MB/s, 0.54 of a 1000 MB/s ceiling; 2 CPU-s per GiB sent.
+        assert_eq!((c[3].as_str(), c[4].as_str()), ("537", "0.54"));
+        assert_eq!((c[6].as_str(), c[7].as_str()), ("2.00", "1.00"));
+        assert!(c[14].contains("--key on both sides"), "{}", c[14]);
+        assert!(c[14].contains("--rate 2500M (pair rate)"), "{}", c[14]);
+        assert!(c[14].contains("1 run(s) gave no result"), "{}", c[14]);
+        let misp = scenario("misp-100k");
+        let c = cells(&row(&misp, &[delivered_run(&misp)], None, "2500M", 0));
+        assert_eq!(c[2], "1/1 runs");
+        assert_eq!(c[5], "5000");
+        assert!(
+            c[14].contains("already holding 100 000 events"),
+            "{}",
+            c[14]
+        );
+        let loss = scenario("loss2");
+        let c = cells(&row(&loss, &[delivered_run(&loss)], None, "2G", 0));
+        assert!(
+            c[14].contains("--rate 2G") && !c[14].contains("pair"),
+            "{}",
+            c[14]
+        );
+    }
+
+    #[test]
+    fn big_and_bulk_run_at_the_one_pair_rate() {
+        for name in [
+            "bulk",
+            "bulk-keyed",
+            "big",
+            "misp",
+            "misp-100k",
+            "small",
+            "udpcast",
+        ] {
+            assert_eq!(scenario(name).rate, crate::scenario::PAIR_RATE, "{name}");
+        }
+        let misp = scenario("misp");
+        assert_eq!(misp.payload.objects(), 10_000);
+        assert_eq!(scenario("misp-100k").payload, misp.payload);
+        assert!(scenario("receiver-alone-keyed").keyed && scenario("sender-alone-keyed").keyed);
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use crate::scenario::{all, run_budget};
+    use std::time::Duration;
+
+    #[test]
+    fn many_small_objects_get_time_for_each() {
+        // 1 GiB: 60 s plus 53 s; 10 000 events of 10 KB: 60 + 5 + 200 s.
+        assert_eq!(run_budget(1 << 30, 1), Duration::from_secs(113));
+        let misp = all(false).into_iter().find(|s| s.name == "misp").unwrap();
+        let b = run_budget(misp.payload.bytes(), misp.payload.objects());
+        assert_eq!(b, Duration::from_secs(265));
     }
 }
