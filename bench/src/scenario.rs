@@ -351,7 +351,9 @@ impl Env {
             PAIR_RATE => self.pair_rate.clone(),
             // Each lane at half the pair rate: the lanes together carry the pair rate.
             HALF_PAIR_RATE => match parse_bits(&self.pair_rate) {
-                Ok(bps) if (bps / 2).is_multiple_of(1_000_000) => format!("{}M", bps / 2 / 1_000_000),
+                Ok(bps) if (bps / 2).is_multiple_of(1_000_000) => {
+                    format!("{}M", bps / 2 / 1_000_000)
+                }
                 Ok(bps) => (bps / 2).to_string(),
                 Err(_) => self.pair_rate.clone(),
             },
