@@ -120,6 +120,21 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Sends the buffers of written blocks back through `spare` (to the assembler, which
+    /// fills the next blocks in them rather than in fresh memory).
+    pub fn set_spare_blocks(&mut self, spare: crossbeam_channel::Sender<Vec<u8>>) {
+        self.spare_blocks = Some(spare);
+    }
+
+    /// Hands a written block's buffer back, or frees it when nobody takes it now.
+    pub(super) fn recycle(&self, buf: Vec<u8>) {
+        if let Some(spare) = &self.spare_blocks {
+            let _ = spare.try_send(buf);
+        }
+    }
+}
+
 impl Staged {
     /// Why the staged bytes are not the object the descriptor announced, if they are not.
     pub(super) fn verify(&self) -> Result<(), String> {
