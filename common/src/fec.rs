@@ -260,15 +260,19 @@ impl BlockDecoder {
 
     /// Takes `buf` (a spare block buffer, recycled) as the buffer of the source symbols,
     /// when none was allocated yet and its capacity fits the whole block with at most
-    /// [`SPARE_SLACK`] to spare; gives it back otherwise. Saves growing the buffer and
-    /// faulting in fresh pages for every block.
+    /// [`SPARE_SLACK`] to spare; gives it back otherwise. Saves growing the buffer,
+    /// zeroing it and faulting in fresh pages for every block.
+    ///
+    /// The old bytes stay where no symbol has landed yet: only the slots marked present
+    /// are ever read (copied into a solve job, or handed out once every one is present).
     pub fn adopt_buffer(&mut self, mut buf: Vec<u8>) -> Result<(), Vec<u8>> {
         let whole = self.k as usize * self.symbol_size as usize;
         let fits = (whole..=whole + whole / SPARE_SLACK).contains(&buf.capacity());
         if self.data.capacity() != 0 || !fits {
             return Err(buf);
         }
-        buf.clear();
+        buf.truncate(whole);
+        buf.resize(whole, 0);
         self.data = buf;
         Ok(())
     }

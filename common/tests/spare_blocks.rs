@@ -139,3 +139,31 @@ fn deliver(
     );
     reused
 }
+
+#[test]
+fn a_block_solved_from_a_dirty_recycled_buffer_is_the_block() {
+    let block = noise(20_000, 4);
+    let mut enc = BlockEncoder::new(block.clone(), 100);
+    let (k, t) = (enc.source_symbols(), enc.symbol_size());
+    let mut dec = BlockDecoder::new(block.len(), t, 4096).unwrap();
+    dec.adopt_buffer(vec![0x55; k as usize * t as usize])
+        .unwrap();
+    // Every fifth source symbol lost: its slot keeps the old bytes, and RaptorQ solves
+    // from the symbols present and the repair symbols only.
+    let repairs = enc.repair_symbols(k, k / 4);
+    let sources = (0..k)
+        .filter(|e| e % 5 != 2)
+        .map(|e| (e, enc.source_symbol(e).to_vec()));
+    let symbols = sources.chain((0..).map(|i| k + i).zip(repairs));
+    let mut out = None;
+    for (esi, s) in symbols {
+        if let Some(d) = dec.add(esi, &s).unwrap() {
+            out = Some(d);
+            break;
+        }
+    }
+    assert!(
+        out.expect("solved") == block,
+        "solved bytes differ from the block"
+    );
+}
