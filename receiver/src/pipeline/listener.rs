@@ -1,6 +1,8 @@
 //! The socket side of a live receiver: the thread that drains the UDP socket, checks
-//! every datagram at the gate (MTU, wire checks, tag) before copying it, and queues
-//! batches for the assembler without ever blocking the socket.
+//! every datagram at the gate (MTU, wire checks, tag) before anything else, hands a GRO
+//! read that passed whole to the assembler in its receive buffer (replaced from a pool
+//! of buffers the assembler gives back) and copies anything smaller, and queues batches
+//! for the assembler without ever blocking the socket.
 
 use super::*;
 
