@@ -19,6 +19,9 @@ pub const RAPTORQ_MAX_SYMBOLS: u32 = 56_403;
 const SLOT_COST: usize = 32;
 /// Bytes of bookkeeping per symbol received (allocation, set entry, packet header).
 const SYMBOL_OVERHEAD: usize = 64;
+/// A recycled buffer may exceed the block by a 1/`SPARE_SLACK` at most (see
+/// [`BlockDecoder::adopt_buffer`]): a small block never holds a big block's buffer.
+pub const SPARE_SLACK: usize = 16;
 
 fn oti(block_len: usize, symbol_size: u16) -> ObjectTransmissionInformation {
     ObjectTransmissionInformation::new(block_len as u64, symbol_size, 1, 1, 1)
@@ -251,8 +254,32 @@ impl BlockDecoder {
     /// grow to the whole block, and a solve job may be lent every symbol.
     pub fn cost_of_symbol(&self) -> usize {
         let t = self.symbol_size as usize;
-        let buffer = self.k as usize * t - self.data.capacity();
+        let buffer = (self.k as usize * t).saturating_sub(self.data.capacity());
         buffer + (self.distinct() as usize + 2) * (t + SYMBOL_OVERHEAD)
+    }
+
+    /// Takes `buf` (a spare block buffer, recycled) as the buffer of the source symbols,
+    /// when none was allocated yet and its capacity fits the whole block with at most
+    /// [`SPARE_SLACK`] to spare; gives it back otherwise. Saves growing the buffer,
+    /// zeroing it and faulting in fresh pages for every block.
+    ///
+    /// The old bytes stay where no symbol has landed yet: only the slots marked present
+    /// are ever read (copied into a solve job, or handed out once every one is present).
+    pub fn adopt_buffer(&mut self, mut buf: Vec<u8>) -> Result<(), Vec<u8>> {
+        let whole = self.k as usize * self.symbol_size as usize;
+        let fits = (whole..=whole + whole / SPARE_SLACK).contains(&buf.capacity());
+        if self.data.capacity() != 0 || !fits {
+            return Err(buf);
+        }
+        buf.truncate(whole);
+        buf.resize(whole, 0);
+        self.data = buf;
+        Ok(())
+    }
+
+    /// Takes the source symbols' buffer away (for recycling once the block is done).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
     }
 
     /// Adds one symbol, solving with RaptorQ on this thread when needed; returns the

@@ -15,7 +15,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Datagrams a GRO read may coalesce (the kernel's UDP_GRO_CNT_MAX).
 const GRO_SEGMENTS: usize = 64;
 /// Bytes of one receive buffer: a GRO read of full-size 1500-byte-MTU datagrams fits.
-const RECV_BUFFER_BYTES: usize = GRO_SEGMENTS * 1500;
+pub const RECV_BUFFER_BYTES: usize = GRO_SEGMENTS * 1500;
+/// Receive buffers waiting to be reused at most (given back, not yet taken again).
+pub const POOL_BUFFERS: usize = 64;
 
 /// A bound UDP socket ready to be drained: `recvmmsg` reads up to 32 messages per call,
 /// and with UDP GRO each message may carry up to 64 datagrams of equal size.
@@ -52,6 +54,82 @@ impl RecvBatch {
             .zip(&self.meta)
             .take(self.messages)
             .map(|(buf, m)| (&buf[..m.len], m.stride.max(1), m.addr))
+    }
+}
+
+impl RecvBatch {
+    /// Message `i` of the last read, as [`Self::messages`] yields it.
+    pub fn message(&self, i: usize) -> (&[u8], usize, std::net::SocketAddr) {
+        let m = &self.meta[i];
+        (&self.buffers[i][..m.len], m.stride.max(1), m.addr)
+    }
+
+    /// Messages of the last read.
+    pub fn len(&self) -> usize {
+        self.messages
+    }
+
+    /// Whether the last read brought nothing.
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// Takes the buffer of message `i` away, cut to the message's bytes, and puts `fresh`
+    /// (a [`BufferPool::take`]) in its place for the next read: the datagrams leave the
+    /// socket thread without a copy.
+    pub fn take_buffer(&mut self, i: usize, fresh: Vec<u8>) -> Vec<u8> {
+        let mut taken = std::mem::replace(&mut self.buffers[i], fresh);
+        taken.truncate(self.meta[i].len);
+        taken
+    }
+}
+
+/// Receive buffers going round: handed to the assembler with the datagrams they hold,
+/// given back through a bounded channel once handled ([`POOL_BUFFERS`] wait there at
+/// most; what does not fit is freed), and reused instead of fresh memory.
+pub struct BufferPool {
+    back: crossbeam_channel::Receiver<Vec<u8>>,
+    /// Buffers allocated afresh, and taken back, so far.
+    pub counts: (u64, u64),
+}
+
+impl BufferPool {
+    /// A pool fed by buffers given back on `back` (see [`BufferPool::channel`]).
+    pub fn new(back: crossbeam_channel::Receiver<Vec<u8>>) -> Self {
+        BufferPool {
+            back,
+            counts: (0, 0),
+        }
+    }
+
+    /// The channel buffers are given back on: bounded to [`POOL_BUFFERS`].
+    pub fn channel() -> (
+        crossbeam_channel::Sender<Vec<u8>>,
+        crossbeam_channel::Receiver<Vec<u8>>,
+    ) {
+        crossbeam_channel::bounded(POOL_BUFFERS)
+    }
+
+    /// A buffer of [`RECV_BUFFER_BYTES`] for the next read: one given back when there
+    /// is one, else a fresh one.
+    pub fn take(&mut self) -> Vec<u8> {
+        while let Ok(mut buf) = self.back.try_recv() {
+            if buf.capacity() >= RECV_BUFFER_BYTES {
+                buf.resize(RECV_BUFFER_BYTES, 0);
+                self.counts.1 += 1;
+                return buf;
+            }
+        }
+        self.counts.0 += 1;
+        vec![0; RECV_BUFFER_BYTES]
+    }
+}
+
+/// Gives a buffer that came from a read back to its pool, if it is one and the pool has
+/// room; frees it otherwise.
+pub fn give_back(back: &crossbeam_channel::Sender<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() >= RECV_BUFFER_BYTES {
+        let _ = back.try_send(buf);
     }
 }
 
@@ -239,6 +317,34 @@ mod tests {
         assert_eq!(drops_of_inode("", 99), None);
         assert_eq!(drops_of_inode("sl local inode drops\n1: x", 99), None);
         assert_eq!(drops_of_inode("no header here\n99 5", 99), None);
+    }
+
+    #[test]
+    fn the_pool_reuses_buffers_given_back_and_keeps_a_bounded_number() {
+        let (back, rx) = BufferPool::channel();
+        let mut pool = BufferPool::new(rx);
+        let first = pool.take();
+        assert_eq!((first.len(), pool.counts), (RECV_BUFFER_BYTES, (1, 0)));
+        // Handed on cut to a message's bytes, given back, taken again: the same memory,
+        // whole again for the next read.
+        let (ptr, mut used) = (first.as_ptr(), first);
+        used.truncate(1234);
+        give_back(&back, used);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), ptr, "the buffer given back was reused");
+        assert_eq!((again.len(), pool.counts), (RECV_BUFFER_BYTES, (1, 1)));
+        // A buffer that is not a receive buffer (a copied datagram) is not kept.
+        give_back(&back, vec![7; 1500]);
+        assert!(back.is_empty());
+        // However many come back, the pool holds POOL_BUFFERS at most.
+        for _ in 0..POOL_BUFFERS + 10 {
+            give_back(&back, vec![0; RECV_BUFFER_BYTES]);
+        }
+        assert_eq!(back.len(), POOL_BUFFERS);
+        for _ in 0..POOL_BUFFERS + 2 {
+            pool.take();
+        }
+        assert_eq!(pool.counts, (3, 1 + POOL_BUFFERS as u64));
     }
 
     #[test]

@@ -73,7 +73,12 @@ pub struct Assembler {
     source: u64,
     /// Blocks whose decoder is ready for a solve, held until the next tick.
     ready: std::collections::BTreeSet<(ObjectRef, u32)>,
+    /// Buffers of blocks already delivered, for the next blocks (at most [`SPARE_BLOCKS`]).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare block buffers an assembler keeps at most (see [`Assembler::recycle_block`]).
+pub const SPARE_BLOCKS: usize = 4;
 
 /// Ids remembered as resolved above a session's contiguous watermark at most.
 const MAX_RESOLVED_AHEAD: usize = 65_536;
@@ -113,7 +118,22 @@ impl Assembler {
             hold_solves: false,
             ready: Default::default(),
             source: 0,
+            spare: Vec::new(),
         }
+    }
+
+    /// Takes back the buffer of a block the host is done with ([`Event::BlockDecoded`]'s
+    /// `data`), for a later block to fill instead of a fresh allocation. Keeps
+    /// [`SPARE_BLOCKS`] at most, and none that are empty; the rest is freed.
+    pub fn recycle_block(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.spare.len() < SPARE_BLOCKS {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Spare block buffers kept (see [`Assembler::recycle_block`]).
+    pub fn spare_blocks(&self) -> usize {
+        self.spare.len()
     }
 
     /// With `true`, every new object's validated descriptor is announced

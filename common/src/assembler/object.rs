@@ -15,20 +15,25 @@ pub(super) struct BlockState {
 
 impl BlockState {
     /// A new block for the data datagram `h` whose symbols are `symbol_len` bytes, if its
-    /// parameters are sane and its decoder fits under `limit` beside `held` bytes.
+    /// parameters are sane and its decoder fits under `limit` beside `held` bytes; it
+    /// takes a recycled buffer from `spare` when one fits.
     fn open(
         h: &DataHeader,
         symbol_len: usize,
         max_symbols: u32,
         hold_solves: bool,
-        held: Held,
-        limit: usize,
+        (held, limit): (Held, usize),
+        spare: &mut Vec<Vec<u8>>,
     ) -> Result<Self, Reject> {
         let symbol_size = u16::try_from(symbol_len)
             .map_err(|_| Reject::Refused("block parameters out of range"))?;
         let mut decoder = BlockDecoder::new(h.block_len as usize, symbol_size, max_symbols)
             .map_err(|_| Reject::Refused("block parameters out of range"))?;
         decoder.hold_solves(hold_solves);
+        if let Some(buf) = spare.pop() {
+            // A buffer that does not fit this block is freed, not kept.
+            let _ = decoder.adopt_buffer(buf);
+        }
         if !held.room_for(decoder.held_bytes() + decoder.cost_of_symbol(), limit) {
             return Err(Reject::Refused(MEMORY_LIMIT));
         }
@@ -322,7 +327,14 @@ impl Assembler {
                 b
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                let b = BlockState::open(&h, symbol.len(), max_symbols, hold, held_now, limit)?;
+                let b = BlockState::open(
+                    &h,
+                    symbol.len(),
+                    max_symbols,
+                    hold,
+                    (held_now, limit),
+                    &mut self.spare,
+                )?;
                 let holder = &mut state.held;
                 Charge {
                     total: &mut self.held,
@@ -341,15 +353,20 @@ impl Assembler {
             .map_err(|_| Reject::Refused("symbol disagrees with its block"))?;
         let after = block.decoder.held_bytes();
         self.adjust_held(oref, before, after);
+        self.symbol_added(oref, h.block, added);
+        Ok(())
+    }
+
+    /// Acts on what one more symbol did to block `block` of `oref`.
+    fn symbol_added(&mut self, oref: ObjectRef, block: u32, added: Added) {
         match added {
             Added::Pending => {}
-            Added::Decoded(data) => self.block_done(oref, h.block, data),
-            Added::Solve(job) => self.dispatch(oref, h.block, job),
+            Added::Decoded(data) => self.block_done(oref, block, data),
+            Added::Solve(job) => self.dispatch(oref, block, job),
             Added::Ready => {
-                self.ready.insert((oref, h.block));
+                self.ready.insert((oref, block));
             }
         }
-        Ok(())
     }
 
     /// Admits the object a first data datagram names, unless that datagram would be
@@ -389,12 +406,14 @@ impl Assembler {
     /// descriptor arrives) and complete the object if it was the last.
     pub(super) fn block_done(&mut self, oref: ObjectRef, block: u32, data: Vec<u8>) {
         let state = self.object_mut(oref);
-        let b = state.blocks.remove(&block).expect("present");
+        let mut b = state.blocks.remove(&block).expect("present");
         if b.ticket.is_some() {
             state.solving -= 1;
         }
         state.decoded.insert(block);
         self.charge(oref).release(b.decoder.held_bytes());
+        // A solved block leaves its source symbols' buffer behind: keep it for the next.
+        self.recycle_block(b.decoder.take_buffer());
         self.stats.blocks_decoded += 1;
         if b.repair_seen {
             self.stats.blocks_repaired += 1;

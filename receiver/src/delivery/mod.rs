@@ -90,6 +90,8 @@ pub struct Delivery {
     /// the signature's base name.
     awaiting_signature: HashMap<String, (ObjectRef, Staged)>,
     summary: Summary,
+    /// Where written blocks' buffers go back to the assembler (see `staging::recycle`).
+    spare_blocks: Option<crossbeam_channel::Sender<Vec<u8>>>,
 }
 
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
@@ -219,6 +221,7 @@ impl Delivery {
             staged: HashMap::new(),
             awaiting_signature: HashMap::new(),
             summary: Summary::default(),
+            spare_blocks: None,
         })
     }
 
@@ -343,7 +346,9 @@ impl Delivery {
         let result = decompress_block(codec, data, plain_len)
             .map_err(|e| (format!("block {block}: {e}"), None))
             .and_then(|plain| {
-                self.write_block(object, block, &plain).map_err(|e| {
+                let written = self.write_block(object, block, &plain);
+                self.recycle(plain);
+                written.map_err(|e| {
                     let reason = format!("cannot write block {block}: {e}");
                     (reason, Some(Cause::Receiver))
                 })

@@ -136,6 +136,14 @@ pub(super) fn note_host_drops(
     }
 }
 
+/// Buffers the assembler thread passes on for reuse.
+pub(super) struct Recycling {
+    /// Buffers of blocks the disk writer has written, for the assembler's next blocks.
+    pub(super) blocks: Receiver<Vec<u8>>,
+    /// Receive buffers whose datagrams are handled, back to the socket threads' pool.
+    pub(super) reads: Sender<Vec<u8>>,
+}
+
 /// What became of one input.
 enum Flow {
     /// Go on.
@@ -157,6 +165,8 @@ struct AssemblerLoop {
     activity: Option<ActivityFile>,
     freshness: Option<crate::freshness::FreshnessFile>,
     solvers: Option<Solvers>,
+    /// Buffers going back: written blocks' to the assembler, receive buffers to the pool.
+    recycling: Recycling,
     /// Blocks decoded, repaired and datagrams refused over limits, as last published.
     published: (u64, u64, u64),
     host_drops: (u64, u64),
@@ -176,6 +186,7 @@ pub(super) fn run_assembler(
     backlog_bytes: Arc<AtomicUsize>,
     activity: Option<ActivityFile>,
     freshness: Option<crate::freshness::FreshnessFile>,
+    recycling: Recycling,
 ) -> Stats {
     asm.set_solve_elsewhere(true);
     // The sender spreads each block's symbols over its stream: a repair symbol often
@@ -199,6 +210,7 @@ pub(super) fn run_assembler(
         activity,
         freshness,
         solvers,
+        recycling,
         published: (0, 0, 0),
         host_drops: (0, 0),
         warning: OwnDropsWarning::default(),
@@ -231,6 +243,9 @@ impl AssemblerLoop {
                 },
                 default(wait) => None,
             };
+            while let Ok(buf) = self.recycling.blocks.try_recv() {
+                self.asm.recycle_block(buf);
+            }
             match self.take(input) {
                 Flow::Next => {}
                 Flow::Finish => break,
@@ -297,8 +312,10 @@ impl AssemblerLoop {
                 }
             }
         }
-        drop(batch);
-        // The batch's bytes count until they are freed.
+        for arrival in batch {
+            crate::socket::give_back(&self.recycling.reads, arrival.bytes);
+        }
+        // The batch's bytes count until they are freed or given back.
         self.backlog_bytes.fetch_sub(cost, Ordering::Relaxed);
         Flow::Next
     }

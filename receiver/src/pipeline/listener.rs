@@ -1,6 +1,8 @@
 //! The socket side of a live receiver: the thread that drains the UDP socket, checks
-//! every datagram at the gate (MTU, wire checks, tag) before copying it, and queues
-//! batches for the assembler without ever blocking the socket.
+//! every datagram at the gate (MTU, wire checks, tag) before anything else, hands a GRO
+//! read that passed whole to the assembler in its receive buffer (replaced from a pool
+//! of buffers the assembler gives back) and copies anything smaller, and queues batches
+//! for the assembler without ever blocking the socket.
 
 use super::*;
 use crate::lanes::LaneCounters;
@@ -74,23 +76,42 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    /// Queues in `out` what passes of one message: the message whole when every
-    /// datagram in it passes the wire checks, else only those that pass, one by one.
-    fn admit(
-        &mut self,
-        bytes: &[u8],
-        stride: usize,
-        at: Duration,
-        source: u64,
-        out: &mut Vec<Arrival>,
-    ) {
-        let n = bytes.len().div_ceil(stride);
+    /// A gate for UDP payloads of at most `max_payload` bytes, tagged with `keys` (when
+    /// any), counting what it drops in `metrics`.
+    pub(super) fn new(
+        max_payload: usize,
+        keys: KeyRing,
+        metrics: crate::metrics::ReceiverMetrics,
+        lane: Arc<LaneCounters>,
+    ) -> Self {
+        Gate {
+            max_payload,
+            keys,
+            rejects: SocketRejects {
+                counts: HashMap::new(),
+                counters: HashMap::new(),
+                metrics,
+                lane,
+            },
+            passed: Vec::new(),
+        }
+    }
+
+    /// Datagrams dropped so far, by reason.
+    #[cfg(test)]
+    pub(super) fn rejected(&self) -> &HashMap<RejectReason, u64> {
+        &self.rejects.counts
+    }
+    /// Checks every datagram of one message (`stride` bytes each, the last may be
+    /// shorter); true when all pass. What fails is counted; the verdicts stay in `passed`.
+    fn check(&mut self, bytes: &[u8], stride: usize) -> bool {
+        self.passed.clear();
         // Every datagram of a GRO read but the last is `stride` bytes long.
         if stride > self.max_payload || bytes.len() > self.max_payload && stride == bytes.len() {
+            let n = bytes.len().div_ceil(stride);
             self.rejects.count(RejectReason::TooLong, n as u64);
-            return;
+            return false;
         }
-        self.passed.clear();
         for datagram in bytes.chunks(stride) {
             let verdict = wire::parse(datagram, &self.keys);
             if let Err(r) = &verdict {
@@ -98,7 +119,21 @@ impl Gate {
             }
             self.passed.push(verdict.is_ok());
         }
-        if self.passed.iter().all(|&ok| ok) {
+        self.passed.iter().all(|&ok| ok)
+    }
+
+    /// Queues in `out` copies of what passed [`Gate::check`] of one message: the message
+    /// whole when every datagram in it passed (`all`), else those that passed, one by one.
+    fn copy_passed(
+        &self,
+        bytes: &[u8],
+        stride: usize,
+        all: bool,
+        arrived: (Duration, u64),
+        out: &mut Vec<Arrival>,
+    ) {
+        let (at, source) = arrived;
+        if all {
             out.push(Arrival {
                 at,
                 bytes: bytes.to_vec(),
@@ -287,11 +322,50 @@ impl AssemblerQueue {
     }
 }
 
+/// Checks the messages of the last read at `gate` and queues what passes in `out`;
+/// returns the datagrams and bytes read.
+///
+/// A message whose datagrams all pass and that fills half its receive buffer or more
+/// (a GRO read) leaves in that buffer, replaced from `pool`: no copy. Anything else is
+/// copied out (a small message, so that the queue's bytes are its bytes and not a whole
+/// buffer's; or the datagrams that passed of a message with some that did not). A
+/// rejected datagram costs neither a copy nor a buffer.
+pub(super) fn admit_messages(
+    reads: &mut crate::socket::RecvBatch,
+    gate: &mut Gate,
+    pool: &mut crate::socket::BufferPool,
+    at: Duration,
+    out: &mut Vec<Arrival>,
+) -> (u64, u64) {
+    let (mut datagrams, mut read) = (0, 0);
+    for i in 0..reads.len() {
+        let (bytes, stride, from) = reads.message(i);
+        datagrams += bytes.len().div_ceil(stride) as u64;
+        read += bytes.len() as u64;
+        let all = gate.check(bytes, stride);
+        let arrived = (at, source_id(from));
+        if all && bytes.len() * 2 >= crate::socket::RECV_BUFFER_BYTES {
+            let bytes = reads.take_buffer(i, pool.take());
+            out.push(Arrival {
+                at,
+                bytes,
+                stride,
+                source: arrived.1,
+            });
+        } else {
+            gate.copy_passed(bytes, stride, all, arrived, out);
+        }
+    }
+    (datagrams, read)
+}
+
 /// The socket thread: reads, checks at the gate, batches, queues.
 struct SocketDrain {
     source: UdpSource,
     start: Instant,
     reads: crate::socket::RecvBatch,
+    /// Receive buffers to replace those handed to the assembler.
+    pool: crate::socket::BufferPool,
     batch: Vec<Arrival>,
     gate: Gate,
     queue: AssemblerQueue,
@@ -321,18 +395,9 @@ impl SocketDrain {
             source,
             start,
             reads: crate::socket::RecvBatch::default(),
+            pool: engine.buffer_pool(),
             batch: Vec::new(),
-            gate: Gate {
-                max_payload,
-                keys,
-                rejects: SocketRejects {
-                    counts: HashMap::new(),
-                    counters: HashMap::new(),
-                    metrics: metrics.clone(),
-                    lane: lane.clone(),
-                },
-                passed: Vec::new(),
-            },
+            gate: Gate::new(max_payload, keys, metrics.clone(), lane.clone()),
             queue: AssemblerQueue {
                 input: engine.input().clone(),
                 backlog: engine.backlog(),
@@ -384,19 +449,19 @@ impl SocketDrain {
     /// Counts and checks the messages of the last read into the batch.
     fn admit_reads(&mut self) {
         let at = self.start.elapsed();
-        let (mut datagrams, mut size) = (0, 0);
-        for (bytes, stride, from) in self.reads.messages() {
-            let n = bytes.len().div_ceil(stride);
-            (datagrams, size) = (datagrams + n as u64, size + bytes.len() as u64);
-            self.counters
-                .received
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.metrics.datagrams.inc_by(n as u64);
-            self.metrics.bytes.inc_by(bytes.len() as u64);
-            self.gate
-                .admit(bytes, stride, at, source_id(from), &mut self.batch);
-        }
-        self.lane.received(datagrams, size);
+        let (datagrams, bytes) = admit_messages(
+            &mut self.reads,
+            &mut self.gate,
+            &mut self.pool,
+            at,
+            &mut self.batch,
+        );
+        self.counters
+            .received
+            .fetch_add(datagrams, Ordering::Relaxed);
+        self.metrics.datagrams.inc_by(datagrams);
+        self.metrics.bytes.inc_by(bytes);
+        self.lane.received(datagrams, bytes);
     }
 
     /// Publishes what the kernel dropped for the socket since the last reading.

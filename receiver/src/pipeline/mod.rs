@@ -28,7 +28,7 @@ mod listener;
 #[cfg(test)]
 mod tests;
 
-use assembler_loop::{run_assembler, ActivityFile};
+use assembler_loop::{run_assembler, ActivityFile, Recycling};
 use handover::{run_delivery, ByteBudget, Handover};
 pub use listener::{listen, ListenReport, Listener, SocketCounters};
 
@@ -177,6 +177,8 @@ pub struct Report {
 /// The assembler and delivery threads, fed through [`Engine::input`].
 pub struct Engine {
     input: Sender<Input>,
+    /// Where handled receive buffers come back (see [`Engine::buffer_pool`]).
+    reads_pool: Receiver<Vec<u8>>,
     backlog: Arc<AtomicUsize>,
     backlog_bytes: Arc<AtomicUsize>,
     assembler: JoinHandle<Stats>,
@@ -190,6 +192,11 @@ impl Engine {
         let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone(), cfg.metrics.clone())?;
         delivery.set_ledger(ledger.clone());
         delivery.set_max_document(cfg.max_document);
+        // Written blocks' buffers go back to the assembler for the next blocks.
+        let (spare, spare_rx) = bounded::<Vec<u8>>(gapferry_common::assembler::SPARE_BLOCKS);
+        delivery.set_spare_blocks(spare);
+        // Receive buffers go back to the socket threads once their datagrams are handled.
+        let (reads_back, reads_pool) = crate::socket::BufferPool::channel();
         let (input, input_rx) = bounded::<Input>(queue);
         let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
         let budget = Arc::new(ByteBudget::new(EVENT_BYTES));
@@ -240,11 +247,16 @@ impl Engine {
                         backlog_bytes,
                         activity,
                         freshness,
+                        Recycling {
+                            blocks: spare_rx,
+                            reads: reads_back,
+                        },
                     )
                 }
             })?;
         Ok(Engine {
             input,
+            reads_pool,
             backlog,
             backlog_bytes,
             assembler,
@@ -255,6 +267,12 @@ impl Engine {
     /// Where inputs go; sending blocks when the queue is full.
     pub fn input(&self) -> &Sender<Input> {
         &self.input
+    }
+
+    /// A pool of receive buffers for a socket thread, fed with the buffers of the
+    /// [`Arrival`]s the assembler has handled.
+    pub fn buffer_pool(&self) -> crate::socket::BufferPool {
+        crate::socket::BufferPool::new(self.reads_pool.clone())
     }
 
     /// Datagrams handed over in [`Input::Batch`]es that the assembler has not handled yet.

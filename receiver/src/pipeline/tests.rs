@@ -69,3 +69,110 @@ fn a_byte_budget_holds_the_producer_until_bytes_are_consumed() {
     drop(CloseOnDrop(budget.clone()));
     join_soon(waiting);
 }
+
+/// Sends `datagrams` (all as long as the first but the last) to `to` in one GSO write: the
+/// receiving socket reads them as one GRO message.
+fn send_gso(to: SocketAddr, datagrams: &[Vec<u8>]) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state = quinn_udp::UdpSocketState::new((&sock).into()).unwrap();
+    let contents = datagrams.concat();
+    let t = quinn_udp::Transmit {
+        destination: to,
+        ecn: None,
+        contents: &contents,
+        segment_size: (datagrams.len() > 1).then_some(datagrams[0].len()),
+        src_ip: None,
+    };
+    state.try_send((&sock).into(), &t).unwrap();
+}
+
+/// Keyed data datagrams of `n` symbols of 1 400 bytes.
+fn keyed_data(key: &gapferry_common::Key, n: u32) -> Vec<Vec<u8>> {
+    let w = gapferry_common::emit::DatagramWriter::new(77, Some(key.clone()));
+    (0..n)
+        .map(|esi| {
+            let h = wire::DataHeader {
+                session: 77,
+                object: 0,
+                block: 0,
+                esi,
+                block_len: 1400 * 64,
+                plain_len: 1400 * 64,
+                codec: wire::Codec::None,
+            };
+            let mut out = Vec::new();
+            w.data(&mut out, &h, &[esi as u8; 1400]);
+            out
+        })
+        .collect()
+}
+
+/// Reads one message from `source` and admits it through `gate`.
+fn read_and_admit(
+    source: &crate::socket::UdpSource,
+    reads: &mut crate::socket::RecvBatch,
+    gate: &mut listener::Gate,
+    pool: &mut crate::socket::BufferPool,
+) -> Vec<Arrival> {
+    assert!(source.recv(reads).unwrap(), "nothing arrived");
+    let mut out = Vec::new();
+    listener::admit_messages(reads, gate, pool, Duration::ZERO, &mut out);
+    out
+}
+
+#[test]
+fn a_gro_read_leaves_in_its_buffer_and_forged_or_truncated_datagrams_cost_no_buffer() {
+    let key = gapferry_common::Key::from_bytes([9; 32]);
+    let mut source =
+        crate::socket::UdpSource::bind("127.0.0.1:0".parse().unwrap(), 4 << 20).unwrap();
+    source.set_wait(Duration::from_secs(2));
+    let to = source.local_addr().unwrap();
+    let mut reads = crate::socket::RecvBatch::default();
+    let (back, rx) = crate::socket::BufferPool::channel();
+    let mut pool = crate::socket::BufferPool::new(rx);
+    let keys = KeyRing::new(vec![key.clone()]);
+    let metrics = crate::metrics::ReceiverMetrics::default();
+    let lane = crate::lanes::LaneCounters::new(to, &metrics.lanes);
+    let mut gate = listener::Gate::new(1472, keys, metrics, lane);
+    let good = keyed_data(&key, 40);
+    // Every datagram passes: the message leaves whole in its receive buffer, no copy.
+    send_gso(to, &good);
+    let got = read_and_admit(&source, &mut reads, &mut gate, &mut pool);
+    assert_eq!(got.len(), 1, "one arrival for the whole GRO read");
+    assert_eq!(got[0].count(), 40);
+    assert!(got[0].bytes == good.concat(), "the datagrams' bytes");
+    assert_eq!(got[0].bytes.capacity(), crate::socket::RECV_BUFFER_BYTES);
+    assert_eq!(pool.counts, (1, 0), "one buffer took its place");
+    // One forged datagram among them: the others are copied out, nothing leaves the pool.
+    let mut forged = good.clone();
+    let last = forged[17].len() - 1;
+    forged[17][last] ^= 1;
+    send_gso(to, &forged);
+    let copies = read_and_admit(&source, &mut reads, &mut gate, &mut pool);
+    assert_eq!(
+        copies.len(),
+        39,
+        "the forged datagram is dropped, the rest copied"
+    );
+    assert!(copies.iter().all(|a| a.bytes.len() == a.stride));
+    assert_eq!(
+        pool.counts,
+        (1, 0),
+        "no buffer for a message with a forgery"
+    );
+    // A truncated datagram alone, then a forged one alone: dropped, no buffer, no copy.
+    send_gso(to, &[good[3][..good[3].len() - 5].to_vec()]);
+    assert!(read_and_admit(&source, &mut reads, &mut gate, &mut pool).is_empty());
+    send_gso(to, &[forged[17].clone()]);
+    assert!(read_and_admit(&source, &mut reads, &mut gate, &mut pool).is_empty());
+    assert_eq!(pool.counts, (1, 0));
+    assert_eq!(gate.rejected().values().sum::<u64>(), 3);
+    // The handled buffer goes back and is the next one taken.
+    let ptr = got[0].bytes.as_ptr();
+    for a in got {
+        crate::socket::give_back(&back, a.bytes);
+    }
+    let next = pool.take();
+    assert_eq!(next.as_ptr(), ptr);
+    assert_eq!(pool.counts, (1, 1));
+}
