@@ -242,8 +242,10 @@ impl Delivery {
         &self.summary
     }
 
-    /// Consumes the delivery, returning its summary.
-    pub fn into_summary(self) -> Summary {
+    /// Commits what waits in the open group, then returns the summary: verified objects
+    /// are never left behind unrecorded because the delivery ended.
+    pub fn into_summary(mut self) -> Summary {
+        self.flush();
         self.summary
     }
 
