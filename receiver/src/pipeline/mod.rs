@@ -52,8 +52,11 @@ pub const EVENT_BYTES: usize = 128 << 20;
 const BATCH: usize = 64;
 /// How long a partly filled batch waits for more datagrams.
 const BATCH_WAIT: Duration = Duration::from_micros(500);
-/// Events queued between the assembler and the disk writer.
-const EVENT_QUEUE: usize = 256;
+/// Events queued between the assembler and the disk writer. Bytes are bounded by
+/// [`EVENT_BYTES`]; this count only has to let a burst of small objects (three events
+/// each) fill that byte budget: at 256, a burst of 10 000 MISP events stalled the
+/// assembler after ~85 objects, its datagram queue overflowed and a quarter were lost.
+const EVENT_QUEUE: usize = 16 << 10;
 /// Least time between two warnings that the receiver drops datagrams itself.
 const OWN_DROPS_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// Least time between two rewrites of the datagram activity file.
