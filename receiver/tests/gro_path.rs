@@ -15,17 +15,8 @@ use std::time::{Duration, Instant};
 /// Datagrams per GSO write at most: a GRO read of them fills more than half a buffer.
 const PER_WRITE: usize = 50;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+mod support;
+use support::noise;
 
 /// The datagrams as the hostile link delivers them: each run of PER_WRITE reversed
 /// every other time, every 7th doubled, every 5th run ending in a truncated copy.

@@ -9,17 +9,8 @@ use gapferry_receiver::delivery::Delivery;
 use gapferry_receiver::destinations::Destinations;
 use gapferry_receiver::metrics::ReceiverMetrics;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+mod support;
+use support::noise;
 
 /// Stages `original` as object `id` in blocks of `block` bytes, written in `order`
 /// (block `corrupt`, if any, with one byte flipped); returns (delivered, failed) and
