@@ -11,6 +11,14 @@ use std::sync::Arc;
 
 pub use prometheus_client;
 
+/// Label of a per-lane metric: the lane's address (the sender's `--to`, the receiver's
+/// `--bind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct LaneLabel {
+    /// The lane's address.
+    pub lane: String,
+}
+
 /// Content type of the text exposition format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -3,7 +3,7 @@
 //! kernel drops, last datagram), their metrics (label `lane`), the lanes' state file
 //! (`<out>/.gapferry/lanes.json`) and the lane lines of `status`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use gapferry_metrics::LaneLabel;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,13 +17,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File name of the lanes' state inside the state directory.
 pub const LANES_FILE: &str = "lanes.json";
-
-/// Label: the lane's bound address.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LaneLabel {
-    /// The `--bind` address.
-    pub lane: String,
-}
 
 /// Per-lane receiver metrics; clones share the same values.
 #[derive(Clone, Debug, Default)]

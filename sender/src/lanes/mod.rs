@@ -11,7 +11,7 @@
 use crate::pacer::Pacer;
 use crate::sink::DatagramSink;
 use gapferry_common::wire::{DatagramType, COMMON_HEADER_LEN, DATA_HEADER_LEN};
-use prometheus_client::encoding::EncodeLabelSet;
+use gapferry_metrics::LaneLabel;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,13 +24,6 @@ pub mod state;
 /// Slots per lane of the striping pattern when the rates have no small ratio: rates are
 /// then rounded to this resolution.
 const PATTERN_SLOTS: u64 = 64;
-
-/// Label: the lane's destination address.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LaneLabel {
-    /// The lane's `--to` address.
-    pub lane: String,
-}
 
 /// Per-lane sender metrics; clones share the same values.
 #[derive(Clone, Debug, Default)]
