@@ -78,7 +78,7 @@ struct Node {
 }
 
 /// The hashes of the tree nodes lying in one block of an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockDigest {
     object_size: u64,
     nodes: Vec<Node>,

@@ -18,7 +18,8 @@ pub struct ObjectDescriptor {
     pub name: String,
     /// Size of the original bytes.
     pub size: u64,
-    /// blake3 of the original bytes.
+    /// blake3 of the original bytes; [`BLAKE3_LATER`] in the copies a sender writes
+    /// before it has read the whole object (see [`ObjectDescriptor::known_blake3`]).
     pub blake3: [u8; 32],
     /// Original bytes per block; every block but the last holds exactly this many.
     pub block_plain_size: u32,
@@ -30,7 +31,16 @@ pub struct ObjectDescriptor {
     pub passes: u8,
 }
 
+/// The `blake3` of a descriptor copy sent before the sender knows the object's hash
+/// (wire version 2): a later copy of the same object carries it. No content hashes to it.
+pub const BLAKE3_LATER: [u8; 32] = [0; 32];
+
 impl ObjectDescriptor {
+    /// The object's blake3, or `None` in a copy sent before the sender knew it.
+    pub fn known_blake3(&self) -> Option<[u8; 32]> {
+        (self.blake3 != BLAKE3_LATER).then_some(self.blake3)
+    }
+
     /// Number of blocks the object is cut into.
     pub fn block_count(&self) -> u64 {
         if self.block_plain_size == 0 {

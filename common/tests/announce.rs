@@ -115,7 +115,7 @@ fn a_proceeded_object_keeps_the_blocks_that_arrived_before_the_answer() {
                 let at = block as usize * sent.descriptor.block_plain_size as usize;
                 bytes[at..at + plain.len()].copy_from_slice(&plain);
             }
-            Event::ObjectComplete { object } => complete = object == OBJECT,
+            Event::ObjectComplete { object, .. } => complete = object == OBJECT,
             Event::ObjectFailed { reason, .. } => panic!("failed: {reason}"),
             _ => {}
         }

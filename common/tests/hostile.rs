@@ -26,7 +26,7 @@ fn descriptor(size: u64, block_plain_size: u32) -> ObjectDescriptor {
         kind: ObjectKind::File,
         name: "liar.bin".into(),
         size,
-        blake3: [0; 32],
+        blake3: [1; 32],
         block_plain_size,
         mtime: 0,
         pass: 1,

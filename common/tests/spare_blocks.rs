@@ -126,7 +126,7 @@ fn deliver(
                     plain.fill(0xEE);
                     a.recycle_block(plain);
                 }
-                Event::ObjectComplete { object } => complete = object.object == sent.object,
+                Event::ObjectComplete { object, .. } => complete = object.object == sent.object,
                 Event::ObjectFailed { reason, .. } => panic!("failed: {reason}"),
                 _ => {}
             }

@@ -268,8 +268,9 @@ impl Checker {
                 let prev = self.blocks.entry(object).or_default().insert(block, plain);
                 assert!(prev.is_none(), "block decoded twice");
             }
-            Event::ObjectComplete { object } => {
+            Event::ObjectComplete { object, blake3 } => {
                 let d = &self.started[&object];
+                assert!(d.known_blake3().is_none_or(|k| k == blake3));
                 assert!(self.ended.insert(object, "complete").is_none());
                 let blocks = self.blocks.remove(&object).unwrap_or_default();
                 assert_eq!(blocks.len() as u64, d.block_count());

@@ -100,6 +100,10 @@ impl DeliveredLedger {
     /// Whether an object with this name and content was delivered and is still in place:
     /// the receiver's answer to the assembler's [`gapferry_common::Event::ObjectAnnounced`].
     pub fn already_delivered(&self, d: &ObjectDescriptor) -> bool {
+        // Sent before its sender knew its hash: nothing to compare yet.
+        if d.known_blake3().is_none() {
+            return false;
+        }
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&(d.name.clone(), d.blake3)) {
             // A plain file or image someone removed is wanted again.

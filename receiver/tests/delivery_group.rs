@@ -45,7 +45,7 @@ fn send_file(delivery: &mut Delivery, object: u32, name: &str, body: &[u8], forg
         plain_len: body.len() as u32,
         data: body.to_vec(),
     });
-    delivery.handle(Event::ObjectComplete { object });
+    delivery.handle(Event::ObjectComplete { object, blake3 });
 }
 
 fn records(out: &Path) -> Vec<Record> {

@@ -59,7 +59,8 @@ fn stage(
             data,
         });
     }
-    delivery.handle(Event::ObjectComplete { object });
+    let blake3 = *blake3::hash(original).as_bytes();
+    delivery.handle(Event::ObjectComplete { object, blake3 });
     let summary = delivery.into_summary();
     let there = std::fs::read(files.join(&name)).is_ok_and(|b| b == original);
     (summary.delivered, summary.failed, there)

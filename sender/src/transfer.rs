@@ -3,13 +3,20 @@
 //!
 //! [`ObjectTransfer`] sends one window per call, so a scheduler can slip small objects
 //! between the windows of a multi-GB image.
+//!
+//! A file is read once per pass: [`outline`] describes it from its metadata, without its
+//! blake3, and the pass learns the hash from the blocks it reads (see [`crate::prepare`]).
+//! An object of one window is read whole before its first datagram, so every copy of its
+//! descriptor carries the hash; a larger one's copies carry it from its second-to-last
+//! window on. Later passes and resends carry it from their first copy.
 
 use crate::error::StopOnSink;
-use crate::prepare::{hash_content, Content, Encoding, Preparer};
+use crate::prepare::{hash_content, Content, Encoding, Preparer, Window};
 use crate::progress::Progress;
 use crate::session::SenderSession;
 use crate::source::SourceFile;
-use gapferry_common::control::ObjectDescriptor;
+use gapferry_common::control::{ObjectDescriptor, BLAKE3_LATER};
+use gapferry_common::emit::INTERLEAVE_DEPTH;
 use gapferry_common::layout;
 use gapferry_common::send::ObjectSchedule;
 use std::io;
@@ -60,11 +67,47 @@ pub fn describe_on(
     })
 }
 
+/// The descriptor of `file` without reading it: its size from its metadata, its blake3
+/// left for the pass that reads it to learn ([`BLAKE3_LATER`]).
+pub fn outline(
+    file: &SourceFile,
+    max_symbol: u16,
+    passes: u8,
+) -> Result<ObjectDescriptor, TransferError> {
+    let (size, mtime) = match &file.bytes {
+        Some(b) => (b.len() as u64, 0),
+        None => {
+            let m = std::fs::metadata(&file.path).map_err(|error| TransferError::Read {
+                path: file.path.clone(),
+                error,
+            })?;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            (m.len(), mtime)
+        }
+    };
+    Ok(ObjectDescriptor {
+        kind: file.kind,
+        name: file.name.clone(),
+        size,
+        blake3: BLAKE3_LATER,
+        block_plain_size: layout::block_plain_size(max_symbol),
+        mtime,
+        pass: 1,
+        passes,
+    })
+}
+
 /// One pass of one object in progress.
 pub struct ObjectTransfer {
     file: SourceFile,
     schedule: ObjectSchedule,
     windows: Preparer,
+    /// A window read before the first datagram (to learn a small object's hash).
+    first: Option<Window>,
 }
 
 impl ObjectTransfer {
@@ -83,8 +126,19 @@ impl ObjectTransfer {
             repair_percent: session.config().repair_percent,
             threads: session.config().threads,
         };
-        let windows = Preparer::start(file, d, encoding)?;
-        let mut schedule = ObjectSchedule::new(id, d.clone())
+        let mut windows = Preparer::start(file, d, encoding)?;
+        // An object of one window is read whole now, so its first copy carries its hash.
+        let first = match windows.blake3() {
+            None if d.block_count() <= INTERLEAVE_DEPTH as u64 => {
+                windows.next_window().transpose()?
+            }
+            _ => None,
+        };
+        let d = ObjectDescriptor {
+            blake3: windows.blake3().unwrap_or(BLAKE3_LATER),
+            ..d.clone()
+        };
+        let mut schedule = ObjectSchedule::new(id, d)
             .map_err(|e| TransferError::Sink(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         session
             .write_all(&mut schedule)
@@ -93,6 +147,7 @@ impl ObjectTransfer {
             file: file.clone(),
             schedule,
             windows,
+            first,
         })
     }
 
@@ -119,10 +174,18 @@ impl ObjectTransfer {
         session: &mut SenderSession,
         progress: &Progress,
     ) -> Result<bool, TransferError> {
-        let Some(prepared) = self.windows.next_window() else {
+        let Some(prepared) = self
+            .first
+            .take()
+            .map(Ok)
+            .or_else(|| self.windows.next_window())
+        else {
             return Ok(false);
         };
         let prepared = prepared?;
+        if let (false, Some(h)) = (self.schedule.blake3_known(), self.windows.blake3()) {
+            self.schedule.set_blake3(h);
+        }
         self.schedule.add_window(prepared.blocks);
         session
             .write_all(&mut self.schedule)
@@ -131,8 +194,16 @@ impl ObjectTransfer {
         Ok(!self.schedule.blocks_done())
     }
 
-    /// Sends the closing descriptor copies and checks the source did not change.
-    pub fn finish(mut self, session: &mut SenderSession) -> Result<(), TransferError> {
+    /// Sends the closing descriptor copies and checks the source did not change; the
+    /// object's blake3, for the passes and resends that follow.
+    pub fn finish(mut self, session: &mut SenderSession) -> Result<[u8; 32], TransferError> {
+        if !self.schedule.blake3_known() {
+            // Every window is out, so the hash is known; an empty object learns it here.
+            let h = self.windows.blake3().ok_or_else(|| {
+                TransferError::Sink(io::Error::other("the object's hash is unknown at its end"))
+            })?;
+            self.schedule.set_blake3(h);
+        }
         self.schedule.close();
         session
             .write_all(&mut self.schedule)
@@ -141,14 +212,15 @@ impl ObjectTransfer {
     }
 }
 
-/// Sends one pass of object `id` (described by `d`) from `file`, start to end.
+/// Sends one pass of object `id` (described by `d`) from `file`, start to end; the
+/// object's blake3.
 pub fn send_object(
     session: &mut SenderSession,
     id: u32,
     file: &SourceFile,
     d: &ObjectDescriptor,
     progress: &Progress,
-) -> Result<(), TransferError> {
+) -> Result<[u8; 32], TransferError> {
     let mut t = ObjectTransfer::start(session, id, file, d)?;
     while t.send_window(session, progress)? {}
     t.finish(session)
@@ -157,10 +229,10 @@ pub fn send_object(
 /// Sending whole files through a session; here rather than in [`crate::session`] so that
 /// module knows nothing of files.
 impl SenderSession {
-    /// Reads `file` once to build its descriptor, on the session's `threads`.
+    /// The descriptor of `file` for this session, its blake3 left to the first pass
+    /// ([`outline`]).
     pub fn describe(&self, file: &SourceFile) -> Result<ObjectDescriptor, TransferError> {
-        let cfg = self.config();
-        describe_on(file, self.max_symbol(), cfg.passes, cfg.threads)
+        outline(file, self.max_symbol(), self.config().passes)
     }
 
     /// Sends `files`, each as one object, in every pass (pass 1 of all, then pass 2...).
@@ -192,11 +264,17 @@ impl SenderSession {
                     });
                     objects.push((id, d.ok()));
                 }
-                let (id, Some(d)) = &objects[i] else { continue };
-                let d = ObjectDescriptor { pass, ..d.clone() };
-                if let Err(e) = send_object(self, *id, file, &d, progress).stop_on_sink()? {
-                    tracing::error!(file = %file.path.display(), object = id, "{e}");
-                    reports[i].error.get_or_insert(e.to_string());
+                let (id, Some(d)) = &mut objects[i] else {
+                    continue;
+                };
+                let pass_d = ObjectDescriptor { pass, ..d.clone() };
+                match send_object(self, *id, file, &pass_d, progress).stop_on_sink()? {
+                    // Later passes carry the hash this one learned from their first copy.
+                    Ok(h) => d.blake3 = h,
+                    Err(e) => {
+                        tracing::error!(file = %file.path.display(), object = *id, "{e}");
+                        reports[i].error.get_or_insert(e.to_string());
+                    }
                 }
                 if pass == passes {
                     self.object_done(*id);
@@ -220,14 +298,13 @@ impl SenderSession {
         progress: &Progress,
     ) -> (u32, Result<(), TransferError>) {
         let id = self.allocate_object();
-        let result =
-            describe_on(file, self.max_symbol(), passes, self.config().threads).and_then(|d| {
-                for pass in 1..=passes {
-                    let d = ObjectDescriptor { pass, ..d.clone() };
-                    send_object(self, id, file, &d, progress)?;
-                }
-                Ok(())
-            });
+        let result = outline(file, self.max_symbol(), passes).and_then(|mut d| {
+            for pass in 1..=passes {
+                let pass_d = ObjectDescriptor { pass, ..d.clone() };
+                d.blake3 = send_object(self, id, file, &pass_d, progress)?;
+            }
+            Ok(())
+        });
         self.object_done(id);
         (id, result)
     }

@@ -44,7 +44,7 @@ fn a_heartbeat_claiming_every_object_id_costs_a_handful_of_records() {
             kind: ObjectKind::File,
             name: "bait.bin".into(),
             size: 1,
-            blake3: [0; 32],
+            blake3: [1; 32],
             block_plain_size: 1024,
             mtime: 0,
             pass: 1,

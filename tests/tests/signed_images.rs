@@ -189,6 +189,14 @@ fn a_receiver_with_an_armoured_keyring_refuses_to_start_and_says_how_to_convert_
 }
 
 /// The descriptor and the one-block events of `bytes` as object `id`.
+/// The event saying `object`, the file at `path`, decoded whole with its blake3.
+fn complete(object: gapferry_common::ObjectRef, path: &Path) -> gapferry_common::Event {
+    gapferry_common::Event::ObjectComplete {
+        object,
+        blake3: *blake3::hash(&std::fs::read(path).unwrap()).as_bytes(),
+    }
+}
+
 fn object_events(
     id: u32,
     kind: gapferry_common::ObjectKind,
@@ -257,11 +265,11 @@ fn an_image_complete_before_its_signature_waits_for_it_and_fails_if_it_never_com
     delivery.handle(sig_started);
     delivery.handle(img_started);
     delivery.handle(img_block);
-    delivery.handle(Event::ObjectComplete { object: img_ref });
+    delivery.handle(complete(img_ref, &img));
     assert!(records().is_empty(), "the image waits: {:#?}", records());
     assert!(!out.join("images/latest_MISP").exists());
     delivery.handle(sig_block);
-    delivery.handle(Event::ObjectComplete { object: sig_ref });
+    delivery.handle(complete(sig_ref, &sig));
     let r = records();
     assert_eq!(with_outcome(&r, "delivered").len(), 2, "{r:#?}");
     assert_eq!(latest(&out), PathBuf::from("MISP_v2.5.1_aaaa"));
@@ -290,7 +298,7 @@ fn an_image_complete_before_its_signature_waits_for_it_and_fails_if_it_never_com
     delivery.handle(sig_started);
     delivery.handle(img_started);
     delivery.handle(img_block);
-    delivery.handle(Event::ObjectComplete { object: img_ref });
+    delivery.handle(complete(img_ref, &img));
     delivery.handle(Event::ObjectFailed {
         object: sig_ref,
         descriptor: sig_descriptor,
@@ -327,7 +335,7 @@ fn an_image_complete_before_its_signature_waits_for_it_and_fails_if_it_never_com
     delivery.handle(sig_started);
     delivery.handle(img_started);
     delivery.handle(img_block);
-    delivery.handle(Event::ObjectComplete { object: img_ref });
+    delivery.handle(complete(img_ref, &img));
     let before = with_outcome(&records(), "failed").len();
     delivery.abandon_all("the receiver stopped");
     let r = records();

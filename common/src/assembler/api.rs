@@ -103,10 +103,14 @@ pub enum Event {
         /// The encoded block.
         data: Vec<u8>,
     },
-    /// Every block of the object decoded; the delivery verifies and publishes it.
+    /// Every block of the object decoded and its blake3 known; the delivery verifies and
+    /// publishes it.
     ObjectComplete {
         /// Which object.
         object: ObjectRef,
+        /// The blake3 the object's bytes must have: the descriptor's, or (when the sender
+        /// read the object once) the one its last descriptor copies brought.
+        blake3: [u8; 32],
     },
     /// The object cannot complete.
     ObjectFailed {

@@ -102,21 +102,17 @@ impl Assembler {
         };
         let known = s
             .objects
-            .get(&object)
-            .and_then(|state| state.descriptor.as_ref())
-            .or(self.announced.get(&oref));
+            .get_mut(&object)
+            .and_then(|state| state.descriptor.as_mut())
+            .or(self.announced.get_mut(&oref));
         if let Some(known) = known {
-            let same = ObjectDescriptor {
-                pass: known.pass,
-                passes: known.passes,
-                ..descriptor.clone()
-            };
-            return if &same == known {
-                self.stats.redundant += 1;
-                Ok(())
+            let learned = another_copy(known, &descriptor)?;
+            if learned {
+                self.complete_if_done(oref);
             } else {
-                Err(Reject::Refused("descriptor differs from an earlier copy"))
-            };
+                self.stats.redundant += 1;
+            }
+            return Ok(());
         }
         if let Err(reason) = self.check_descriptor(&descriptor) {
             self.fail(oref, Some(descriptor), reason);
@@ -448,9 +444,15 @@ impl Assembler {
             return;
         };
         let Some(d) = &state.descriptor else { return };
+        // An object read once by its sender is verified against the blake3 its last
+        // descriptor copies carry: complete only once one of them arrived.
+        let Some(blake3) = d.known_blake3() else {
+            return;
+        };
         if state.decoded.len() as u64 == d.block_count() {
             self.remove_object(o);
-            self.events.push_back(Event::ObjectComplete { object: o });
+            self.events
+                .push_back(Event::ObjectComplete { object: o, blake3 });
         }
     }
 
@@ -487,7 +489,16 @@ impl Assembler {
             sender_finished: o.object < s.done_below,
             own_drops: self.stats.own_drops.since(&state.own_drops_at_start),
         };
+        let hash_missing = state
+            .descriptor
+            .as_ref()
+            .is_some_and(|d| d.known_blake3().is_none());
         let reason = match shortfall.blocks {
+            Some(blocks) if hash_missing && shortfall.decoded == blocks => format!(
+                "{why}; all {blocks} blocks decoded, but no descriptor copy carrying its blake3 \
+                 arrived (lost at the object's end, or the sender stopped the object because \
+                 its source changed while read)"
+            ),
             Some(blocks) => format!("{why}; {} of {blocks} blocks decoded", shortfall.decoded),
             None => format!("{why}; its descriptor never arrived"),
         };
@@ -503,5 +514,31 @@ impl Assembler {
             reason,
             shortfall: Some(shortfall),
         });
+    }
+}
+
+/// Checks a further copy of a known object's descriptor against `known`: Ok(true) when it
+/// brought the blake3 `known` was waiting for (now set in `known`), Ok(false) when it says
+/// nothing new, refused when it differs in anything else or names another blake3.
+fn another_copy(known: &mut ObjectDescriptor, copy: &ObjectDescriptor) -> Result<bool, Reject> {
+    let same = ObjectDescriptor {
+        pass: known.pass,
+        passes: known.passes,
+        blake3: known.blake3,
+        ..copy.clone()
+    };
+    if &same != known {
+        return Err(Reject::Refused("descriptor differs from an earlier copy"));
+    }
+    match (known.known_blake3(), copy.known_blake3()) {
+        (_, None) => Ok(false),
+        (Some(k), Some(c)) if k == c => Ok(false),
+        (Some(_), Some(_)) => Err(Reject::Refused(
+            "descriptor's blake3 differs from an earlier copy",
+        )),
+        (None, Some(c)) => {
+            known.blake3 = c;
+            Ok(true)
+        }
     }
 }

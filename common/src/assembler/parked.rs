@@ -49,7 +49,11 @@ impl Assembler {
                 b.decoder.cancel_solve();
             }
         }
-        let Some(d) = state.descriptor else { return };
+        // Parked blocks are found again by name and blake3: without the blake3, a later
+        // object of the same name could adopt blocks of other content.
+        let Some(d) = state.descriptor.filter(|d| d.known_blake3().is_some()) else {
+            return;
+        };
         if state.blocks.is_empty() {
             return;
         }

@@ -1,13 +1,20 @@
 //! One pass of one object in the order the protocol sends it: a descriptor first, then the
 //! blocks' datagrams window by window through the [`Interleaver`] with a descriptor copy
 //! every [`DESCRIPTOR_EVERY`] datagrams (and one half-way through a small object), then
-//! closing copies so that every pass carries at least [`MIN_DESCRIPTORS`].
+//! closing copies so that every pass carries at least [`MIN_DESCRIPTORS`] copies that
+//! carry the object's blake3.
+//!
+//! A sender that reads an object once learns its blake3 only when it has read the whole
+//! object: the copies written before then carry [`BLAKE3_LATER`], and
+//! [`ObjectSchedule::set_blake3`] gives the hash to every copy written after. A sender sets
+//! it before it adds the object's last two windows, so the copies carrying it are spread
+//! over at least one whole window, as the blocks' own symbols are.
 //!
 //! The schedule is the only place that decides where descriptor copies go: the sender,
 //! tests, fuzzers and the bench all produce an object's datagrams through it.
 
 use crate::compress;
-use crate::control::{ControlError, ObjectDescriptor};
+use crate::control::{ControlError, ObjectDescriptor, BLAKE3_LATER};
 use crate::emit::{DatagramWriter, Interleaver, OutgoingBlock, INTERLEAVE_DEPTH};
 
 /// A descriptor copy is sent after this many data datagrams of an object.
@@ -34,8 +41,8 @@ pub struct ObjectSchedule {
     halfway: Option<u64>,
     /// Data datagrams written so far.
     data_written: u64,
-    /// Descriptor copies written so far.
-    copies: u32,
+    /// Descriptor copies carrying the object's blake3 written so far.
+    hashed_copies: u32,
     /// Descriptor copies owed before the next data datagram.
     owed: u32,
     /// The first block of the next window.
@@ -54,7 +61,7 @@ impl ObjectSchedule {
             window: Interleaver::new(),
             halfway: None,
             data_written: 0,
-            copies: 0,
+            hashed_copies: 0,
             owed: 1,
             next_block: 0,
             closed: false,
@@ -69,6 +76,18 @@ impl ObjectSchedule {
     /// The descriptor every copy carries.
     pub fn descriptor(&self) -> &ObjectDescriptor {
         &self.descriptor
+    }
+
+    /// Whether the copies written from now on carry the object's blake3.
+    pub fn blake3_known(&self) -> bool {
+        self.descriptor.known_blake3().is_some()
+    }
+
+    /// Gives the object's blake3, learned once the sender read the whole object, to every
+    /// copy written from now on.
+    pub fn set_blake3(&mut self, blake3: [u8; 32]) {
+        debug_assert!(blake3 != BLAKE3_LATER);
+        self.descriptor.blake3 = blake3;
     }
 
     /// The index of the first block the next window must start with.
@@ -105,11 +124,16 @@ impl ObjectSchedule {
             .filter(|&h| h > 0 && h < DESCRIPTOR_EVERY);
     }
 
-    /// Owes the closing copies: enough for [`MIN_DESCRIPTORS`] in all, and at least one.
+    /// Owes the closing copies: enough for [`MIN_DESCRIPTORS`] carrying the blake3 in all,
+    /// and at least one. The blake3 must be known by then ([`Self::set_blake3`]).
     pub fn close(&mut self) {
+        debug_assert!(
+            self.blake3_known(),
+            "closing an object whose hash is unknown"
+        );
         if !self.closed {
             self.closed = true;
-            self.owed += MIN_DESCRIPTORS.saturating_sub(self.copies).max(1);
+            self.owed += MIN_DESCRIPTORS.saturating_sub(self.hashed_copies).max(1);
         }
     }
 
@@ -118,7 +142,7 @@ impl ObjectSchedule {
     pub fn next(&mut self, w: &DatagramWriter, out: &mut Vec<u8>) -> Option<Emitted> {
         if self.owed > 0 {
             self.owed -= 1;
-            self.copies += 1;
+            self.hashed_copies += u32::from(self.blake3_known());
             w.descriptor(out, self.object, &self.descriptor)
                 .expect("encoded once in new");
             return Some(Emitted::Descriptor);
@@ -235,7 +259,7 @@ mod tests {
             kind: ObjectKind::File,
             name: "a".into(),
             size: blocks * block_plain_size as u64,
-            blake3: [0; 32],
+            blake3: [1; 32],
             block_plain_size,
             mtime: 0,
             pass: 1,
@@ -301,6 +325,50 @@ mod tests {
             assert_eq!(data_before as u64, (n as u64 + 1) * DESCRIPTOR_EVERY);
         }
         assert!(got.ends_with(".D"));
+    }
+
+    #[test]
+    fn copies_before_the_hash_is_learned_do_not_count_towards_the_closing_minimum() {
+        let w = DatagramWriter::new(7, None);
+        let d = ObjectDescriptor {
+            blake3: BLAKE3_LATER,
+            ..descriptor(3, 30_000)
+        };
+        let mut s = ObjectSchedule::new(1, d).unwrap();
+        let mut out = Vec::new();
+        let mut carried = Vec::new();
+        let mut drain = |s: &mut ObjectSchedule, carried: &mut Vec<bool>| {
+            while let Some(e) = s.next(&w, &mut out) {
+                if e == Emitted::Descriptor {
+                    let Ok(Datagram::Control { body, .. }) = wire::parse(&out, &Default::default())
+                    else {
+                        panic!("not a control datagram")
+                    };
+                    let d: ObjectDescriptor = crate::control::decode(body).unwrap();
+                    carried.push(d.known_blake3().is_some());
+                }
+            }
+        };
+        drain(&mut s, &mut carried);
+        for b in 0..2 {
+            s.add_window([block(b, 300)]);
+            drain(&mut s, &mut carried);
+        }
+        // Learned before a last window of one tiny block: few regular copies carry it.
+        assert!(!s.blake3_known());
+        s.set_blake3([5; 32]);
+        s.add_window([block(2, 1)]);
+        drain(&mut s, &mut carried);
+        s.close();
+        drain(&mut s, &mut carried);
+        let before = carried.iter().take_while(|c| !**c).count();
+        assert!(before >= 5, "{carried:?}");
+        assert!(carried[before..].iter().all(|c| *c), "{carried:?}");
+        assert_eq!(
+            carried.len() - before,
+            MIN_DESCRIPTORS as usize,
+            "{carried:?}"
+        );
     }
 
     #[test]

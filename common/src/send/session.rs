@@ -386,7 +386,7 @@ mod tests {
             kind: ObjectKind::File,
             name: format!("f{object}"),
             size: len as u64,
-            blake3: [0; 32],
+            blake3: [1; 32],
             block_plain_size: 1 << 20,
             mtime: 0,
             pass: 1,

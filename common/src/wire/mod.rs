@@ -8,8 +8,11 @@ use thiserror::Error;
 
 /// The two bytes every gapferry datagram starts with.
 pub const MAGIC: [u8; 2] = *b"GF";
-/// The protocol version this code speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this code writes.
+pub const VERSION: u8 = 2;
+/// The oldest version this code still reads: version 1 is version 2 without descriptor
+/// copies whose blake3 comes later ([`crate::control::BLAKE3_LATER`]).
+pub const OLDEST_VERSION: u8 = 1;
 /// Bytes of the header shared by every datagram type.
 pub const COMMON_HEADER_LEN: usize = 20;
 /// Bytes of a data datagram's header, before its symbol.
@@ -265,7 +268,7 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
     if buf[0..2] != MAGIC {
         return Err(Reject::BadMagic);
     }
-    if buf[2] != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&buf[2]) {
         return Err(Reject::BadVersion(buf[2]));
     }
     let flags = buf[4];

@@ -78,7 +78,7 @@ fn data_round_trip_with_and_without_key() {
 fn the_layout_is_the_documented_one() {
     let mut buf = Vec::new();
     encode_data(&mut buf, &header(), &[0xEE; 8], None);
-    assert_eq!(&buf[0..8], &[b'G', b'F', 1, 1, 0, 0, 0, 0]);
+    assert_eq!(&buf[0..8], &[b'G', b'F', 2, 1, 0, 0, 0, 0]);
     assert_eq!(&buf[8..16], &[1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(&buf[16..20], &[0, 0, 0, 9]);
     assert_eq!(&buf[20..24], &[0, 0, 0, 3]);
@@ -187,9 +187,15 @@ fn rejects_malformed_headers() {
     let mut b = buf.clone();
     b[0] = b'X';
     assert_eq!(parse(&b, &none), Err(Reject::BadMagic));
+    for v in [0, VERSION + 1, 0xff] {
+        let mut b = buf.clone();
+        b[2] = v;
+        assert_eq!(parse(&b, &none), Err(Reject::BadVersion(v)));
+    }
+    // A version-1 sender's datagrams are still read.
     let mut b = buf.clone();
-    b[2] = 2;
-    assert_eq!(parse(&b, &none), Err(Reject::BadVersion(2)));
+    b[2] = OLDEST_VERSION;
+    assert!(parse(&b, &none).is_ok());
     let mut b = buf.clone();
     b[3] = 77;
     assert_eq!(parse(&b, &none), Err(Reject::BadType(77)));

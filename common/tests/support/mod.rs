@@ -257,7 +257,7 @@ impl Checker {
                 plain_len,
                 data,
             } => self.on_block(object, (block, codec, plain_len), data, limits),
-            Event::ObjectComplete { object } => self.on_complete(object),
+            Event::ObjectComplete { object, blake3 } => self.on_complete(object, blake3),
             Event::ObjectFailed { object, reason, .. } => {
                 assert!(!self.resolved(&object), "{object} ended twice");
                 assert!(!reason.is_empty());
@@ -318,11 +318,16 @@ impl Checker {
         assert!(prev.is_none(), "block {block} of {object} decoded twice");
     }
 
-    fn on_complete(&mut self, object: ObjectRef) {
+    fn on_complete(&mut self, object: ObjectRef, blake3: [u8; 32]) {
         let d = self
             .started
             .get(&object)
             .unwrap_or_else(|| panic!("{object} complete without a descriptor"));
+        // A descriptor that carried the blake3 from the start completes with that one.
+        assert!(
+            d.known_blake3().is_none_or(|k| k == blake3),
+            "{object} completes with another blake3 than its descriptor's"
+        );
         assert!(!self.resolved(&object), "{object} ended twice");
         let blocks = self.blocks.remove(&object).unwrap_or_default();
         assert_eq!(

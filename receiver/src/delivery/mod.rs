@@ -294,8 +294,11 @@ impl Delivery {
                 plain_len,
                 data,
             } => self.block_decoded(object, block, codec, plain_len, data),
-            Event::ObjectComplete { object } => {
-                if let Some(staged) = self.staged.remove(&object) {
+            Event::ObjectComplete { object, blake3 } => {
+                if let Some(mut staged) = self.staged.remove(&object) {
+                    // The hash to verify against: the descriptor's, or the one its last
+                    // copies brought when the sender read the object once.
+                    staged.descriptor.blake3 = blake3;
                     self.finish(object, staged);
                 }
             }

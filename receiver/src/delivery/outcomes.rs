@@ -150,7 +150,9 @@ impl Delivery {
             name = d.map(|d| escape(&d.name).into_owned()),
             kind = d.map(|d| d.kind.as_str()),
             size = d.map(|d| d.size),
-            blake3 = d.map(|d| blake3::Hash::from(d.blake3).to_hex().to_string()),
+            blake3 = d
+                .and_then(ObjectDescriptor::known_blake3)
+                .map(|h| blake3::Hash::from(h).to_hex().to_string()),
             loss_rate = self.loss.get(&object.session).copied(),
             cause = cause.map(Cause::as_str),
             %reason,
@@ -192,6 +194,9 @@ pub(super) fn described(mut r: Record, d: &ObjectDescriptor) -> Record {
     r.kind = Some(d.kind);
     r.name = Some(d.name.clone());
     r.size = Some(d.size);
-    r.blake3 = Some(blake3::Hash::from(d.blake3).to_hex().to_string());
+    // A copy sent before the sender knew the hash says nothing of the content.
+    r.blake3 = d
+        .known_blake3()
+        .map(|h| blake3::Hash::from(h).to_hex().to_string());
     r
 }

@@ -7,14 +7,22 @@
 //! order, so the wire order does not depend on which thread finished first. At most two
 //! windows exist at once (the one being sent and the one being prepared, about 26 MB at
 //! MTU 1500), whatever the number of threads. Each block's bytes are hashed where they are
-//! read and the digests merged ([`gapferry_common::block_hash`]) to check, after the last
-//! window, that the source still is what its descriptor says.
+//! read and the digests merged ([`gapferry_common::block_hash`]).
+//!
+//! One read, one hash: for a pass whose descriptor does not carry the blake3 yet
+//! ([`gapferry_common::control::BLAKE3_LATER`]), the merged digests *are* the object's
+//! blake3 ([`Preparer::blake3`]). It is known once every block is read: the last window is
+//! prepared before the one before it is handed out, so the sender can give the hash to the
+//! descriptor copies of the last two windows, and the content is checked unchanged since
+//! it was opened ([`Content::unchanged`]) before the hash is trusted. A source that could
+//! change unseen ([`Content::is_settled`] false) is hashed before its first datagram, as a
+//! pass whose descriptor carries the hash is checked against it after its last window.
 
 mod content;
 mod hash;
 mod pool;
 
-pub use content::Content;
+pub use content::{Content, SETTLE};
 pub use hash::{hash_content, MAX_HASH_THREADS};
 
 use crate::error::TransferError;
@@ -65,6 +73,13 @@ pub struct Preparer {
     /// Blocks the workers finished ahead of their turn.
     ready: BTreeMap<u32, PreparedBlock>,
     hash: ObjectHasher,
+    /// Blocks below this have their digest merged into `hash`.
+    merged_below: u32,
+    /// The blake3 the content must have: the descriptor's, or hashed before the first
+    /// window (a source that was not settled).
+    expected: Option<[u8; 32]>,
+    /// The blake3 learned from the blocks themselves, once all are read.
+    learned: Option<[u8; 32]>,
 }
 
 impl Preparer {
@@ -74,8 +89,19 @@ impl Preparer {
         descriptor: &ObjectDescriptor,
         encoding: Encoding,
     ) -> Result<Self, TransferError> {
+        let content = Content::open(file)?;
+        let expected = match descriptor.known_blake3() {
+            Some(h) => Some(h),
+            None if content.is_settled() => None,
+            None => Some(hash_content(
+                &content,
+                descriptor.size,
+                descriptor.block_plain_size as u64,
+                encoding.threads,
+            )?),
+        };
         let job = Arc::new(BlockJob {
-            content: Content::open(file)?,
+            content,
             descriptor: descriptor.clone(),
             encoding,
         });
@@ -99,8 +125,13 @@ impl Preparer {
             submitted: 0,
             ready: BTreeMap::new(),
             hash: ObjectHasher::new(descriptor.size),
+            merged_below: 0,
+            expected,
+            learned: None,
         };
         p.submit_until(INTERLEAVE_DEPTH as u32);
+        // An empty object is read as soon as it is opened.
+        p.learn_if_read()?;
         Ok(p)
     }
 
@@ -147,18 +178,66 @@ impl Preparer {
             plain_bytes: 0,
         };
         for b in start..end {
-            let p = match self.take(b) {
+            let p = match self.take_merged(b) {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
-            if let Err(e) = self.hash.add(p.digest) {
-                return Some(Err(hash::bug(&self.job.content, e)));
-            }
             window.plain_bytes += p.plain_len;
             window.blocks.push(p.block);
         }
         self.next_block = end;
+        // With the hash to learn, the last window is read before the one before it goes
+        // out, so the descriptor copies of both can carry the hash.
+        if self.expected.is_none()
+            && end < self.blocks
+            && end + INTERLEAVE_DEPTH as u32 >= self.blocks
+        {
+            for b in end..self.blocks {
+                match self.take_merged(b) {
+                    Ok(p) => {
+                        self.ready.insert(b, p);
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        }
+        if let Err(e) = self.learn_if_read() {
+            return Some(Err(e));
+        }
         Some(Ok(window))
+    }
+
+    /// Block `index`, prepared, its digest merged into the object's hash (once).
+    fn take_merged(&mut self, index: u32) -> Result<PreparedBlock, TransferError> {
+        let mut p = self.take(index)?;
+        if index >= self.merged_below {
+            self.hash
+                .add(std::mem::take(&mut p.digest))
+                .map_err(|e| hash::bug(&self.job.content, e))?;
+            self.merged_below = index + 1;
+        }
+        Ok(p)
+    }
+
+    /// Once every block is read and nothing was expected: the merged hash, trusted only if
+    /// the content did not change while it was read.
+    fn learn_if_read(&mut self) -> Result<(), TransferError> {
+        if self.expected.is_some() || self.learned.is_some() || self.merged_below < self.blocks {
+            return Ok(());
+        }
+        let content = &self.job.content;
+        let hash = self.hash.finish().map_err(|e| hash::bug(content, e))?;
+        if !content.unchanged(self.job.descriptor.size)? {
+            return Err(TransferError::Changed(content.path().to_path_buf()));
+        }
+        self.learned = Some(hash);
+        Ok(())
+    }
+
+    /// The object's blake3 when known: the descriptor's, the one hashed before the first
+    /// window, or (read once) the one learned once every block was read.
+    pub fn blake3(&self) -> Option<[u8; 32]> {
+        self.expected.or(self.learned)
     }
 
     /// Blocks asked of the workers and not handed out yet: at most one window beyond the
@@ -167,19 +246,23 @@ impl Preparer {
         self.submitted.saturating_sub(self.next_block)
     }
 
-    /// After the last window: whether the source still matches its descriptor. Blocks
-    /// not taken yet are prepared and dropped, for their share of the hash.
-    pub fn verify(mut self) -> Result<(), TransferError> {
+    /// After the last window: the object's blake3, once the source is checked to still be
+    /// what was sent (the expected hash, or unchanged since opened when the hash was
+    /// learned). Blocks not taken yet are prepared and dropped, for their share of the hash.
+    pub fn verify(mut self) -> Result<[u8; 32], TransferError> {
         while let Some(w) = self.next_window() {
             w?;
         }
+        // An empty object has no window to learn its hash in.
+        self.learn_if_read()?;
         let content = &self.job.content;
         let d = &self.job.descriptor;
         let hash = self.hash.finish().map_err(|e| hash::bug(content, e))?;
-        if hash != d.blake3 || content.extends_past(d.size)? {
+        let expected = self.expected.or(self.learned);
+        if Some(hash) != expected || content.extends_past(d.size)? {
             return Err(TransferError::Changed(content.path().to_path_buf()));
         }
-        Ok(())
+        Ok(hash)
     }
 }
 

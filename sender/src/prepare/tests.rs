@@ -1,9 +1,11 @@
 //! The preparer's tests: whole and verified objects at every thread count, the wire
-//! order independent of the thread count, and sources changed after they were described.
+//! order independent of the thread count, sources changed after they were described, and
+//! passes read once that learn the hash as they read.
 
 use super::*;
 use crate::transfer::describe;
 use gapferry_common::ObjectKind;
+use std::os::unix::fs::FileExt;
 
 const SYMBOL: u16 = 64; // 64 KiB blocks: a 1 MiB object is two windows.
 
@@ -45,7 +47,7 @@ fn drain(
             Err(e) => return (bytes, Err(e)),
         }
     }
-    (bytes, p.verify())
+    (bytes, p.verify().map(|_| ()))
 }
 
 fn content(n: usize) -> Vec<u8> {
@@ -206,4 +208,112 @@ fn the_workers_never_run_more_than_one_window_ahead() {
         assert_eq!((windows, p.blocks_ahead()), (4, 0));
         p.verify().unwrap();
     }
+}
+
+/// `file`'s descriptor with its blake3 left to the pass, as the sender outlines it.
+fn outline(file: &SourceFile) -> ObjectDescriptor {
+    crate::transfer::outline(file, SYMBOL, 1).unwrap()
+}
+
+/// Hands out every window of a read-once pass; the window after which the hash was known.
+fn learn(p: &mut Preparer) -> Option<usize> {
+    let mut known_after = None;
+    let mut i = 0;
+    while let Some(w) = p.next_window() {
+        w.unwrap();
+        if known_after.is_none() && p.blake3().is_some() {
+            known_after = Some(i);
+        }
+        i += 1;
+    }
+    known_after
+}
+
+#[test]
+fn a_pass_read_once_learns_the_hash_before_its_last_two_windows() {
+    // 40 blocks of 64 KiB: five windows. Known once the fourth (index 3) is handed out.
+    let bytes = Arc::new(content(40 * 65_536 - 3));
+    let file = SourceFile {
+        path: "/nonexistent/export.json".into(),
+        name: "e".into(),
+        size: bytes.len() as u64,
+        kind: ObjectKind::File,
+        bytes: Some(bytes.clone()),
+    };
+    let d = outline(&file);
+    assert!(d.known_blake3().is_none());
+    for threads in THREADS {
+        let mut p = Preparer::start(&file, &d, encoding(threads)).unwrap();
+        assert_eq!(p.blake3(), None, "nothing read yet");
+        assert_eq!(learn(&mut p), Some(3), "{threads} threads");
+        let want = *blake3::hash(&bytes).as_bytes();
+        assert_eq!(p.blake3(), Some(want));
+        assert_eq!(p.verify().unwrap(), want);
+    }
+    // One window (or none): known once that window is handed out.
+    for n in [0usize, 1, 65_536, 8 * 65_536] {
+        let bytes = Arc::new(content(n));
+        let small = SourceFile {
+            size: n as u64,
+            bytes: Some(bytes.clone()),
+            ..file.clone()
+        };
+        let mut p = Preparer::start(&small, &outline(&small), encoding(2)).unwrap();
+        let known_after = learn(&mut p);
+        assert_eq!(p.verify().unwrap(), *blake3::hash(&bytes).as_bytes(), "{n}");
+        assert_eq!(known_after, (n > 0).then_some(0), "{n}");
+    }
+}
+
+#[test]
+fn a_file_changed_recently_is_hashed_before_its_first_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, content(20 * 65_536)).unwrap();
+    let file = source(&path);
+    // Written just now: a change during the read could keep its timestamps.
+    let p = Preparer::start(&file, &outline(&file), encoding(2)).unwrap();
+    assert_eq!(
+        p.blake3(),
+        Some(*blake3::hash(&content(20 * 65_536)).as_bytes())
+    );
+}
+
+#[test]
+fn a_settled_file_changed_while_read_once_is_refused_before_its_hash_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let n = 40 * 65_536;
+    std::fs::write(&path, content(n)).unwrap();
+    std::thread::sleep(SETTLE + std::time::Duration::from_millis(300));
+    let file = source(&path);
+    let d = outline(&file);
+    // Untouched: read once, its hash learned from the blocks.
+    let mut p = Preparer::start(&file, &d, encoding(2)).unwrap();
+    assert_eq!(p.blake3(), None, "settled: not hashed before");
+    learn(&mut p);
+    assert_eq!(p.verify().unwrap(), *blake3::hash(&content(n)).as_bytes());
+    // Edited in place after the first window, same size: refused, no hash given out.
+    let mut p = Preparer::start(&file, &d, encoding(2)).unwrap();
+    p.next_window().unwrap().unwrap();
+    let mut edited = content(n);
+    edited[n - 10] ^= 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&edited[n - 10..], (n - 10) as u64)
+        .unwrap();
+    let mut refused = None;
+    while let Some(w) = p.next_window() {
+        if let Err(e) = w {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(TransferError::Changed(_))),
+        "{refused:?}"
+    );
+    assert_eq!(p.blake3(), None);
 }

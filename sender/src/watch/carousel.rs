@@ -1,7 +1,9 @@
 //! The carousel: the last files sent are sent again every `resend_every`, from where they
-//! were moved, so a receiver that missed them fills the gap. An unchanged file is not
-//! re-read to describe it: its descriptor (size and blake3) is kept, keyed by the file's
-//! identity (path, size, mtime, inode), so only the pass itself reads it.
+//! were moved, so a receiver that missed them fills the gap. A file's first send learns its
+//! blake3 as it reads it; the descriptor (size and blake3) is then kept, keyed by the
+//! file's identity (path, size, mtime, inode), so a resend of an unchanged file carries the
+//! hash from its first copy (a receiver that has it skips it at once) and only the pass
+//! itself reads it.
 
 use super::Watcher;
 use crate::error::StopOnSink;
@@ -42,45 +44,66 @@ impl FileIdentity {
 #[derive(Default)]
 pub(super) struct DescriptorCache {
     known: HashMap<(PathBuf, String), (FileIdentity, ObjectDescriptor)>,
-    /// How many descriptors were computed by reading the file (for tests and logs).
+    /// Files outlined for a send that will learn their hash, as they were then.
+    outlined: HashMap<(PathBuf, String), FileIdentity>,
+    /// How many descriptors were learned by reading the file (for tests and logs).
     pub(super) reads: u64,
 }
 
 impl DescriptorCache {
-    /// The descriptor of `file`, read (on `threads` threads) only when the file is new or
-    /// changed. A split MISP event (content in memory) is hashed every time: it costs
-    /// nothing to speak of.
+    /// The descriptor of `file`: the one kept from an earlier send of the unchanged file,
+    /// else its outline, whose blake3 the send learns ([`Self::learned`]).
     pub(super) fn describe(
         &mut self,
         file: &SourceFile,
         max_symbol: u16,
-        threads: usize,
     ) -> Result<ObjectDescriptor, TransferError> {
-        if file.bytes.is_some() {
-            return transfer::describe_on(file, max_symbol, 1, threads);
-        }
-        let key = (file.path.clone(), file.name.clone());
-        let identity = FileIdentity::of(&file.path).map_err(|error| TransferError::Read {
-            path: file.path.clone(),
-            error,
-        })?;
-        if let Some((known, d)) = self.known.get(&key) {
-            if *known == identity
-                && d.block_plain_size == gapferry_common::layout::block_plain_size(max_symbol)
-            {
-                return Ok(d.clone());
+        if file.bytes.is_none() {
+            let identity = FileIdentity::of(&file.path).map_err(|error| TransferError::Read {
+                path: file.path.clone(),
+                error,
+            })?;
+            if let Some((known, d)) = self.known.get(&(file.path.clone(), file.name.clone())) {
+                if *known == identity
+                    && d.block_plain_size == gapferry_common::layout::block_plain_size(max_symbol)
+                {
+                    return Ok(d.clone());
+                }
             }
+            self.outlined
+                .insert((file.path.clone(), file.name.clone()), identity);
         }
-        let d = transfer::describe_on(file, max_symbol, 1, threads)?;
+        transfer::outline(file, max_symbol, 1)
+    }
+
+    /// Keeps `d` with the `blake3` its send of `file` learned, if the file is still the
+    /// one `d` describes (a split MISP event, in memory, is not kept: it costs nothing to
+    /// hash again).
+    pub(super) fn learned(&mut self, file: &SourceFile, d: &ObjectDescriptor, blake3: [u8; 32]) {
+        let key = (file.path.clone(), file.name.clone());
+        let Some(outlined) = self.outlined.remove(&key) else {
+            return;
+        };
+        // Changed since it was outlined: what the send read may be another version.
+        let Ok(identity) = FileIdentity::of(&file.path) else {
+            return;
+        };
+        if identity != outlined || identity.size != d.size || d.known_blake3().is_some() {
+            return;
+        }
         self.reads += 1;
-        self.known.insert(key, (identity, d.clone()));
-        Ok(d)
+        let d = ObjectDescriptor {
+            blake3,
+            ..d.clone()
+        };
+        self.known.insert(key, (identity, d));
     }
 
     /// Forgets every file not in `keep`.
     pub(super) fn retain(&mut self, keep: &[(String, PathBuf)]) {
         self.known
             .retain(|(path, _), _| keep.iter().any(|(_, p)| p == path));
+        self.outlined.clear();
     }
 }
 
@@ -129,8 +152,12 @@ impl Watcher {
         let id = session.allocate_object();
         let sent = self
             .descriptors
-            .describe(o, session.max_symbol(), session.config().threads)
-            .and_then(|d| transfer::send_object(session, id, o, &d, progress));
+            .describe(o, session.max_symbol())
+            .and_then(|d| {
+                let h = transfer::send_object(session, id, o, &d, progress)?;
+                self.descriptors.learned(o, &d, h);
+                Ok(())
+            });
         session.object_done(id);
         sent.stop_on_sink()
     }
@@ -151,19 +178,48 @@ mod tests {
         }
     }
 
+    /// Describes `p` as a resend does, and (when it was only outlined) learns its hash as
+    /// the send would: the descriptor the send went out with, hash filled in.
+    fn send(cache: &mut DescriptorCache, p: &std::path::Path) -> ObjectDescriptor {
+        let d = cache.describe(&whole(p), 1400).unwrap();
+        if d.known_blake3().is_some() {
+            return d;
+        }
+        let h = *blake3::hash(&std::fs::read(p).unwrap()).as_bytes();
+        cache.learned(&whole(p), &d, h);
+        ObjectDescriptor { blake3: h, ..d }
+    }
+
+    #[test]
+    fn a_file_changed_between_outline_and_the_end_of_its_send_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img.tar.gz");
+        std::fs::write(&p, b"first content").unwrap();
+        let mut cache = DescriptorCache::default();
+        let d = cache.describe(&whole(&p), 1400).unwrap();
+        assert!(d.known_blake3().is_none(), "a new file is outlined");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, b"later content").unwrap();
+        cache.learned(&whole(&p), &d, *blake3::hash(b"first content").as_bytes());
+        assert_eq!(cache.reads, 0);
+        let again = cache.describe(&whole(&p), 1400).unwrap();
+        assert!(again.known_blake3().is_none(), "nothing kept for it");
+    }
+
     #[test]
     fn an_unchanged_file_is_described_once_and_a_changed_one_again() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img.tar.gz");
         std::fs::write(&p, b"first content").unwrap();
         let mut cache = DescriptorCache::default();
-        let a = cache.describe(&whole(&p), 1400, 2).unwrap();
-        let b = cache.describe(&whole(&p), 1400, 2).unwrap();
+        let a = send(&mut cache, &p);
+        let b = send(&mut cache, &p);
         assert_eq!((a.blake3, cache.reads), (b.blake3, 1));
+        assert_eq!(a.blake3, *blake3::hash(b"first content").as_bytes());
         // Same size, new content and mtime: read again, new hash.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&p, b"other content").unwrap();
-        let c = cache.describe(&whole(&p), 1400, 2).unwrap();
+        let c = send(&mut cache, &p);
         assert_eq!(cache.reads, 2);
         assert_ne!(c.blake3, a.blake3);
         // Replaced by another file (new inode) with the same size and mtime.
@@ -177,7 +233,7 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         std::fs::rename(&q, &p).unwrap();
-        let d = cache.describe(&whole(&p), 1400, 2).unwrap();
+        let d = send(&mut cache, &p);
         assert_eq!(cache.reads, 3);
         assert_eq!(d.blake3, *blake3::hash(b"third content").as_bytes());
         cache.retain(&[]);

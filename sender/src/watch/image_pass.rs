@@ -66,9 +66,9 @@ impl Watcher {
         }
         let id = session.allocate_object();
         job.ids.push(id);
-        let (passes, threads) = (session.config().passes, session.config().threads);
+        let passes = session.config().passes;
         let max_symbol = session.max_symbol();
-        let opened = transfer::describe_on(&job.objects[at], max_symbol, passes, threads)
+        let opened = transfer::outline(&job.objects[at], max_symbol, passes)
             .and_then(|d| Ok((start_pass(session, &job.objects[at], id, &d, 1)?, d)));
         match opened.stop_on_sink()? {
             Ok((transfer, descriptor)) => {
@@ -109,9 +109,13 @@ impl Watcher {
             self.active = Some(a);
             return Ok(());
         }
-        if let Err(e) = a.transfer.finish(session).stop_on_sink()? {
-            self.image_failed(session, a.job, id, &e, stats);
-            return Ok(());
+        match a.transfer.finish(session).stop_on_sink()? {
+            // The next passes carry the hash this one learned from their first copy.
+            Ok(h) => a.descriptor.blake3 = h,
+            Err(e) => {
+                self.image_failed(session, a.job, id, &e, stats);
+                return Ok(());
+            }
         }
         if a.pass >= session.config().passes {
             self.finish_image(session, a.job, id, false, stats);
