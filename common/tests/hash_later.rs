@@ -153,3 +153,66 @@ fn a_copy_without_the_hash_after_one_with_it_is_redundant_not_a_conflict() {
         })
     ));
 }
+
+#[test]
+fn padding_copies_carry_the_hash_once_the_objects_copies_do() {
+    use gapferry_common::emit::OutgoingBlock;
+    use gapferry_common::send::{ObjectSchedule, Session};
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let w = DatagramWriter::new(SESSION, None);
+    let mut s = Session::new(w.clone(), 1_000_000_000, t0);
+    let body = noise(3_000, 4);
+    let d = ObjectDescriptor {
+        blake3: BLAKE3_LATER,
+        ..describe("once.bin", &body, 1_000, 1)
+    };
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut pump = |s: &mut Session, sched: &mut ObjectSchedule, out: &mut Vec<Vec<u8>>| {
+        while s.write(sched) {
+            while let Some(t) = s.poll_transmit(t0) {
+                out.push(t.datagram.to_vec());
+            }
+        }
+    };
+    let id = s.allocate_object();
+    let mut sched = ObjectSchedule::new(id, d.clone()).unwrap();
+    pump(&mut s, &mut sched, &mut out);
+    sched.set_blake3(*blake3::hash(&body).as_bytes());
+    let block = OutgoingBlock::new(
+        SESSION,
+        id,
+        0,
+        wire::Codec::None,
+        body.len() as u32,
+        body.clone(),
+        1_000,
+        10,
+        1,
+    );
+    sched.add_window([block]);
+    sched.close();
+    pump(&mut s, &mut sched, &mut out);
+    s.object_done(id);
+    s.finish();
+    while let Some(t) = s.poll_transmit(t0) {
+        out.push(t.datagram.to_vec());
+    }
+    let copies: Vec<bool> = out
+        .iter()
+        .filter_map(|d| match wire::parse(d, &KeyRing::default()) {
+            Ok(Datagram::Control {
+                kind: DatagramType::Descriptor,
+                body,
+                ..
+            }) => {
+                let d: ObjectDescriptor = gapferry_common::control::decode(body).unwrap();
+                Some(d.known_blake3().is_some())
+            }
+            _ => None,
+        })
+        .collect();
+    // The matrix is padded with copies of its objects: all but the first carry the hash.
+    assert!(copies.len() > 8, "{}", copies.len());
+    assert_eq!(copies.iter().filter(|c| !**c).count(), 1, "{copies:?}");
+}

@@ -214,10 +214,20 @@ impl Session {
                 self.recent.pop_front();
             }
         }
-        if !self.matrix_descriptors.iter().any(|(o, _)| *o == object)
-            && self.matrix_descriptors.len() < PADDING_DESCRIPTORS
+        let room = self.matrix_descriptors.len() < PADDING_DESCRIPTORS;
+        match self
+            .matrix_descriptors
+            .iter_mut()
+            .find(|(o, _)| *o == object)
         {
-            self.matrix_descriptors.push((object, d.clone()));
+            // Padding copies carry the hash once the object's copies do.
+            Some((_, known)) => {
+                if known.known_blake3().is_none() && d.known_blake3().is_some() {
+                    *known = d.clone();
+                }
+            }
+            None if room => self.matrix_descriptors.push((object, d.clone())),
+            None => {}
         }
     }
 
