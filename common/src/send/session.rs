@@ -221,11 +221,10 @@ impl Session {
             .find(|(o, _)| *o == object)
         {
             // Padding copies carry the hash once the object's copies do.
-            Some((_, known)) => {
-                if known.known_blake3().is_none() && d.known_blake3().is_some() {
-                    *known = d.clone();
-                }
+            Some((_, known)) if known.known_blake3().is_none() && d.known_blake3().is_some() => {
+                *known = d.clone();
             }
+            Some(_) => {}
             None if room => self.matrix_descriptors.push((object, d.clone())),
             None => {}
         }
