@@ -168,7 +168,7 @@ fn padding_copies_carry_the_hash_once_the_objects_copies_do() {
         ..describe("once.bin", &body, 1_000, 1)
     };
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut pump = |s: &mut Session, sched: &mut ObjectSchedule, out: &mut Vec<Vec<u8>>| {
+    let pump = |s: &mut Session, sched: &mut ObjectSchedule, out: &mut Vec<Vec<u8>>| {
         while s.write(sched) {
             while let Some(t) = s.poll_transmit(t0) {
                 out.push(t.datagram.to_vec());
