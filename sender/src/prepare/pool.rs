@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+thread_local! {
+    /// The block being read on this thread (one block's size at most).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What every block of one object pass is prepared from.
 pub struct BlockJob {
     /// The object's content.
@@ -46,12 +51,15 @@ impl BlockJob {
         let e = self.encoding;
         let start = index as u64 * d.block_plain_size as u64;
         let plain_len = d.block_plain_len(index);
-        let mut plain = vec![0u8; plain_len as usize];
-        self.content.read_at(start, &mut plain)?;
-        let digest =
-            block_hash::hash_block(d.size, start, &plain).map_err(|e| bug(&self.content, e))?;
-        let (codec, data) = compress::compress_block(&plain, e.zstd_level);
-        drop(plain);
+        let (digest, (codec, data)) = READ_BUFFER.with_borrow_mut(|plain| {
+            // Each thread reads its blocks into one buffer, filled whole by every read:
+            // no fresh zeroed pages per block.
+            plain.resize(plain_len as usize, 0);
+            self.content.read_at(start, plain)?;
+            let digest =
+                block_hash::hash_block(d.size, start, plain).map_err(|e| bug(&self.content, e))?;
+            Ok::<_, TransferError>((digest, compress::compress_block(plain, e.zstd_level)))
+        })?;
         let block = OutgoingBlock::new(
             e.session,
             e.object,
