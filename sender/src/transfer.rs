@@ -198,11 +198,17 @@ impl ObjectTransfer {
     /// object's blake3, for the passes and resends that follow.
     pub fn finish(mut self, session: &mut SenderSession) -> Result<[u8; 32], TransferError> {
         if !self.schedule.blake3_known() {
-            // Every window is out, so the hash is known; an empty object learns it here.
-            let h = self.windows.blake3().ok_or_else(|| {
-                TransferError::Sink(io::Error::other("the object's hash is unknown at its end"))
-            })?;
-            self.schedule.set_blake3(h);
+            match self.windows.blake3() {
+                // Every window is out, so the hash is known.
+                Some(h) => self.schedule.set_blake3(h),
+                // The source changed while it was read: its hash is never sent, so the
+                // receiver cannot deliver the mix of two versions it decoded.
+                None => {
+                    return Err(self.windows.verify().err().unwrap_or_else(|| {
+                        TransferError::Sink(io::Error::other("the object's hash is unknown"))
+                    }))
+                }
+            }
         }
         self.schedule.close();
         session

@@ -508,11 +508,13 @@ impl Assembler {
         if let Some(state) = state {
             self.park(state, now);
         }
+        // Every block in and only the hash missing: no shortfall of datagrams to explain.
+        let only_hash = hash_missing && Some(shortfall.decoded) == shortfall.blocks;
         self.events.push_back(Event::ObjectFailed {
             object: o,
             descriptor,
             reason,
-            shortfall: Some(shortfall),
+            shortfall: (!only_hash).then_some(shortfall),
         });
     }
 }

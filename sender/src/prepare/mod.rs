@@ -80,6 +80,10 @@ pub struct Preparer {
     expected: Option<[u8; 32]>,
     /// The blake3 learned from the blocks themselves, once all are read.
     learned: Option<[u8; 32]>,
+    /// The source changed while it was read once: no hash is learned, the remaining
+    /// windows still go out (so the receiver decodes every block and can tell the hash is
+    /// what is missing), and [`Preparer::verify`] refuses the pass.
+    changed: bool,
 }
 
 impl Preparer {
@@ -128,6 +132,7 @@ impl Preparer {
             merged_below: 0,
             expected,
             learned: None,
+            changed: false,
         };
         p.submit_until(INTERLEAVE_DEPTH as u32);
         // An empty object is read as soon as it is opened.
@@ -201,8 +206,10 @@ impl Preparer {
                 }
             }
         }
-        if let Err(e) = self.learn_if_read() {
-            return Some(Err(e));
+        match self.learn_if_read() {
+            Err(TransferError::Changed(_)) => self.changed = true,
+            Err(e) => return Some(Err(e)),
+            Ok(()) => {}
         }
         Some(Ok(window))
     }
@@ -222,7 +229,11 @@ impl Preparer {
     /// Once every block is read and nothing was expected: the merged hash, trusted only if
     /// the content did not change while it was read.
     fn learn_if_read(&mut self) -> Result<(), TransferError> {
-        if self.expected.is_some() || self.learned.is_some() || self.merged_below < self.blocks {
+        if self.expected.is_some()
+            || self.learned.is_some()
+            || self.changed
+            || self.merged_below < self.blocks
+        {
             return Ok(());
         }
         let content = &self.job.content;
@@ -256,6 +267,9 @@ impl Preparer {
         // An empty object has no window to learn its hash in.
         self.learn_if_read()?;
         let content = &self.job.content;
+        if self.changed {
+            return Err(TransferError::Changed(content.path().to_path_buf()));
+        }
         let d = &self.job.descriptor;
         let hash = self.hash.finish().map_err(|e| hash::bug(content, e))?;
         let expected = self.expected.or(self.learned);
