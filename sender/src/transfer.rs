@@ -24,9 +24,9 @@ use std::time::UNIX_EPOCH;
 
 pub use crate::error::TransferError;
 
-/// Reads `file` once to build its descriptor (size and blake3), hashing its blocks on as
-/// many threads as [`crate::session::default_threads`]; [`SenderSession::describe`] uses the session's
-/// `--threads`.
+/// Reads `file` once to build its whole descriptor (size and blake3), hashing its blocks
+/// on as many threads as [`crate::session::default_threads`]. Sending does not need it
+/// ([`outline`] and the pass learn the hash); for tools and tests that want the hash first.
 pub fn describe(
     file: &SourceFile,
     max_symbol: u16,
@@ -44,27 +44,10 @@ pub fn describe_on(
     threads: usize,
 ) -> Result<ObjectDescriptor, TransferError> {
     let content = Content::open(file)?;
-    let size = content.size()?;
-    let block_plain_size = layout::block_plain_size(max_symbol);
-    let blake3 = hash_content(&content, size, block_plain_size as u64, threads)?;
-    let mtime = match &file.bytes {
-        Some(_) => 0,
-        None => std::fs::metadata(&file.path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() as i64),
-    };
-    Ok(ObjectDescriptor {
-        kind: file.kind,
-        name: file.name.clone(),
-        size,
-        blake3,
-        block_plain_size,
-        mtime,
-        pass: 1,
-        passes,
-    })
+    let mut d = outline(file, max_symbol, passes)?;
+    d.size = content.size()?;
+    d.blake3 = hash_content(&content, d.size, d.block_plain_size as u64, threads)?;
+    Ok(d)
 }
 
 /// The descriptor of `file` without reading it: its size from its metadata, its blake3
