@@ -83,3 +83,27 @@ fn a_thousand_small_files_arrive() {
     assert_eq!(with_outcome(&records, "delivered").len(), 1000);
     assert_same_tree(src.path(), &rx.files_dir());
 }
+
+#[test]
+fn a_settled_file_read_once_arrives_with_the_hash_its_last_copies_brought() {
+    // Old enough to be read once: its first descriptor copies go out without the hash.
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("once.bin");
+    random_file(&path, 30 << 20, 43);
+    std::thread::sleep(gapferry_sender::prepare::SETTLE + Duration::from_millis(300));
+    let rx = TestReceiver::start(|_| {});
+    let reports = send(
+        &[src.path().to_path_buf()],
+        rx.addr,
+        sender_config(400_000_000),
+    );
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    let records = rx.wait_records(1, Duration::from_secs(120));
+    let delivered = with_outcome(&records, "delivered");
+    assert_eq!(delivered.len(), 1, "{records:#?}");
+    let want = blake3::hash(&std::fs::read(&path).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(delivered[0]["blake3"], want.as_str());
+    assert_same_tree(src.path(), &rx.files_dir());
+}
