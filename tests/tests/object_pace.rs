@@ -1,18 +1,22 @@
 //! The sender's objects-per-second pace (`--max-objects-rate`, `--objects-burst`): a stream
 //! of small objects takes at least N/cap of the sender's own clock (read from the
-//! schedule a `--pcap-out` capture is stamped with, never from the wall clock), and bad
-//! values on the command line or in the configuration file are refused with a message
-//! that says what to write.
+//! schedule a `--pcap-out` capture is stamped with, never from the wall clock); a
+//! receiver too slow for a long stream loses objects without the cap, naming its own
+//! queue as the cause, and delivers them all with it; bad values on the command line or
+//! in the configuration file are refused with a message that says what to write.
 
 use gapferry_common::wire::{self, Datagram};
 use gapferry_common::KeyRing;
 use gapferry_pcap::CaptureReader;
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::binary;
+use gapferry_tests::harness::{
+    binary, free_port, read_records, send_with_binary, spawn_listening, with_outcome, ChildGuard,
+};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Small files of 1 KB each under `dir`.
 fn small_files(dir: &Path, n: u64) {
@@ -147,4 +151,97 @@ fn zero_negative_and_garbage_object_rates_are_refused_with_what_to_write() {
         let e = refused(&src, &["--config", config.to_str().unwrap()]);
         assert!(e.contains(key) && e.contains(says), "{line}: {e}");
     }
+}
+
+/// Starts the real receiver with a disk writer queue of `event_queue` events and
+/// `queue_bytes` of datagrams between its socket and its assembler: a receiver that
+/// absorbs a few hundred small objects, not a long stream.
+fn slow_receiver(dir: &Path, port: u16, event_queue: usize, queue_bytes: usize) -> ChildGuard {
+    let config = dir.join("recv.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1:{port}\"\nout = \"{}\"\nsession_timeout = 10\n[limits]\nmax_queue_bytes = {queue_bytes}\n",
+            dir.join("out").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(binary("gapferry-recv"));
+    cmd.env("GAPFERRY_TEST_EVENT_QUEUE", event_queue.to_string())
+        .args(["--log-format", "json", "listen", "--config"])
+        .arg(&config);
+    spawn_listening(cmd, &dir.join("recv.log"))
+}
+
+/// Sends `src` (its files as `--kind file`) to the receiver at `port` with `extra` flags
+/// and waits until a record names every object; returns the records.
+fn stream(src: &Path, out: &Path, port: u16, n: usize, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--rate", "1G", "--kind", "file"];
+    args.extend_from_slice(extra);
+    send_with_binary(&[src], format!("127.0.0.1:{port}"), &args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let records = read_records(out);
+        let named: u64 = records
+            .iter()
+            .map(|r| match r["objects"].as_array() {
+                Some(run) => run[1].as_u64().unwrap() - run[0].as_u64().unwrap() + 1,
+                None => 1,
+            })
+            .sum();
+        if named >= n as u64 {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{named} of {n} objects recorded: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_slow_receiver_loses_a_long_stream_naming_its_queue_and_takes_it_all_when_capped() {
+    let n = 1500;
+    let src = tempfile::tempdir().unwrap();
+    small_files(src.path(), n as u64);
+    let (event_queue, queue_bytes) = (1536, 1 << 20);
+
+    // Uncapped: the stream outruns what the receiver commits; the objects lost or
+    // failed say the receiver's queue dropped their datagrams, not the link.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(true);
+    let mut rx = slow_receiver(dir.path(), port, event_queue, queue_bytes);
+    let out = dir.path().join("out");
+    let records = stream(src.path(), &out, port, n, &[]);
+    assert!(rx.terminate().success());
+    let short: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "lost" || r["outcome"] == "failed")
+        .collect();
+    assert!(!short.is_empty(), "nothing lost without a cap: {records:?}");
+    for r in &short {
+        assert_eq!(r["cause"], "receiver", "{r}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("queue") && reason.contains("--max-objects-rate"),
+            "{reason}"
+        );
+        assert!(!reason.contains("the link lost"), "{reason}");
+    }
+
+    // Capped well below its commit rate: every object delivered.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(true);
+    let mut rx = slow_receiver(dir.path(), port, event_queue, queue_bytes);
+    let out = dir.path().join("out");
+    let records = stream(
+        src.path(),
+        &out,
+        port,
+        n,
+        &["--max-objects-rate", "300", "--objects-burst", "64"],
+    );
+    assert!(rx.terminate().success());
+    assert_eq!(with_outcome(&records, "delivered").len(), n, "{records:?}");
 }
