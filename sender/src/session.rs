@@ -134,7 +134,12 @@ impl Link {
                 });
             }
         }
-        if let Some(f) = &mut shown.file {
+        self.save_pace();
+    }
+
+    /// Rewrites the pace's state file for `status` when it is due (about once a second).
+    fn save_pace(&mut self) {
+        if let Some((pace, PaceReports { file: Some(f), .. })) = &mut self.pace {
             f.update(pace);
         }
     }
@@ -317,6 +322,7 @@ impl SenderSession {
 
     /// For idle services: sends what the spreader holds (padded) and a heartbeat if due.
     pub fn tick(&mut self) -> io::Result<()> {
+        self.link.save_pace();
         self.core.flush();
         self.pump()?;
         self.link.sink.flush()

@@ -11,6 +11,7 @@ use gapferry_pcap::CaptureReader;
 use gapferry_tests::fixtures::random_file;
 use gapferry_tests::harness::{
     binary, free_port, read_records, send_with_binary, spawn_listening, with_outcome, ChildGuard,
+    TestReceiver,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -244,4 +245,58 @@ fn a_slow_receiver_loses_a_long_stream_naming_its_queue_and_takes_it_all_when_ca
     );
     assert!(rx.terminate().success());
     assert_eq!(with_outcome(&records, "delivered").len(), n, "{records:?}");
+}
+
+#[test]
+fn the_outbox_service_paces_objects_from_its_config_and_status_says_the_pace_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(outbox.join("files")).unwrap();
+    let n = 40;
+    small_files(&outbox.join("files"), n);
+    let rx = TestReceiver::start(|_| {});
+    let config = dir.path().join("send.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "to = \"{}\"\nrate = \"200M\"\nmax_objects_rate = 20\nobjects_burst = 2\n[watch]\noutbox = \"{}\"\nsettle = 0.2\n",
+            rx.addr,
+            outbox.display()
+        ),
+    )
+    .unwrap();
+    let mut w = ChildGuard(
+        Command::new(binary("gapferry-send"))
+            .args(["watch", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = || {
+        let out = Command::new(binary("gapferry-send"))
+            .args(["status", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = status();
+        if text.contains("the object pace is what limits sending now") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.contains("object pace: at most 20 objects/s, 2 back to back: "),
+        "{text}"
+    );
+    let records = rx.wait_records(n as usize, Duration::from_secs(60));
+    assert!(w.terminate().success());
+    assert_eq!(
+        with_outcome(&records, "delivered").len(),
+        n as usize,
+        "{records:?}"
+    );
 }
