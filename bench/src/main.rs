@@ -53,6 +53,13 @@ struct Cli {
     /// The sender's `--threads` (threads preparing blocks); by default the sender's own default.
     #[arg(long, value_name = "N")]
     sender_threads: Option<u16>,
+    /// The sender's `--max-objects-rate` (objects/s) in every row; by default none.
+    #[arg(long, value_name = "N")]
+    max_objects_rate: Option<f64>,
+    /// Events of the misp and misp-100k rows, for a long stream (e.g. 50000)
+    /// [default: 10 000, 1 000 with --quick].
+    #[arg(long, value_name = "N")]
+    misp_events: Option<usize>,
     /// The replayer's pace in the receiver-alone row, bits/s of IP packets (k/M/G suffixes).
     #[arg(long, value_name = "BITS/S", default_value = "4G", value_parser = parse_bits)]
     replay_rate: u64,
@@ -226,7 +233,13 @@ fn main() -> Result<()> {
         return gapferry_bench::feed::run_subcommand(&args[2..]);
     }
     let cli = Cli::parse();
-    let scenarios = select(&cli.scenarios, cli.quick)?;
+    let mut scenarios = select(&cli.scenarios, cli.quick)?;
+    for s in scenarios.iter_mut().filter(|s| s.name.starts_with("misp")) {
+        if let (Some(n), scenario::Payload::Json { count, .. }) = (cli.misp_events, &mut s.payload)
+        {
+            *count = n;
+        }
+    }
     let (send, recv) = binaries(&cli)?;
     let load_start = procs::load_average();
     if let Some(load) = load_start.filter(|&l| l > 0.5) {
@@ -257,6 +270,10 @@ fn main() -> Result<()> {
     env.replay_rate_bps = cli.replay_rate;
     if let Some(t) = cli.sender_threads {
         env.sender_args = vec!["--threads".into(), t.to_string()];
+    }
+    if let Some(r) = cli.max_objects_rate {
+        env.sender_args
+            .extend(["--max-objects-rate".into(), r.to_string()]);
     }
     if let Some(p) = &cli.perf {
         std::fs::create_dir_all(p)?;

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod cause;
+pub mod commit_rate;
 pub mod config;
 pub mod delivery;
 pub mod destinations;

@@ -166,6 +166,12 @@ pub struct ReceiverMetrics {
     pub last_datagram_ms: Arc<AtomicU64>,
     /// Per-lane counters (label `lane`, the bound address).
     pub lanes: crate::lanes::LaneMetrics,
+    /// The queue's drops by object, for the failed and lost objects' cause.
+    pub queue_drops: crate::cause::QueueDrops,
+    /// Objects delivered by second: the measured commit rate.
+    pub commits: crate::commit_rate::CommitRate,
+    /// The commit rate, objects per second (refreshed at scrape time).
+    pub commit_rate: Gauge<f64, AtomicU64>,
 }
 
 impl ReceiverMetrics {
@@ -195,6 +201,11 @@ impl ReceiverMetrics {
             "datagrams_queue_dropped",
             "Datagrams dropped because the assembler could not keep up",
             self.queue_dropped.clone(),
+        );
+        r.register(
+            "commit_rate_objects_per_second",
+            "Objects delivered per second over the last 30 s that delivered any: keep the sender's --max-objects-rate below it",
+            self.commit_rate.clone(),
         );
         r.register(
             "datagrams_socket_dropped",
@@ -290,8 +301,11 @@ impl ReceiverMetrics {
         );
     }
 
-    /// Counts one object outcome.
+    /// Counts one object outcome (a delivery also counts towards the commit rate).
     pub fn object(&self, kind: Option<ObjectKind>, outcome: Outcome) {
+        if outcome == Outcome::Delivered {
+            self.commits.note();
+        }
         self.objects
             .get_or_create(&ObjectLabels {
                 kind,
@@ -353,6 +367,8 @@ impl ReceiverMetrics {
         if let Some(drops) = udp_rcvbuf_errors() {
             self.kernel_drops.set(drops as i64);
         }
+        self.commit_rate
+            .set(self.commits.state().map_or(0.0, |c| c.per_second));
     }
 }
 

@@ -40,6 +40,9 @@ pub struct LinkState {
     pub loss_rate: Option<f64>,
     /// Whether the sender said it was ending its session.
     pub ending: bool,
+    /// The receiver's measured commit rate when the heartbeat arrived.
+    #[serde(default)]
+    pub commits: Option<crate::commit_rate::CommitState>,
 }
 
 impl LinkState {
@@ -60,7 +63,13 @@ impl LinkState {
             received,
             loss_rate,
             ending: hb.ending,
+            commits: None,
         }
+    }
+
+    /// The state with the receiver's commit rate.
+    pub fn with_commits(self, commits: Option<crate::commit_rate::CommitState>) -> Self {
+        LinkState { commits, ..self }
     }
 
     /// Writes the state atomically under `state_dir`.
@@ -303,6 +312,12 @@ fn link_report(now_ms: u64, link: Option<LinkState>, activity: Option<Activity>)
                 l.received,
                 l.sender_rate_bps
             );
+            if let Some(c) = &l.commits {
+                text += &format!(
+                    "commit rate: {:.0} objects/s over the last {} s that delivered ({} delivered since the receiver started): keep the sender's --max-objects-rate below it\n",
+                    c.per_second, c.seconds, c.delivered
+                );
+            }
         }
         None => {
             text += "last heartbeat: never\n";
@@ -330,6 +345,7 @@ mod tests {
             received: 400,
             loss_rate: Some(0.6),
             ending,
+            commits: None,
         }
     }
 
@@ -424,6 +440,34 @@ mod tests {
         );
         let t = link_report(NOW, None, Some(only_drops));
         assert!(t.starts_with("link: down (no authenticated datagram ever heard)\nreceiver's own drops: 5 datagrams"), "{t}");
+    }
+
+    #[test]
+    fn the_commit_rate_is_shown_with_what_to_do_with_it() {
+        let t = link_report(
+            NOW,
+            Some(heartbeat_at(NOW - 300, "00000000000000aa", false)),
+            None,
+        );
+        assert!(!t.contains("commit rate"), "{t}");
+        let with = heartbeat_at(NOW - 300, "00000000000000aa", false).with_commits(Some(
+            crate::commit_rate::CommitState {
+                per_second: 812.4,
+                seconds: 12,
+                delivered: 9000,
+            },
+        ));
+        let t = link_report(NOW, Some(with), None);
+        assert!(
+            t.contains("\ncommit rate: 812 objects/s over the last 12 s that delivered (9000 delivered since the receiver started): keep the sender's --max-objects-rate below it\n"),
+            "{t}"
+        );
+        // A state file of an older receiver, without the rate, still reads.
+        let old = r#"{"session":"aa","last_heartbeat_unix_ms":1,"sender_datagrams_sent":1,"sender_bytes_sent":1,"sender_next_object":1,"sender_rate_bps":1,"received":1,"loss_rate":null,"ending":false}"#;
+        assert_eq!(
+            serde_json::from_str::<LinkState>(old).unwrap().commits,
+            None
+        );
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub struct FileConfig {
     /// comma-separated: "600M,200M").
     #[serde(default, deserialize_with = "gapferry_shell::config::one_or_list")]
     pub rate: Option<String>,
+    /// `--max-objects-rate`, objects per second (the whole session, every lane together).
+    pub max_objects_rate: Option<f64>,
+    /// `--objects-burst`, objects.
+    pub objects_burst: Option<i64>,
     /// `--repair`, percent.
     pub repair: Option<u32>,
     /// `--mtu`.
@@ -128,6 +132,44 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("outbx"));
+    }
+}
+
+#[cfg(test)]
+mod object_pace {
+    use super::*;
+
+    #[test]
+    fn the_object_pace_is_read_as_integers_or_decimals() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "max_objects_rate = 500
+objects_burst = 64
+",
+        )
+        .unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(
+            (c.max_objects_rate, c.objects_burst),
+            (Some(500.0), Some(64))
+        );
+        std::fs::write(
+            &p,
+            "max_objects_rate = 2.5
+",
+        )
+        .unwrap();
+        assert_eq!(FileConfig::load(&p).unwrap().max_objects_rate, Some(2.5));
+        std::fs::write(
+            &p,
+            "max_objects_rate = \"fast\"
+",
+        )
+        .unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("max_objects_rate"), "{e}");
     }
 }
 

@@ -14,6 +14,7 @@ pub mod keygen;
 pub mod lanes;
 pub mod metrics;
 pub mod misp_pull;
+pub mod object_pace;
 pub mod pacer;
 pub mod prepare;
 pub mod progress;

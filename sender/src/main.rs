@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use gapferry_sender::config::{FileConfig, OneOrMany};
 use gapferry_sender::control::ControlPlane;
 use gapferry_sender::progress::Progress;
-use gapferry_sender::rate::parse_rate;
+use gapferry_sender::rate::{parse_objects_burst, parse_objects_rate, parse_rate};
 use gapferry_sender::sink::{DatagramSink, PcapSink, UdpSink};
 use gapferry_sender::source::KindMode;
 use gapferry_sender::watch::{AfterSend, WatchConfig, Watcher};
@@ -95,6 +95,16 @@ struct LinkArgs {
     /// lane at that rate) or once per --to [default: 100M].
     #[arg(long, value_parser = parse_rate)]
     rate: Vec<u64>,
+    /// Most objects a second on average, so a long stream of small objects never outruns
+    /// what the receiver commits (each costs it a file and an fsync, whatever --rate
+    /// allows): set it below the commit rate `gapferry-recv status` shows [default: off].
+    #[arg(long, value_parser = parse_objects_rate, value_name = "N")]
+    max_objects_rate: Option<f64>,
+    /// Objects sent back to back before --max-objects-rate applies: the receiver's disk
+    /// writer queues 16 384 events, three per small object (about 5 400 objects), while
+    /// its disk catches up [default: 4096].
+    #[arg(long, value_parser = parse_objects_burst, value_name = "N")]
+    objects_burst: Option<u32>,
     /// Repair symbols per block in percent of its source symbols, at least 4 per block [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
     repair: Option<u32>,
@@ -342,6 +352,20 @@ fn open_session(
             .threads
             .or(file.threads)
             .map_or(defaults.threads, usize::from),
+        max_objects_rate: match (link.max_objects_rate, file.max_objects_rate) {
+            (Some(r), _) => Some(r),
+            (None, Some(r)) => {
+                Some(parse_objects_rate(&r.to_string()).context("`max_objects_rate` in --config")?)
+            }
+            (None, None) => None,
+        },
+        objects_burst: match (link.objects_burst, file.objects_burst) {
+            (Some(b), _) => b,
+            (None, Some(b)) => {
+                parse_objects_burst(&b.to_string()).context("`objects_burst` in --config")?
+            }
+            (None, None) => defaults.objects_burst,
+        },
         ..defaults
     };
     let (sink, lane_metrics) = open_sink(link, &plan, lanes_state)?;
@@ -360,7 +384,7 @@ fn open_session(
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     let to: Vec<String> = plan.iter().map(|l| l.0.to_string()).collect();
-    tracing::info!(session = format_args!("{:016x}", session.id()), to = %to.join(","), rate_bps = rate, "session started");
+    tracing::info!(session = format_args!("{:016x}", session.id()), to = %to.join(","), rate_bps = rate, max_objects_rate = session.config().max_objects_rate, "session started");
     Ok(session)
 }
 
@@ -399,11 +423,20 @@ fn run_file(a: FileArgs) -> Result<()> {
     let total: u64 = files.iter().map(|f| f.size).sum::<u64>() * passes;
     tracing::info!(objects = files.len(), bytes = total, "sending");
     let progress = Progress::new(total, !a.link.quiet);
+    session.show_pace_on(&progress);
     let reports = session
         .send_files(&files, &progress)
         .context("sending stopped")?;
     session.finish().context("sending stopped")?;
     progress.finish();
+    if let Some(c) = session.pace_counts().filter(|c| c.held > 0) {
+        tracing::info!(
+            held = c.held,
+            objects = c.objects,
+            waited_s = c.waited.as_secs_f64(),
+            "the object pace (--max-objects-rate) held objects back: it, not --rate, set the speed"
+        );
+    }
     let (datagrams, bytes) = session.counters();
     let failed: Vec<_> = reports.iter().filter(|r| r.error.is_some()).collect();
     tracing::info!(
@@ -462,7 +495,13 @@ fn run_watch(a: WatchArgs) -> Result<()> {
         .context("cannot start the control plane (signals, outbox events)")?;
     watcher.wake_on(wakeups);
     let journal = outbox.join(gapferry_sender::watch::JOURNAL_DIR);
-    let mut session = open_session(&a.link, &file, Some(control.runtime()), Some(journal))?;
+    let mut session = open_session(
+        &a.link,
+        &file,
+        Some(control.runtime()),
+        Some(journal.clone()),
+    )?;
+    session.report_pace_to(journal);
     let pull_metrics = session.metrics().misp_pull.clone();
     cli_misp_pull::start_service(&file, &outbox, pull_metrics, shutdown.clone())?;
     tracing::info!(outbox = %outbox.display(), "watching");

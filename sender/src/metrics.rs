@@ -28,6 +28,8 @@ pub struct SenderMetrics {
     pub rate: Gauge,
     /// Files waiting in the outbox (watch).
     pub outbox_pending: Gauge,
+    /// Objects the object pace (`--max-objects-rate`) held back.
+    pub objects_paced: Counter,
     /// `misp-pull` / `[misp_pull]`.
     pub misp_pull: crate::misp_pull::MispPullMetrics,
 }
@@ -57,6 +59,11 @@ impl SenderMetrics {
             "outbox_pending",
             "Files waiting in the outbox",
             self.outbox_pending.clone(),
+        );
+        r.register(
+            "objects_paced",
+            "Objects held back by --max-objects-rate (it is what limits when this grows)",
+            self.objects_paced.clone(),
         );
         self.misp_pull.register(r);
     }

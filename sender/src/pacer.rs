@@ -45,6 +45,12 @@ impl Pacer {
         at
     }
 
+    /// Holds every later datagram until `at` at the earliest (the object pace's hold): the
+    /// schedule moves there and goes on at the rate from it.
+    pub fn hold_until(&mut self, at: Instant) {
+        self.next = Some(self.next.map_or(at, |n| n.max(at)));
+    }
+
     /// The time a pacer fed only virtual timestamps would be at (for capture files).
     pub fn schedule_virtual(&mut self, payload: usize, start: Instant) -> Instant {
         let at = self.next.unwrap_or(start);
@@ -67,6 +73,23 @@ mod tests {
         let c = p.schedule(972, t0);
         assert_eq!(b - a, Duration::from_millis(1));
         assert_eq!(c - b, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_hold_moves_the_schedule_and_the_rate_goes_on_from_it() {
+        let mut p = Pacer::new(8_000_000);
+        let t0 = Instant::now();
+        p.schedule_virtual(972, t0);
+        let hold = t0 + Duration::from_millis(50);
+        p.hold_until(hold);
+        assert_eq!(p.schedule_virtual(972, t0), hold);
+        assert_eq!(p.schedule_virtual(972, t0), hold + Duration::from_millis(1));
+        // A hold already passed changes nothing.
+        p.hold_until(t0);
+        assert_eq!(p.schedule_virtual(972, t0), hold + Duration::from_millis(2));
+        let mut live = Pacer::new(8_000_000);
+        live.hold_until(hold);
+        assert_eq!(live.schedule(972, t0), hold);
     }
 
     #[test]

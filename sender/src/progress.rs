@@ -3,7 +3,9 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
-/// Progress of a transfer in bytes of source data, drawn only on a terminal.
+/// Progress of a transfer in bytes of source data, drawn only on a terminal; clones
+/// draw the same bar.
+#[derive(Clone)]
 pub struct Progress {
     bar: ProgressBar,
 }
@@ -15,7 +17,7 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}{msg}",
                 )
                 .expect("valid template"),
             );
@@ -46,6 +48,11 @@ impl Progress {
     /// Names what is being sent now.
     pub fn set_message(&self, msg: String) {
         self.bar.set_message(msg);
+    }
+
+    /// Says what holds sending back (empty: nothing), before the message.
+    pub fn set_prefix(&self, prefix: String) {
+        self.bar.set_prefix(prefix);
     }
 
     /// Removes the bar.

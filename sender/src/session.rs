@@ -5,6 +5,7 @@
 //! Sending whole files through a session (`send_files`, `send_whole`) lives in
 //! [`crate::transfer`], which builds on this module.
 
+use crate::object_pace::ObjectPace;
 use crate::pacer::Pacer;
 use crate::sink::DatagramSink;
 use gapferry_common::emit::DatagramWriter;
@@ -33,6 +34,10 @@ pub struct SenderConfig {
     pub zstd_level: i32,
     /// Threads preparing (reading, hashing, compressing, RaptorQ-encoding) blocks.
     pub threads: usize,
+    /// Most objects per second on average (`--max-objects-rate`); `None`: no object pace.
+    pub max_objects_rate: Option<f64>,
+    /// Objects sent back to back before the object pace applies (`--objects-burst`).
+    pub objects_burst: u32,
 }
 
 /// Threads the sender prepares blocks on unless told: one per available core but one,
@@ -52,6 +57,8 @@ impl Default for SenderConfig {
             passes: 1,
             zstd_level: gapferry_common::compress::DEFAULT_LEVEL,
             threads: default_threads(),
+            max_objects_rate: None,
+            objects_burst: crate::object_pace::DEFAULT_OBJECTS_BURST,
         }
     }
 }
@@ -84,6 +91,16 @@ struct Link {
     clock: Instant,
     last_at: Option<Instant>,
     metrics: crate::metrics::SenderMetrics,
+    /// `--max-objects-rate`, where it reports to, and whether it held the last object.
+    pace: Option<(ObjectPace, PaceReports)>,
+}
+
+/// Where the object pace is shown: the progress bar, the outbox service's state file.
+#[derive(Default)]
+struct PaceReports {
+    progress: Option<crate::progress::Progress>,
+    file: Option<crate::object_pace::PaceFile>,
+    holding: bool,
 }
 
 impl Link {
@@ -92,6 +109,38 @@ impl Link {
             Instant::now()
         } else {
             self.clock
+        }
+    }
+
+    /// Takes an object pace token before a new object: when none is left, every later
+    /// datagram waits for the next (the sink sleeps, a capture's clock moves on).
+    fn admit_object(&mut self) {
+        let now = self.now();
+        let Some((pace, shown)) = &mut self.pace else {
+            return;
+        };
+        let at = pace.admit(now);
+        let holding = at > now;
+        if holding {
+            self.pacer.hold_until(at);
+            self.metrics.objects_paced.inc();
+        }
+        if holding != shown.holding {
+            shown.holding = holding;
+            if let Some(p) = &shown.progress {
+                p.set_prefix(match holding {
+                    true => format!("[held by --max-objects-rate {}] ", pace.per_second()),
+                    false => String::new(),
+                });
+            }
+        }
+        self.save_pace();
+    }
+
+    /// Rewrites the pace's state file for `status` when it is due (about once a second).
+    fn save_pace(&mut self) {
+        if let Some((pace, PaceReports { file: Some(f), .. })) = &mut self.pace {
+            f.update(pace);
         }
     }
 
@@ -144,6 +193,17 @@ impl SenderSession {
         if cfg.threads == 0 {
             return Err(SessionError::Config("--threads must be at least 1"));
         }
+        if cfg
+            .max_objects_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(SessionError::Config(
+                "--max-objects-rate must be a number of objects per second above zero",
+            ));
+        }
+        if cfg.objects_burst == 0 {
+            return Err(SessionError::Config("--objects-burst must be at least 1"));
+        }
         let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some())?;
         let metrics = crate::metrics::SenderMetrics::default();
         metrics.rate.set(cfg.rate_bps as i64);
@@ -158,6 +218,12 @@ impl SenderSession {
                 clock: now,
                 last_at: None,
                 metrics,
+                pace: cfg.max_objects_rate.map(|r| {
+                    (
+                        ObjectPace::new(r, cfg.objects_burst),
+                        PaceReports::default(),
+                    )
+                }),
             },
             cfg,
         })
@@ -194,8 +260,29 @@ impl SenderSession {
     }
 
     /// Reserves the next object id; it counts as in progress until [`Self::object_done`].
+    /// With an object pace, nothing more leaves before the object's token is due.
     pub fn allocate_object(&mut self) -> u32 {
+        self.link.admit_object();
         self.core.allocate_object()
+    }
+
+    /// What the object pace did so far; `None` without `--max-objects-rate`.
+    pub fn pace_counts(&self) -> Option<crate::object_pace::PaceCounts> {
+        self.link.pace.as_ref().map(|(p, _)| p.counts())
+    }
+
+    /// Shows on `progress` when the object pace holds objects back.
+    pub fn show_pace_on(&mut self, progress: &crate::progress::Progress) {
+        if let Some((_, shown)) = &mut self.link.pace {
+            shown.progress = Some(progress.clone());
+        }
+    }
+
+    /// Keeps the object pace's counts for `gapferry-send status` in `journal`.
+    pub fn report_pace_to(&mut self, journal: std::path::PathBuf) {
+        if let Some((_, shown)) = &mut self.link.pace {
+            shown.file = Some(crate::object_pace::PaceFile::new(journal));
+        }
     }
 
     /// Records that object `id` has had its last pass (or will never be sent).
@@ -235,6 +322,7 @@ impl SenderSession {
 
     /// For idle services: sends what the spreader holds (padded) and a heartbeat if due.
     pub fn tick(&mut self) -> io::Result<()> {
+        self.link.save_pace();
         self.core.flush();
         self.pump()?;
         self.link.sink.flush()

@@ -48,6 +48,7 @@ pub fn report(outbox: &Path) -> io::Result<String> {
     out.push_str(&misp_pull_line(&journal, now));
     out.push_str(&images_pull_line(&journal));
     out.push_str(&crate::lanes::state::report(&journal, now));
+    out.push_str(&crate::object_pace::report(&journal, now));
     Ok(out)
 }
 

@@ -50,7 +50,8 @@ impl Delivery {
             self.loss.insert(session, l);
         }
         let link =
-            crate::status::LinkState::from_heartbeat(session, heartbeat, received, loss_rate);
+            crate::status::LinkState::from_heartbeat(session, heartbeat, received, loss_rate)
+                .with_commits(self.metrics.commits.state());
         if let Err(e) = link.save(&self.state_dir) {
             tracing::warn!("cannot write the link state: {e}");
         }
@@ -67,7 +68,8 @@ impl Delivery {
         // The core states facts; the advice depends on where the datagrams went.
         let (cause, reason) = match &shortfall {
             Some(s) => {
-                let (cause, message) = crate::cause::explain(&reason, s);
+                let (cause, message) =
+                    crate::cause::explain(&reason, s, self.metrics.queue_drops.of(object));
                 (Some(cause), message)
             }
             None => (None, reason),
@@ -117,6 +119,9 @@ impl Delivery {
             Some((ObjectKind::ImageSignature, name)) => Some(base_name(name).to_string()),
             _ => None,
         };
+        let queue_dropped =
+            (self.metrics.queue_drops).of_run(object.session, object.object, through);
+        (r.cause, r.reason) = crate::cause::lost(queue_dropped).unzip();
         if let Some((kind, name)) = named {
             r.kind = Some(kind);
             r.name = Some(name);

@@ -309,6 +309,9 @@ impl AssemblerQueue {
             self.backlog.fetch_add(n, Ordering::Relaxed);
             self.backlog_bytes.fetch_add(cost, Ordering::Relaxed);
         }
+        if !room {
+            (self.metrics.queue_drops).note(full.iter().flat_map(Arrival::datagrams));
+        }
         if !room || self.input.try_send(Input::Batch(full)).is_err() {
             if room {
                 self.backlog.fetch_sub(n, Ordering::Relaxed);

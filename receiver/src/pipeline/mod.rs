@@ -57,6 +57,14 @@ const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// each) fill that byte budget: at 256, a burst of 10 000 MISP events stalled the
 /// assembler after ~85 objects, its datagram queue overflowed and a quarter were lost.
 const EVENT_QUEUE: usize = 16 << 10;
+
+/// [`EVENT_QUEUE`], or `GAPFERRY_TEST_EVENT_QUEUE` (hidden: for tests of a receiver that
+/// cannot keep up with a long stream of small objects).
+fn event_queue() -> usize {
+    let knob = std::env::var("GAPFERRY_TEST_EVENT_QUEUE").ok();
+    knob.and_then(|v| v.parse().ok()).unwrap_or(EVENT_QUEUE)
+}
+
 /// Least time between two warnings that the receiver drops datagrams itself.
 const OWN_DROPS_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// Least time between two rewrites of the datagram activity file.
@@ -201,7 +209,7 @@ impl Engine {
         // Receive buffers go back to the socket threads once their datagrams are handled.
         let (reads_back, reads_pool) = crate::socket::BufferPool::channel();
         let (input, input_rx) = bounded::<Input>(queue);
-        let (events, events_rx) = bounded::<Event>(EVENT_QUEUE);
+        let (events, events_rx) = bounded::<Event>(event_queue());
         let budget = Arc::new(ByteBudget::new(EVENT_BYTES));
         let delivery = std::thread::Builder::new()
             .name("gapferry-delivery".into())
