@@ -2,6 +2,7 @@
 //! routes each event to the one whose job it is.
 //!
 //! - `staging`: disk-space and size checks, the staging file, in-order blake3 hashing.
+//! - `small`: small MISP events and STIX bundles reassembled in memory, not on disk.
 //! - `placing`: verification, then by kind into the STIX store, the image store or the
 //!   plain-file store ([`gapferry_feeds::FileStore`]), each by atomic rename with the
 //!   kind's configured mode and group (never the sender's).
@@ -36,6 +37,7 @@ mod outcomes;
 mod placing;
 mod session_events;
 mod signatures;
+mod small;
 mod staging;
 
 pub use outcomes::{Summary, SUMMARY_NOTABLE};

@@ -3,7 +3,8 @@
 //! signature waits for its image. MISP events go to `misp_batch`; an image whose
 //! signature is still being received waits in `signatures`.
 
-use super::staging::{read_document, Staged};
+use super::small::{discard, read_staged};
+use super::staging::Staged;
 use super::{base_name, Delivery};
 use gapferry_common::name::escape;
 use gapferry_common::{ObjectKind, ObjectRef};
@@ -15,7 +16,7 @@ impl Delivery {
     pub(super) fn finish(&mut self, object: ObjectRef, s: Staged) {
         let d = &s.descriptor;
         if let Err(reason) = s.verify() {
-            let _ = std::fs::remove_file(&s.path);
+            discard(&s);
             self.record_failure(object, Some(d), reason);
             return;
         }
@@ -78,9 +79,8 @@ impl Delivery {
 
     /// Stores a STIX bundle (and archives it when the archive is on).
     fn place_bundle(&mut self, s: &Staged) -> Result<PathBuf, String> {
-        let d = &s.descriptor;
-        let bytes = read_document(&s.path, d.size, self.max_document)?;
-        let _ = std::fs::remove_file(&s.path);
+        let bytes = read_staged(s, self.max_document)?;
+        discard(s);
         let stored = self
             .stores
             .stix
