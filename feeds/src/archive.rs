@@ -167,7 +167,7 @@ impl Archive {
 
     /// Whether files in `dir` can be archived under `kind` as hard links: same filesystem
     /// (the kind's directory is created if missing). Any failure answers no (a copy then).
-    pub(crate) fn links_from(&self, kind: &str, dir: &Path) -> bool {
+    pub fn links_from(&self, kind: &str, dir: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(kind_dir) = self.kind_dir(kind) else {
             return false;
@@ -185,12 +185,7 @@ impl Archive {
     /// then renamed over `kind/name`): the archive and the delivered file share their
     /// bytes, and a deletion or a replacement by rename of either leaves the other intact.
     /// The caller fsyncs the kind's directory ([`Archive::sync_kind`]).
-    pub(crate) fn link(
-        &self,
-        kind: &str,
-        name: &str,
-        from: &Path,
-    ) -> Result<PathBuf, ArchiveError> {
+    pub fn link(&self, kind: &str, name: &str, from: &Path) -> Result<PathBuf, ArchiveError> {
         let path = self.path_of(kind, name)?;
         let dir = self.kind_dir(kind)?;
         ensure_real_dir(&dir, &ARCHIVE_PUBLISH).map_err(io_err(&dir))?;
@@ -204,7 +199,7 @@ impl Archive {
     }
 
     /// fsyncs the directory of `kind`, making links and renames into it durable.
-    pub(crate) fn sync_kind(&self, kind: &str) -> Result<(), ArchiveError> {
+    pub fn sync_kind(&self, kind: &str) -> Result<(), ArchiveError> {
         let dir = self.kind_dir(kind)?;
         crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))
     }

@@ -8,7 +8,8 @@ use super::staging::Staged;
 use super::{base_name, Delivery};
 use gapferry_common::name::escape;
 use gapferry_common::{ObjectKind, ObjectRef};
-use std::path::PathBuf;
+use gapferry_feeds::StixLayout;
+use std::path::{Path, PathBuf};
 
 impl Delivery {
     /// Verifies a complete object, then batches it (MISP), holds it for its signature
@@ -46,9 +47,12 @@ impl Delivery {
                 return;
             }
         }
-        if d.kind == ObjectKind::File && d.size <= super::group::SMALL_OBJECT {
-            self.group_file(object, s);
-            return;
+        if d.size <= super::group::SMALL_OBJECT {
+            match d.kind {
+                ObjectKind::File => return self.group_file(object, s),
+                ObjectKind::Stix => return self.group_bundle(object, s),
+                _ => {}
+            }
         }
         let placed = self.place(&s);
         self.placed(object, d, s.started, placed, &s.path, None);
@@ -86,13 +90,44 @@ impl Delivery {
             .stix
             .deliver_bundle(&bytes)
             .map_err(|e| format!("refused by the STIX store: {e}"))?;
-        if let (Some(a), Some(name)) = (&self.stores.archive, stored.file_name()) {
-            let name = name.to_string_lossy();
-            if let Err(e) = a.store(gapferry_feeds::archive::STIX, &name, &bytes) {
-                tracing::warn!(error = %e, "bundle delivered but not archived");
+        self.archive_bundles([(stored.as_path(), bytes.as_slice())]);
+        Ok(stored)
+    }
+
+    /// Archives delivered STIX bundles (path in the store, bytes as they crossed) when
+    /// the archive is on: as hard links of the stored files when the store writes the
+    /// bundle as it crossed, on the archive's filesystem, with a mode nobody else may
+    /// write through; otherwise (or when a link fails) as copies. A failure is logged:
+    /// the bundle is delivered all the same.
+    pub(super) fn archive_bundles<'a>(
+        &self,
+        delivered: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+    ) {
+        use gapferry_feeds::archive::STIX;
+        let Some(a) = &self.stores.archive else {
+            return;
+        };
+        let link = self.dest.stix_layout == StixLayout::Plain
+            && self.dest.permissions.stix.file_mode & 0o022 == 0
+            && a.links_from(STIX, self.stores.stix.dir());
+        let mut linked = false;
+        for (path, bytes) in delivered {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+                continue;
+            };
+            let linked_now = link && a.link(STIX, &name, path).is_ok();
+            linked |= linked_now;
+            if !linked_now {
+                if let Err(e) = a.store(STIX, &name, bytes) {
+                    tracing::warn!(error = %e, "bundle delivered but not archived");
+                }
             }
         }
-        Ok(stored)
+        if linked {
+            if let Err(e) = a.sync_kind(STIX) {
+                tracing::warn!(error = %e, "bundles delivered but their archive links may not be durable");
+            }
+        }
     }
 
     /// Stores an LXD image, with its signature when one was kept for it.
