@@ -22,7 +22,7 @@
 //! - bundles get the store's [`Publish`] file mode and group before their rename, the
 //!   directory its directory mode when the store creates it.
 
-use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, Publish};
+use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, Publish, STAGE_PREFIX};
 use crate::json_scan::{first_byte, for_each_element, members, small_value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -341,6 +341,30 @@ impl StixStore {
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes the staging files a previous run left in the directory (it stopped
+    /// before its group's commit); call at start, before any bundle is staged. Returns
+    /// how many were removed.
+    pub fn remove_stale_staging(&self) -> io::Result<usize> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in rd {
+            let entry = entry?;
+            let stale = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGE_PREFIX);
+            if stale && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Checks and stores one bundle; returns where it is.

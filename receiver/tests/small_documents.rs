@@ -335,10 +335,21 @@ fn a_crash_before_the_group_commit_leaves_nothing_visible_and_nothing_recorded()
     assert_eq!(visible(&out.join("stix")), Vec::<String>::new());
     assert_eq!(visible(&out.join("misp")), Vec::<String>::new());
     assert_eq!(records(out).len(), 0);
+    assert_eq!(
+        names(&out.join("stix")).len(),
+        1,
+        "the staged bundle, hidden"
+    );
     // The next run starts clean and delivers what the sender sends again.
     let mut d = delivery(out);
+    assert_eq!(
+        names(&out.join("stix")),
+        Vec::<String>::new(),
+        "stale staging left"
+    );
     send(&mut d, 1, ObjectKind::Stix, &bundle(1, "x.example"), false);
     d.flush();
     assert_eq!(outcomes(out), [(1, Outcome::Delivered)]);
+    assert_eq!(names(&out.join("stix")).len(), 1);
     assert_records_hold(out);
 }

@@ -488,21 +488,26 @@ impl FeedIndex {
         let Some(a) = self.archive.as_ref().filter(|_| !group.links.is_empty()) else {
             return Ok(());
         };
+        let mut failed = 0;
         for (k, name) in &group.links {
-            let from = group
-                .events
-                .staged_path(*k)
-                .ok_or("internal: no staged file")?;
+            let Some(from) = group.events.staged_path(*k) else {
+                continue;
+            };
             if let Err(e) = a.link(archive::MISP, name, from) {
                 warn!(error = %e, name, "cannot link the archive copy; copying it");
-                fs::read(from)
+                let copied = fs::read(from)
                     .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        a.store(archive::MISP, name, &bytes)
-                            .map_err(|e| e.to_string())
-                    })?;
+                    .and_then(|b| a.store(archive::MISP, name, &b).map_err(|e| e.to_string()));
+                if let Err(e) = copied {
+                    warn!(error = %e, name, "event not archived (delivered all the same)");
+                    failed += 1;
+                }
             }
         }
-        a.sync_kind(archive::MISP).map_err(|e| e.to_string())
+        a.sync_kind(archive::MISP).map_err(|e| e.to_string())?;
+        match failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of the batch's archive copies failed")),
+        }
     }
 }

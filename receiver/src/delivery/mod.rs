@@ -149,11 +149,21 @@ impl Stores {
         if let Some(a) = &archive {
             feed = feed.with_archive(a.clone());
         }
+        let stix = StixStore::new(&dest.stix)
+            .with_publish(perms.stix)
+            .with_layout(dest.stix_layout.clone());
+        // Bundles staged for a group the previous run never committed.
+        match stix.remove_stale_staging() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "uncommitted STIX staging files of a previous run removed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot clear stale STIX staging files"),
+        }
         Ok(Stores {
             feed,
-            stix: StixStore::new(&dest.stix)
-                .with_publish(perms.stix)
-                .with_layout(dest.stix_layout.clone()),
+            stix,
             images: ImageStore::new(&dest.images, dest.keep_images).with_publish(perms.images),
             files: FileStore::new(&dest.files, perms.files),
             archive,
