@@ -190,9 +190,15 @@ impl Archive {
         let dir = self.kind_dir(kind)?;
         ensure_real_dir(&dir, &ARCHIVE_PUBLISH).map_err(io_err(&dir))?;
         let hidden = child(&dir, &format!(".gapferry-link-{name}"));
-        // Left by a crash between the link and the rename.
-        let _ = fs::remove_file(&hidden);
-        fs::hard_link(from, &hidden)
+        let linked = match fs::hard_link(from, &hidden) {
+            // Left by a crash between the link and the rename.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&hidden);
+                fs::hard_link(from, &hidden)
+            }
+            linked => linked,
+        };
+        linked
             .and_then(|()| fs::rename(&hidden, &path))
             .map_err(io_err(&path))?;
         Ok(path)

@@ -180,3 +180,22 @@ fn a_batch_of_events_is_archived_as_links_in_one_commit() {
     assert_eq!(archive_names(&archive).len(), 20);
     assert!(archive_names(&archive).iter().all(|n| !n.starts_with('.')));
 }
+
+#[test]
+fn a_link_left_by_a_crash_before_its_rename_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut feed, archive) = feed(tmp.path(), 0o644);
+    let (in_feed, archived) = paths(tmp.path(), &archive);
+    let name = misp_event_name(UUID).unwrap();
+    let dir = archive.kind_dir(MISP).unwrap();
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!(".gapferry-link-{name}")), b"stale").unwrap();
+    let v1 = event(100);
+    feed.deliver_event(&v1).unwrap();
+    assert_eq!(fs::read(&archived).unwrap(), v1);
+    assert_eq!(
+        fs::metadata(&in_feed).unwrap().ino(),
+        fs::metadata(&archived).unwrap().ino()
+    );
+    assert_eq!(archive_names(&archive), [name]);
+}
