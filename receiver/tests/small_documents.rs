@@ -368,3 +368,28 @@ fn a_crash_before_the_group_commit_leaves_nothing_visible_and_nothing_recorded()
     assert_eq!(names(&out.join("stix")).len(), 1);
     assert_records_hold(out);
 }
+
+#[test]
+fn a_forged_misp_event_reassembled_in_memory_is_refused_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let mut d = delivery(out);
+    let events: Vec<Vec<u8>> = (1..=3).map(|n| misp_event(n, 2)).collect();
+    for (n, e) in events.iter().enumerate() {
+        send(&mut d, n as u32 + 1, ObjectKind::Misp, e, n == 1);
+    }
+    assert_eq!(outcomes(out), [(2, Outcome::Failed)]);
+    assert_eq!(visible(&out.join("misp")), Vec::<String>::new());
+    d.flush();
+    assert_eq!(
+        outcomes(out),
+        [
+            (2, Outcome::Failed),
+            (1, Outcome::Delivered),
+            (3, Outcome::Delivered)
+        ]
+    );
+    assert!(!out.join(format!("misp/{}.json", uuid(2, 0))).exists());
+    assert_eq!(names(&out.join(".gapferry/staging")), Vec::<String>::new());
+    assert_records_hold(out);
+}
