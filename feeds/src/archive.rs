@@ -165,6 +165,51 @@ impl Archive {
         Ok(path)
     }
 
+    /// Whether files in `dir` can be archived under `kind` as hard links: same filesystem
+    /// (the kind's directory is created if missing). Any failure answers no (a copy then).
+    pub fn links_from(&self, kind: &str, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(kind_dir) = self.kind_dir(kind) else {
+            return false;
+        };
+        if ensure_real_dir(&kind_dir, &ARCHIVE_PUBLISH).is_err() {
+            return false;
+        }
+        match (fs::metadata(&kind_dir), fs::metadata(dir)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+
+    /// Archives the durable file `from` as `kind/name` by a hard link (to a hidden name,
+    /// then renamed over `kind/name`): the archive and the delivered file share their
+    /// bytes, and a deletion or a replacement by rename of either leaves the other intact.
+    /// The caller fsyncs the kind's directory ([`Archive::sync_kind`]).
+    pub fn link(&self, kind: &str, name: &str, from: &Path) -> Result<PathBuf, ArchiveError> {
+        let path = self.path_of(kind, name)?;
+        let dir = self.kind_dir(kind)?;
+        ensure_real_dir(&dir, &ARCHIVE_PUBLISH).map_err(io_err(&dir))?;
+        let hidden = child(&dir, &format!(".gapferry-link-{name}"));
+        let linked = match fs::hard_link(from, &hidden) {
+            // Left by a crash between the link and the rename.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&hidden);
+                fs::hard_link(from, &hidden)
+            }
+            linked => linked,
+        };
+        linked
+            .and_then(|()| fs::rename(&hidden, &path))
+            .map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// fsyncs the directory of `kind`, making links and renames into it durable.
+    pub fn sync_kind(&self, kind: &str) -> Result<(), ArchiveError> {
+        let dir = self.kind_dir(kind)?;
+        crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))
+    }
+
     /// The content of `kind/name`, or `None` when it is not archived.
     pub fn load(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
         let path = self.path_of(kind, name)?;

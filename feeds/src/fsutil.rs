@@ -128,6 +128,8 @@ pub(crate) fn write_atomic_with(
 #[derive(Debug, Default)]
 pub(crate) struct StagedFiles {
     items: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    /// Whether every item staged so far is fsynced.
+    synced: bool,
 }
 
 impl StagedFiles {
@@ -137,16 +139,36 @@ impl StagedFiles {
         let mut staged = stage_in(parent_of(dest), publish)?;
         staged.write_all(bytes)?;
         self.items.push((staged, dest.to_path_buf()));
+        self.synced = false;
+        Ok(())
+    }
+
+    /// How many files are staged; the next [`StagedFiles::stage`] gets this index.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The staging file of item `k` (its bytes, under a name nobody reads).
+    pub(crate) fn staged_path(&self, k: usize) -> Option<&Path> {
+        self.items.get(k).map(|(staged, _)| staged.path())
+    }
+
+    /// Makes every staged file durable (before anything else links or renames them).
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if !self.synced {
+            for (staged, _) in &self.items {
+                staged.as_file().sync_all()?;
+            }
+            self.synced = true;
+        }
         Ok(())
     }
 
     /// Makes every staged file durable, renames each over its destination (in the order
     /// staged: a later one of the same name wins) and fsyncs each directory once. On an
     /// error, what was not renamed yet is removed.
-    pub(crate) fn publish(self) -> io::Result<()> {
-        for (staged, _) in &self.items {
-            staged.as_file().sync_all()?;
-        }
+    pub(crate) fn publish(mut self) -> io::Result<()> {
+        self.sync()?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for (staged, dest) in self.items {
             let dir = parent_of(&dest).to_path_buf();

@@ -43,4 +43,6 @@ pub use misp_feed::{
     DeliveredEvent, EventOutcome, FeedListing, FeedSummary, MispBatch, MispError, MispFeed,
 };
 pub use signature::{GoodSignature, SignatureError, Verifier};
-pub use stix_store::{OpenCtiImport, StixError, StixLayout, StixSpec, StixStore, StoredBundle};
+pub use stix_store::{
+    OpenCtiImport, StagedBundle, Staging, StixError, StixLayout, StixSpec, StixStore, StoredBundle,
+};

@@ -22,7 +22,7 @@
 //! - bundles get the store's [`Publish`] file mode and group before their rename, the
 //!   directory its directory mode when the store creates it.
 
-use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, write_atomic, Publish};
+use crate::fsutil::{ensure_real_dir, hex, is_uuid, stage_in, sync_dir, Publish, STAGE_PREFIX};
 use crate::json_scan::{first_byte, for_each_element, members, small_value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -343,6 +343,30 @@ impl StixStore {
         &self.dir
     }
 
+    /// Removes the staging files a previous run left in the directory (it stopped
+    /// before its group's commit); call at start, before any bundle is staged. Returns
+    /// how many were removed.
+    pub fn remove_stale_staging(&self) -> io::Result<usize> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in rd {
+            let entry = entry?;
+            let stale = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGE_PREFIX);
+            if stale && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Checks and stores one bundle; returns where it is.
     pub fn deliver_bundle(&self, json: &[u8]) -> Result<PathBuf, StixError> {
         self.store_bundle(json).map(|s| s.path)
@@ -350,6 +374,16 @@ impl StixStore {
 
     /// Checks and stores one bundle; says where and whether it was already there.
     pub fn store_bundle(&self, json: &[u8]) -> Result<StoredBundle, StixError> {
+        match self.stage_bundle(json)? {
+            Staging::Stored(stored) => Ok(stored),
+            Staging::Staged(b) => self.publish_bundles(vec![b]).pop().expect("one result"),
+        }
+    }
+
+    /// Checks a bundle and writes it to a staging file in the directory, invisible until
+    /// [`StixStore::publish_bundles`]; when the same bytes are stored already, says where
+    /// and writes nothing.
+    pub fn stage_bundle(&self, json: &[u8]) -> Result<Staging, StixError> {
         let info = validate_bundle(json)?;
         let wrapped;
         let json = match &self.layout {
@@ -362,58 +396,135 @@ impl StixStore {
         let dir = &self.dir;
         ensure_real_dir(dir, &self.publish).map_err(io_err(dir))?;
         let hash = blake3::hash(json);
-        let stored = |path: PathBuf, already_stored: bool| {
-            if !already_stored && self.layout != StixLayout::Plain {
-                // The diode-import connector takes files newer than its last run: the
-                // delivery time, not the staging file's last write.
-                let _ = File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            }
-            StoredBundle {
-                path,
-                bundle_id: info.id.clone(),
-                objects: info.objects,
-                already_stored,
-            }
-        };
-
         let plain = dir.join(format!("{}.json", info.id));
-        match fs::symlink_metadata(&plain) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let staged = stage_in(dir, &self.publish).map_err(io_err(dir))?;
-                staged
-                    .as_file()
-                    .write_all(json)
-                    .and_then(|()| staged.as_file().sync_all())
-                    .map_err(io_err(staged.path()))?;
-                match staged.persist_noclobber(&plain) {
-                    Ok(_) => {
-                        sync_dir(dir).map_err(io_err(dir))?;
-                        return Ok(stored(plain, false));
-                    }
-                    Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err(&plain)(e.error)),
+        let alt = dir.join(format!("{}.{}.json", info.id, &hex(hash.as_bytes())[..32]));
+        if let Some(path) = self.holding(&plain, &alt, &hash)? {
+            return Ok(Staging::Stored(stored(path, &info, true)));
+        }
+        let staged = stage_in(dir, &self.publish).map_err(io_err(dir))?;
+        staged
+            .as_file()
+            .write_all(json)
+            .map_err(io_err(staged.path()))?;
+        Ok(Staging::Staged(StagedBundle {
+            staged,
+            info,
+            hash,
+            plain,
+            alt,
+        }))
+    }
+
+    /// Which of `plain` and `alt` already holds the bytes hashing to `hash`, if one does
+    /// (a symlink under either name is never followed).
+    fn holding(
+        &self,
+        plain: &Path,
+        alt: &Path,
+        hash: &blake3::Hash,
+    ) -> Result<Option<PathBuf>, StixError> {
+        for path in [plain, alt] {
+            match same_content(path, hash) {
+                Ok(true) => return Ok(Some(path.to_path_buf())),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(path)(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Publishes staged bundles as one group: every one fsynced (and, in the OpenCTI
+    /// layout, given the delivery time as its mtime), then each placed under its bundle
+    /// id (or the name with its hash when the id holds other bytes, as
+    /// [`StixStore::store_bundle`] would), then the directory fsynced once. One result per
+    /// bundle, in order; a bundle whose fsync or rename failed is removed, a failed
+    /// directory fsync fails every bundle the group wrote.
+    pub fn publish_bundles(
+        &self,
+        bundles: Vec<StagedBundle>,
+    ) -> Vec<Result<StoredBundle, StixError>> {
+        let mut results: Vec<Result<StoredBundle, StixError>> = bundles
+            .into_iter()
+            .map(|b| {
+                let f = b.staged.as_file();
+                if self.layout != StixLayout::Plain {
+                    // The diode-import connector takes files newer than its last run.
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                f.sync_all().map_err(io_err(b.staged.path()))?;
+                self.place(b)
+            })
+            .collect();
+        let wrote = results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|s| !s.already_stored));
+        if wrote {
+            if let Err(e) = sync_dir(&self.dir) {
+                for r in results
+                    .iter_mut()
+                    .filter(|r| r.as_ref().is_ok_and(|s| !s.already_stored))
+                {
+                    *r = Err(io_err(&self.dir)(io::Error::new(
+                        e.kind(),
+                        format!("fsync: {e}"),
+                    )));
                 }
             }
-            Err(e) => return Err(io_err(&plain)(e)),
-            Ok(_) => {}
         }
-        if same_content(&plain, &hash).map_err(io_err(&plain))? {
-            return Ok(stored(plain, true));
-        }
+        results
+    }
 
-        let short = &hex(hash.as_bytes())[..32];
-        let alt = dir.join(format!("{}.{short}.json", info.id));
-        match same_content(&alt, &hash) {
-            Ok(true) => return Ok(stored(alt, true)),
-            Ok(false) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&alt)(e)),
+    /// Renames a durable staged bundle under its id, unless that name holds other bytes
+    /// (then under its hashed name), or drops it when its bytes are already there.
+    fn place(&self, b: StagedBundle) -> Result<StoredBundle, StixError> {
+        let StagedBundle {
+            staged,
+            info,
+            hash,
+            plain,
+            alt,
+        } = b;
+        let staged = match staged.persist_noclobber(&plain) {
+            Ok(_) => return Ok(stored(plain, &info, false)),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => e.file,
+            Err(e) => return Err(io_err(&plain)(e.error)),
+        };
+        // Another bundle of this id arrived first (in this group or before).
+        if let Some(path) = self.holding(&plain, &alt, &hash)? {
+            return Ok(stored(path, &info, true));
         }
-        write_atomic(&alt, json, &self.publish).map_err(io_err(&alt))?;
-        Ok(stored(alt, false))
+        staged.persist(&alt).map_err(|e| io_err(&alt)(e.error))?;
+        Ok(stored(alt, &info, false))
+    }
+}
+
+/// A checked bundle in a staging file of the STIX directory, not visible yet.
+#[derive(Debug)]
+pub struct StagedBundle {
+    staged: tempfile::NamedTempFile,
+    info: BundleInfo,
+    hash: blake3::Hash,
+    plain: PathBuf,
+    alt: PathBuf,
+}
+
+/// What [`StixStore::stage_bundle`] did with a bundle.
+#[derive(Debug)]
+pub enum Staging {
+    /// The same bytes are already stored: nothing to publish.
+    Stored(StoredBundle),
+    /// Staged, waiting for [`StixStore::publish_bundles`].
+    Staged(StagedBundle),
+}
+
+/// The [`StoredBundle`] of `info` at `path`.
+fn stored(path: PathBuf, info: &BundleInfo, already_stored: bool) -> StoredBundle {
+    StoredBundle {
+        path,
+        bundle_id: info.id.clone(),
+        objects: info.objects,
+        already_stored,
     }
 }
 

@@ -58,6 +58,9 @@ pub(super) struct Written {
 pub(super) struct EventGroup {
     pub(super) events: StagedFiles,
     pub(super) archive: StagedFiles,
+    /// Archive copies made as hard links of staged event files: the event's index in
+    /// `events` and its archive name.
+    pub(super) links: Vec<(usize, String)>,
     /// The uuids staged, in the order they go to `.gapferry-pending`.
     pub(super) uuids: BTreeSet<String>,
 }
@@ -67,6 +70,9 @@ pub(super) struct EventGroup {
 pub(super) struct FeedIndex {
     pub(super) publish: Publish,
     pub(super) archive: Option<Archive>,
+    /// Whether archive copies are hard links of the event files (same filesystem, and a
+    /// feed file mode nobody but the receiver may write through) rather than copies.
+    pub(super) link_archive: bool,
     pub(super) manifest: BTreeMap<String, Box<RawValue>>,
     /// Timestamps `manifest.json` on disk lists for events whose file is gone (until the
     /// next commit rewrites it).
@@ -404,20 +410,27 @@ impl FeedIndex {
         if delivered.outcome == EventOutcome::AlreadyCurrent {
             return Ok(delivered);
         }
-        // Archived first: whatever version the feed shows, the archive holds it too.
+        let staged = self.group.events.len();
+        self.group
+            .events
+            .stage(&path, &ev.document, &self.publish)
+            .map_err(io_err(&path))?;
+        // Archived before it is published: whatever version the feed shows, the archive
+        // holds it too.
         if let Some(a) = &self.archive {
             let kept = archive::misp_event_name(&ev.uuid).and_then(|name| {
+                if self.link_archive {
+                    self.group.links.push((staged, name));
+                    return Ok(());
+                }
                 a.stage(archive::MISP, &name, &ev.document, &mut self.group.archive)
+                    .map(drop)
             });
             if let Err(e) = kept {
                 warn!(uuid = %ev.uuid, error = %e,
                     "event not archived (delivered all the same): it cannot be republished if MISP consumes it");
             }
         }
-        self.group
-            .events
-            .stage(&path, &ev.document, &self.publish)
-            .map_err(io_err(&path))?;
         let raw = entry_raw(&ev)
             .ok_or_else(|| io_err(&path)(io::Error::other("manifest entry did not serialise")))?;
         self.touch(&ev.uuid);
@@ -434,11 +447,17 @@ impl FeedIndex {
     /// `.gapferry-pending` (one write, fsynced) before the event files are renamed in
     /// (one fsync per file, one of the directory).
     pub(super) fn publish_group(&mut self, dir: &Path) -> Result<(), MispError> {
-        let group = std::mem::take(&mut self.group);
+        let mut group = std::mem::take(&mut self.group);
         if group.uuids.is_empty() {
             return Ok(());
         }
-        if let Err(e) = group.archive.publish() {
+        // Durable before the archive links to them and before any is renamed in.
+        group.events.sync().map_err(io_err(dir))?;
+        let archived = std::mem::take(&mut group.archive)
+            .publish()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.link_archived(&group));
+        if let Err(e) = archived {
             warn!(error = %e,
                 "events not archived (delivered all the same): they cannot be republished if MISP consumes them");
         }
@@ -461,5 +480,34 @@ impl FeedIndex {
             sync_dir(dir).map_err(io_err(dir))?;
         }
         group.events.publish().map_err(io_err(dir))
+    }
+
+    /// Archives the group's events whose copy is a hard link of their (durable) staged
+    /// file; one that cannot be linked is archived as a copy of its bytes.
+    fn link_archived(&self, group: &EventGroup) -> Result<(), String> {
+        let Some(a) = self.archive.as_ref().filter(|_| !group.links.is_empty()) else {
+            return Ok(());
+        };
+        let mut failed = 0;
+        for (k, name) in &group.links {
+            let Some(from) = group.events.staged_path(*k) else {
+                continue;
+            };
+            if let Err(e) = a.link(archive::MISP, name, from) {
+                warn!(error = %e, name, "cannot link the archive copy; copying it");
+                let copied = fs::read(from)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| a.store(archive::MISP, name, &b).map_err(|e| e.to_string()));
+                if let Err(e) = copied {
+                    warn!(error = %e, name, "event not archived (delivered all the same)");
+                    failed += 1;
+                }
+            }
+        }
+        a.sync_kind(archive::MISP).map_err(|e| e.to_string())?;
+        match failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of the batch's archive copies failed")),
+        }
     }
 }

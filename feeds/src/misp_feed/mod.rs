@@ -285,6 +285,12 @@ impl MispFeed {
         };
         index.publish = self.publish;
         index.archive = self.archive.clone();
+        // A hard link shares the inode: only when nobody but the receiver can write it.
+        index.link_archive = self.publish.file_mode & 0o022 == 0
+            && self
+                .archive
+                .as_ref()
+                .is_some_and(|a| a.links_from(crate::archive::MISP, &self.dir));
         Ok(MispBatch { feed: self, index })
     }
 }

@@ -5,7 +5,8 @@
 //! group is due), under the feed lock. The feed makes the batch's event files durable
 //! together (one directory fsync) before any `delivered` record is written.
 
-use super::staging::{read_document, Staged};
+use super::small::{discard, read_staged};
+use super::staging::Staged;
 use super::Delivery;
 use gapferry_common::ObjectRef;
 use std::path::Path;
@@ -21,8 +22,8 @@ impl Delivery {
         if self.pending_misp_bytes + d.size > self.max_document {
             self.flush();
         }
-        let doc = read_document(&s.path, d.size, self.max_document);
-        let _ = std::fs::remove_file(&s.path);
+        let doc = read_staged(&s, self.max_document);
+        discard(&s);
         match doc {
             Ok(bytes) => {
                 self.pending_misp_bytes += bytes.len() as u64;

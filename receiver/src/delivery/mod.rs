@@ -2,6 +2,7 @@
 //! routes each event to the one whose job it is.
 //!
 //! - `staging`: disk-space and size checks, the staging file, in-order blake3 hashing.
+//! - `small`: small MISP events and STIX bundles reassembled in memory, not on disk.
 //! - `placing`: verification, then by kind into the STIX store, the image store or the
 //!   plain-file store ([`gapferry_feeds::FileStore`]), each by atomic rename with the
 //!   kind's configured mode and group (never the sender's).
@@ -36,6 +37,7 @@ mod outcomes;
 mod placing;
 mod session_events;
 mod signatures;
+mod small;
 mod staging;
 
 pub use outcomes::{Summary, SUMMARY_NOTABLE};
@@ -147,11 +149,21 @@ impl Stores {
         if let Some(a) = &archive {
             feed = feed.with_archive(a.clone());
         }
+        let stix = StixStore::new(&dest.stix)
+            .with_publish(perms.stix)
+            .with_layout(dest.stix_layout.clone());
+        // Bundles staged for a group the previous run never committed.
+        match stix.remove_stale_staging() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "uncommitted STIX staging files of a previous run removed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot clear stale STIX staging files"),
+        }
         Ok(Stores {
             feed,
-            stix: StixStore::new(&dest.stix)
-                .with_publish(perms.stix)
-                .with_layout(dest.stix_layout.clone()),
+            stix,
             images: ImageStore::new(&dest.images, dest.keep_images).with_publish(perms.images),
             files: FileStore::new(&dest.files, perms.files),
             archive,

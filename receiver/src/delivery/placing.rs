@@ -3,11 +3,13 @@
 //! signature waits for its image. MISP events go to `misp_batch`; an image whose
 //! signature is still being received waits in `signatures`.
 
-use super::staging::{read_document, Staged};
+use super::small::{discard, read_staged};
+use super::staging::Staged;
 use super::{base_name, Delivery};
 use gapferry_common::name::escape;
 use gapferry_common::{ObjectKind, ObjectRef};
-use std::path::PathBuf;
+use gapferry_feeds::StixLayout;
+use std::path::{Path, PathBuf};
 
 impl Delivery {
     /// Verifies a complete object, then batches it (MISP), holds it for its signature
@@ -15,7 +17,7 @@ impl Delivery {
     pub(super) fn finish(&mut self, object: ObjectRef, s: Staged) {
         let d = &s.descriptor;
         if let Err(reason) = s.verify() {
-            let _ = std::fs::remove_file(&s.path);
+            discard(&s);
             self.record_failure(object, Some(d), reason);
             return;
         }
@@ -45,9 +47,12 @@ impl Delivery {
                 return;
             }
         }
-        if d.kind == ObjectKind::File && d.size <= super::group::SMALL_OBJECT {
-            self.group_file(object, s);
-            return;
+        if d.size <= super::group::SMALL_OBJECT {
+            match d.kind {
+                ObjectKind::File => return self.group_file(object, s),
+                ObjectKind::Stix => return self.group_bundle(object, s),
+                _ => {}
+            }
         }
         let placed = self.place(&s);
         self.placed(object, d, s.started, placed, &s.path, None);
@@ -78,21 +83,51 @@ impl Delivery {
 
     /// Stores a STIX bundle (and archives it when the archive is on).
     fn place_bundle(&mut self, s: &Staged) -> Result<PathBuf, String> {
-        let d = &s.descriptor;
-        let bytes = read_document(&s.path, d.size, self.max_document)?;
-        let _ = std::fs::remove_file(&s.path);
+        let bytes = read_staged(s, self.max_document)?;
+        discard(s);
         let stored = self
             .stores
             .stix
             .deliver_bundle(&bytes)
             .map_err(|e| format!("refused by the STIX store: {e}"))?;
-        if let (Some(a), Some(name)) = (&self.stores.archive, stored.file_name()) {
-            let name = name.to_string_lossy();
-            if let Err(e) = a.store(gapferry_feeds::archive::STIX, &name, &bytes) {
-                tracing::warn!(error = %e, "bundle delivered but not archived");
+        self.archive_bundles([(stored.as_path(), bytes.as_slice())]);
+        Ok(stored)
+    }
+
+    /// Archives delivered STIX bundles (path in the store, bytes as they crossed) when
+    /// the archive is on: as hard links of the stored files when the store writes the
+    /// bundle as it crossed, on the archive's filesystem, with a mode nobody else may
+    /// write through; otherwise (or when a link fails) as copies. A failure is logged:
+    /// the bundle is delivered all the same.
+    pub(super) fn archive_bundles<'a>(
+        &self,
+        delivered: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+    ) {
+        use gapferry_feeds::archive::STIX;
+        let Some(a) = &self.stores.archive else {
+            return;
+        };
+        let link = self.dest.stix_layout == StixLayout::Plain
+            && self.dest.permissions.stix.file_mode & 0o022 == 0
+            && a.links_from(STIX, self.stores.stix.dir());
+        let mut linked = false;
+        for (path, bytes) in delivered {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+                continue;
+            };
+            let linked_now = link && a.link(STIX, &name, path).is_ok();
+            linked |= linked_now;
+            if !linked_now {
+                if let Err(e) = a.store(STIX, &name, bytes) {
+                    tracing::warn!(error = %e, "bundle delivered but not archived");
+                }
             }
         }
-        Ok(stored)
+        if linked {
+            if let Err(e) = a.sync_kind(STIX) {
+                tracing::warn!(error = %e, "bundles delivered but their archive links may not be durable");
+            }
+        }
     }
 
     /// Stores an LXD image, with its signature when one was kept for it.

@@ -11,9 +11,9 @@ use gapferry_common::block_hash::{self, ObjectHasher};
 use gapferry_common::{ObjectDescriptor, ObjectKind, ObjectRef};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// An object being written to its staging file.
@@ -92,12 +92,19 @@ impl Delivery {
         let path = self
             .staging_dir
             .join(format!("{:016x}-{}.part", object.session, object.object));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        // Small documents are reassembled in memory (see `small`): no path.
+        let (file, path) = match self.in_memory_file(&descriptor) {
+            Some(file) => (file?, PathBuf::new()),
+            None => (
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)?,
+                path,
+            ),
+        };
         self.staged.insert(
             object,
             Staged {
@@ -200,16 +207,4 @@ impl Staged {
         }
         Ok(())
     }
-}
-
-/// Reads a verified staged document (MISP event, STIX bundle) for its store's checks.
-pub(super) fn read_document(path: &Path, size: u64, limit: u64) -> Result<Vec<u8>, String> {
-    if size > limit {
-        return Err(format!("a {size}-byte document is above the {limit}-byte limit for MISP and STIX objects; raise [limits] max_document in the receiver's configuration, or send it as kind `file`"));
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    File::open(path)
-        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read the staged object: {e}"))?;
-    Ok(bytes)
 }
