@@ -39,6 +39,7 @@ mod signatures;
 mod staging;
 
 pub use outcomes::{Summary, SUMMARY_NOTABLE};
+pub use staging::default_block_threads;
 use staging::Staged;
 
 /// Directory under the state directory holding incomplete objects.
@@ -92,6 +93,8 @@ pub struct Delivery {
     summary: Summary,
     /// Where written blocks' buffers go back to the assembler (see `staging::recycle`).
     spare_blocks: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    /// Threads writing and hashing big objects' blocks (see `staging::pool`).
+    block_writers: staging::BlockWriters,
 }
 
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
@@ -222,6 +225,7 @@ impl Delivery {
             awaiting_signature: HashMap::new(),
             summary: Summary::default(),
             spare_blocks: None,
+            block_writers: Default::default(),
         })
     }
 
@@ -348,9 +352,7 @@ impl Delivery {
         let result = decompress_block(codec, data, plain_len)
             .map_err(|e| (format!("block {block}: {e}"), None))
             .and_then(|plain| {
-                let written = self.write_block(object, block, &plain);
-                self.recycle(plain);
-                written.map_err(|e| {
+                self.write_block(object, block, plain).map_err(|e| {
                     let reason = format!("cannot write block {block}: {e}");
                     (reason, Some(Cause::Receiver))
                 })

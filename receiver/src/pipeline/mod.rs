@@ -91,6 +91,8 @@ pub struct ReceiverConfig {
     /// Refuse replays of sessions heard before, across restarts (state under `out`); set
     /// by [`Listener::run`] when keys are configured.
     pub replay_protection: bool,
+    /// Threads writing and hashing big objects' blocks (`--threads`; 0: the disk writer's).
+    pub block_threads: usize,
 }
 
 impl ReceiverConfig {
@@ -108,6 +110,7 @@ impl ReceiverConfig {
             mtu: DEFAULT_MTU,
             max_document: crate::delivery::MAX_DOCUMENT,
             replay_protection: false,
+            block_threads: crate::delivery::default_block_threads(),
         }
     }
 }
@@ -195,6 +198,7 @@ impl Engine {
         let mut delivery = Delivery::open(&cfg.out, cfg.destinations.clone(), cfg.metrics.clone())?;
         delivery.set_ledger(ledger.clone());
         delivery.set_max_document(cfg.max_document);
+        delivery.set_block_threads(cfg.block_threads);
         // Written blocks' buffers go back to the assembler for the next blocks.
         let (spare, spare_rx) = bounded::<Vec<u8>>(gapferry_common::assembler::SPARE_BLOCKS);
         delivery.set_spare_blocks(spare);
