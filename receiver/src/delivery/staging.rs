@@ -41,10 +41,15 @@ impl Default for BlockWriters {
     }
 }
 
-/// Block writers for this machine: one per core.
+/// Block writers for this machine: one per core, at most four (blake3 and `pwrite` of
+/// four threads outrun a 10 GbE link).
 pub fn default_block_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
+
+/// Largest written block's buffer handed back to the assembler: bigger ones are freed,
+/// so the buffers on their way back stay a few blocks of at most this.
+const SPARE_MAX: usize = 16 << 20;
 
 /// An object being written to its staging file.
 pub(super) struct Staged {
@@ -186,10 +191,20 @@ impl Delivery {
             plain,
         };
         let threads = self.block_writers.threads;
-        let pool = match &mut self.block_writers.pool {
-            Some(pool) => pool,
-            empty => empty.insert(BlockPool::start(threads)?),
-        };
+        if self.block_writers.pool.is_none() {
+            self.block_writers.pool = Some(BlockPool::start(threads)?);
+        }
+        // The pool's bytes stay bounded: take outcomes back until this block fits.
+        while let Some(pool) = self.block_writers.pool.as_mut() {
+            if pool.has_room(job.plain.len()) {
+                break;
+            }
+            match pool.wait_done() {
+                Some(done) => self.block_done(done),
+                None => break,
+            }
+        }
+        let pool = self.block_writers.pool.as_mut().expect("started above");
         if let Some(done) = pool.submit(job) {
             self.block_done(done);
         }
@@ -320,6 +335,9 @@ impl Delivery {
 
     /// Hands a written block's buffer back, or frees it when nobody takes it now.
     pub(super) fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() > SPARE_MAX {
+            return;
+        }
         if let Some(spare) = &self.spare_blocks {
             let _ = spare.try_send(buf);
         }

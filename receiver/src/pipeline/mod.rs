@@ -52,6 +52,9 @@ pub const EVENT_BYTES: usize = 128 << 20;
 const BATCH: usize = 64;
 /// How long a partly filled batch waits for more datagrams.
 const BATCH_WAIT: Duration = Duration::from_micros(500);
+/// Written blocks' buffers on their way back to the assembler at most (each up to
+/// `[limits] max_block_plain`).
+const SPARE_HANDBACK: usize = 4;
 /// Events queued between the assembler and the disk writer. Bytes are bounded by
 /// [`EVENT_BYTES`]; this count only has to let a burst of small objects (three events
 /// each) fill that byte budget: at 256, a burst of 10 000 MISP events stalled the
@@ -219,7 +222,9 @@ impl Engine {
         delivery.set_max_document(cfg.max_document);
         delivery.set_block_threads(cfg.block_threads);
         // Written blocks' buffers go back to the assembler for the next blocks.
-        let (spare, spare_rx) = bounded::<Vec<u8>>(gapferry_common::assembler::SPARE_BLOCKS);
+        // The assembler takes them into its own spares (bounded in bytes) at every turn
+        // of its loop, so a few in the channel are enough.
+        let (spare, spare_rx) = bounded::<Vec<u8>>(SPARE_HANDBACK);
         delivery.set_spare_blocks(spare);
         // Receive buffers go back to the socket threads once their datagrams are handled.
         let (reads_back, reads_pool) = crate::socket::BufferPool::channel();

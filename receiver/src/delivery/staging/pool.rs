@@ -15,6 +15,9 @@ use std::thread::JoinHandle;
 
 /// Blocks queued per block-writer thread before the disk writer waits.
 const QUEUED_PER_THREAD: usize = 2;
+/// Bytes of blocks handed to the block writers and not taken back at most (one block
+/// always passes, however large).
+pub(crate) const POOL_BYTES: usize = 32 << 20;
 
 /// One decoded block to write and hash.
 pub(crate) struct BlockJob {
@@ -86,6 +89,8 @@ pub(crate) struct BlockPool {
     threads: Vec<JoinHandle<()>>,
     /// Blocks handed to the threads whose outcome was not taken yet.
     outstanding: usize,
+    /// Their bytes.
+    bytes: usize,
 }
 
 impl BlockPool {
@@ -116,6 +121,7 @@ impl BlockPool {
             done,
             threads: handles,
             outstanding: 0,
+            bytes: 0,
         })
     }
 
@@ -125,20 +131,26 @@ impl BlockPool {
         let Some(jobs) = &self.jobs else {
             return Some(write_and_hash(job));
         };
+        let n = job.plain.len();
         match jobs.send(job) {
             Ok(()) => {
                 self.outstanding += 1;
+                self.bytes += n;
                 None
             }
             Err(crossbeam_channel::SendError(job)) => Some(write_and_hash(job)),
         }
     }
 
+    /// Whether a block of `n` bytes may be handed over now without passing [`POOL_BYTES`].
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.outstanding == 0 || self.bytes + n <= POOL_BYTES
+    }
+
     /// An outcome if one is ready.
     pub(crate) fn try_done(&mut self) -> Option<BlockDone> {
         let done = self.done.try_recv().ok()?;
-        self.outstanding -= 1;
-        Some(done)
+        Some(self.taken(done))
     }
 
     /// The next outcome, waiting for it; `None` when no block is outstanding.
@@ -147,8 +159,13 @@ impl BlockPool {
             return None;
         }
         let done = self.done.recv().ok()?;
+        Some(self.taken(done))
+    }
+
+    fn taken(&mut self, done: BlockDone) -> BlockDone {
         self.outstanding -= 1;
-        Some(done)
+        self.bytes = self.bytes.saturating_sub(done.plain.len());
+        done
     }
 }
 
@@ -291,6 +308,31 @@ mod tests {
             // The buffer comes back for reuse, whole.
             assert_eq!(d.plain.len(), 1024);
         }
+    }
+
+    #[test]
+    fn the_pool_holds_a_bounded_number_of_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = staging_file(&dir);
+        let mut pool = BlockPool::start(1).unwrap();
+        let block = POOL_BYTES / 2;
+        let bytes = vec![7u8; 3 * block];
+        assert!(
+            pool.has_room(4 * POOL_BYTES),
+            "an idle pool takes any one block"
+        );
+        let mut jobs = jobs(&file, &bytes, block, &[0, 1, 2]).into_iter();
+        for job in jobs.by_ref().take(2) {
+            assert!(pool.has_room(block));
+            assert!(pool.submit(job).is_none());
+        }
+        assert!(!pool.has_room(block), "two half-budget blocks fill it");
+        let done = pool.wait_done().unwrap();
+        assert!(done.outcome.is_ok());
+        assert!(pool.has_room(block), "a block taken back makes room");
+        assert!(pool.submit(jobs.next().unwrap()).is_none());
+        while pool.wait_done().is_some() {}
+        assert!(pool.has_room(POOL_BYTES));
     }
 
     #[test]
