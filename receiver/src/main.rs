@@ -140,7 +140,7 @@ struct ListenArgs {
     #[arg(long)]
     session_timeout: Option<u64>,
     /// Threads writing and hashing big objects' blocks; 0 does it on the disk writer's
-    /// thread [default: one per core].
+    /// thread [default: the cores beyond two, at most 4].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Image versions kept per image name [default: 3].
