@@ -132,7 +132,8 @@ impl ReceiverRun {
             .arg("--out")
             .arg(&out)
             .args(["--session-timeout", "10"])
-            .args(key);
+            .args(key)
+            .args(&env.receiver_args);
         let mut proc = Proc::spawn("gapferry-recv", cmd, &log)?;
         wait_for_line(&log, "listening", &mut proc, Duration::from_secs(20))?;
         Ok(ReceiverRun {
@@ -185,14 +186,107 @@ impl ReceiverRun {
     }
 }
 
-/// Runs the receiver of `s` once, fed by the [`crate::replay`] process from memory.
+/// The replayer's paces of a receiver-ceiling sweep, bits/s, in the order tried.
+pub const CEILING_RATES: [u64; 7] = [
+    1_000_000_000,
+    2_000_000_000,
+    3_000_000_000,
+    4_000_000_000,
+    6_000_000_000,
+    8_000_000_000,
+    10_000_000_000,
+];
+
+/// A pace in bits/s as the bench's options write it (`2500M`, `4G`).
+pub fn fmt_bits(bps: u64) -> String {
+    if bps.is_multiple_of(1_000_000_000) {
+        format!("{}G", bps / 1_000_000_000)
+    } else {
+        format!("{}M", bps / 1_000_000)
+    }
+}
+
+/// Runs the receiver of `s` once, fed by the [`crate::replay`] process from memory; a
+/// ceiling scenario sweeps the replayer's pace instead.
 pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     let tag = format!("{}-{run}", s.name);
     std::fs::create_dir_all(env.work.join("logs"))?;
     let key = env.key_args(s)?;
     let pcap = encode(env, s, &tag, &key)?;
-    let mut rx = ReceiverRun::start(env, &tag, &key)?;
-    let (mut feeder, feeder_log) = start_replayer(env, &pcap, rx.port, &tag)?;
+    let result = if s.ceiling {
+        sweep(env, s, &tag, &pcap, &key)
+    } else {
+        replay_once(env, s, &tag, &pcap, &key)
+    };
+    let _ = std::fs::remove_file(&pcap);
+    result
+}
+
+/// Replays `pcap` at each of [`CEILING_RATES`] until a run does not deliver; the result
+/// of the fastest run that delivered (or of the first run, if none did), its notes
+/// naming every pace tried.
+fn sweep(
+    env: &mut Env,
+    s: &Scenario,
+    tag: &str,
+    pcap: &Path,
+    key: &[OsString],
+) -> Result<RunResult> {
+    let pace = env.replay_rate_bps;
+    let mut best: Option<RunResult> = None;
+    let mut tried = Vec::new();
+    let mut stop = None;
+    for bps in CEILING_RATES {
+        env.replay_rate_bps = bps;
+        let step = replay_once(env, s, &format!("{tag}-{}", fmt_bits(bps)), pcap, key);
+        let step = match step {
+            Ok(r) => r,
+            Err(e) => {
+                env.replay_rate_bps = pace;
+                return Err(e);
+            }
+        };
+        let goodput = step
+            .goodput_mbs()
+            .map_or("-".into(), |g| format!("{g:.0} MB/s"));
+        tried.push(format!(
+            "{} {}",
+            fmt_bits(bps),
+            if step.complete() {
+                goodput
+            } else {
+                "failed".into()
+            }
+        ));
+        if !step.complete() {
+            stop = step.reasons.first().cloned();
+            best.get_or_insert(step);
+            break;
+        }
+        best = Some(step);
+    }
+    env.replay_rate_bps = pace;
+    let mut result = best.expect("at least one pace is tried");
+    let highest = tried.iter().rev().find(|t| !t.ends_with("failed"));
+    result.ceiling = Some(format!(
+        "highest replay rate delivered: {}; paces tried: {}{}",
+        highest.map_or("none", |h| h.split(' ').next().unwrap_or("none")),
+        tried.join(", "),
+        stop.map_or(String::new(), |r| format!("; stopped by: {r}"))
+    ));
+    Ok(result)
+}
+
+/// Replays `pcap` once at the environment's pace towards a fresh receiver.
+fn replay_once(
+    env: &mut Env,
+    s: &Scenario,
+    tag: &str,
+    pcap: &Path,
+    key: &[OsString],
+) -> Result<RunResult> {
+    let mut rx = ReceiverRun::start(env, tag, key)?;
+    let (mut feeder, feeder_log) = start_replayer(env, pcap, rx.port, tag)?;
     let t0 = SystemTime::now();
     let objects = s.payload.objects();
     let grace = Duration::from_secs(15 + s.payload.bytes() / 200_000_000);
@@ -219,7 +313,6 @@ pub fn run_receiver(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult
         }
     }
     let fed = feeder.wait(Duration::from_secs(5))?;
-    let _ = std::fs::remove_file(&pcap);
     let text = std::fs::read_to_string(&feeder_log).unwrap_or_default();
     anyhow::ensure!(fed.code == 0, "the replayer failed:\n{text}");
     let mut result = rx.stop(objects, s.payload.bytes(), t0)?;

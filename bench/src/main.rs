@@ -60,6 +60,9 @@ struct Cli {
     /// [default: 10 000, 1 000 with --quick].
     #[arg(long, value_name = "N")]
     misp_events: Option<usize>,
+    /// The receiver's `--threads` (block writers); by default the receiver's own default.
+    #[arg(long, value_name = "N")]
+    receiver_threads: Option<u16>,
     /// The replayer's pace in the receiver-alone row, bits/s of IP packets (k/M/G suffixes).
     #[arg(long, value_name = "BITS/S", default_value = "4G", value_parser = parse_bits)]
     replay_rate: u64,
@@ -275,6 +278,9 @@ fn main() -> Result<()> {
         env.sender_args
             .extend(["--max-objects-rate".into(), r.to_string()]);
     }
+    if let Some(t) = cli.receiver_threads {
+        env.receiver_args = vec!["--threads".into(), t.to_string()];
+    }
     if let Some(p) = &cli.perf {
         std::fs::create_dir_all(p)?;
         env.perf_dir = Some(std::fs::canonicalize(p)?);
@@ -378,7 +384,12 @@ fn run_rows(env: &mut Env, scenarios: &[Scenario], cli: &Cli, ceiling: Option<f6
         rows.push(if runs.is_empty() {
             table::failed_row(s, &errors)
         } else {
-            table::row(s, &runs, ceiling, &env.rate(s), errors.len())
+            let rate = if s.receiver_alone {
+                gapferry_bench::alone::fmt_bits(env.replay_rate_bps)
+            } else {
+                env.rate(s)
+            };
+            table::row(s, &runs, ceiling, &rate, errors.len())
         });
     }
     rows

@@ -140,6 +140,9 @@ pub struct Scenario {
     pub feed_events: usize,
     /// Not gapferry: udpcast one way at the pair rate ([`crate::peer`]).
     pub peer: bool,
+    /// A receiver-alone sweep: the replayer's pace rises through
+    /// [`crate::alone::CEILING_RATES`] until a run does not deliver ([`crate::alone`]).
+    pub ceiling: bool,
 }
 
 /// Every scenario, at full size or (`quick`) at sizes that run in seconds.
@@ -162,6 +165,7 @@ pub fn all(quick: bool) -> Vec<Scenario> {
         keyed: false,
         feed_events: 0,
         peer: false,
+        ceiling: false,
     };
     let misp_events = if quick { 1_000 } else { 10_000 };
     let bulk = Scenario {
@@ -218,6 +222,15 @@ pub fn all(quick: bool) -> Vec<Scenario> {
             about: "the receiver alone with --key, fed datagrams encoded with the key",
             keyed: true,
             ..receiver_alone
+        },
+        Scenario {
+            name: "receiver-ceiling",
+            about: "the receiver alone at rising replay rates (1G to 10G), 256 MiB each: the highest that delivers",
+            payload: Payload::Random {
+                bytes: q(256 * MIB, 64 * MIB),
+            },
+            ceiling: true,
+            ..receiver_alone.clone()
         },
         misp.clone(),
         Scenario {
@@ -317,6 +330,8 @@ pub struct Env {
     pub perf_call_graph: String,
     /// Extra arguments for every `gapferry-send file` (e.g. `--threads 1`).
     pub sender_args: Vec<String>,
+    /// Extra arguments for every `gapferry-recv listen` (e.g. `--threads 0`).
+    pub receiver_args: Vec<String>,
     /// The replayer's pace in the receiver-alone row, bits per second of IP packets.
     pub replay_rate_bps: u64,
     /// The sender's `--rate` of every scenario at [`PAIR_RATE`] (bulk, keyed, big, misp, small, udpcast).
@@ -340,6 +355,7 @@ impl Env {
             perf_dir: None,
             perf_call_graph: "fp".into(),
             sender_args: Vec::new(),
+            receiver_args: Vec::new(),
             replay_rate_bps: crate::alone::RECEIVER_ALONE_RATE_BPS,
             pair_rate: DEFAULT_PAIR_RATE.into(),
             delete_each_run: false,
@@ -527,6 +543,8 @@ pub struct RunResult {
     pub reasons: Vec<String>,
     /// CPU seconds of the replayer feeding the receiver-alone row.
     pub feeder_cpu_seconds: Option<f64>,
+    /// What a receiver-ceiling sweep found: the rates it delivered at and where it stopped.
+    pub ceiling: Option<String>,
 }
 
 impl RunResult {
@@ -636,7 +654,8 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
     rcmd.arg("--out")
         .arg(&out)
         .args(["--session-timeout", "10"])
-        .args(&key);
+        .args(&key)
+        .args(&env.receiver_args);
     if let Some(b) = s.recv_buffer {
         rcmd.args(["--recv-buffer", &b.to_string()]);
     }
@@ -756,6 +775,7 @@ pub fn run_once(env: &mut Env, s: &Scenario, run: usize) -> Result<RunResult> {
         relay,
         reasons: tail.reasons.clone(),
         feeder_cpu_seconds: None,
+        ceiling: None,
     };
     env.dispose(s, out)?;
     Ok(result)

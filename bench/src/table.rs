@@ -194,6 +194,12 @@ pub fn row(
             "fed by a replayer of pre-encoded datagrams from memory (UDP GSO), replayer CPU {} s/GiB",
             fmt(cpu, 2)
         ));
+        if !s.ceiling {
+            notes.push(format!("--replay-rate {rate}"));
+        }
+        for r in runs.iter().filter_map(|r| r.ceiling.as_deref()) {
+            notes.push(cell(r, 600));
+        }
     }
     if s.keyed {
         notes.push("--key on both sides".into());
@@ -390,6 +396,27 @@ mod row_tests {
             "{}",
             c[14]
         );
+    }
+
+    #[test]
+    fn receiver_alone_rows_name_their_pace_and_the_ceiling_what_it_found() {
+        let alone = scenario("receiver-alone");
+        let c = cells(&row(&alone, &[delivered_run(&alone)], None, "6G", 0));
+        assert!(c[14].contains("--replay-rate 6G"), "{}", c[14]);
+        let sweep = scenario("receiver-ceiling");
+        assert!(sweep.ceiling && sweep.receiver_alone);
+        let mut run = delivered_run(&sweep);
+        run.ceiling = Some("highest replay rate delivered: 3G; paces tried: 1G 120 MB/s, 2G 230 MB/s, 3G 330 MB/s, 4G failed".into());
+        let c = cells(&row(&sweep, &[run], None, "4G", 0));
+        assert!(!c[14].contains("--replay-rate"), "{}", c[14]);
+        assert!(
+            c[14].contains("highest replay rate delivered: 3G"),
+            "{}",
+            c[14]
+        );
+        assert!(c[14].contains("4G failed"), "{}", c[14]);
+        assert_eq!(crate::alone::fmt_bits(2_500_000_000), "2500M");
+        assert_eq!(crate::alone::fmt_bits(10_000_000_000), "10G");
     }
 
     #[test]

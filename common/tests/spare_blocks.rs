@@ -4,7 +4,7 @@
 
 mod support;
 
-use gapferry_common::assembler::SPARE_BLOCKS;
+use gapferry_common::assembler::{SPARE_BLOCKS, SPARE_BYTES};
 use gapferry_common::compress::decompress_block;
 use gapferry_common::emit::DatagramWriter;
 use gapferry_common::fec::{BlockDecoder, BlockEncoder, SPARE_SLACK};
@@ -166,4 +166,17 @@ fn a_block_solved_from_a_dirty_recycled_buffer_is_the_block() {
         out.expect("solved") == block,
         "solved bytes differ from the block"
     );
+}
+
+#[test]
+fn the_assembler_keeps_a_bounded_number_of_spare_bytes() {
+    let mut a = Assembler::new(Limits::default(), KeyRing::default());
+    // Big blocks (a sender's large --mtu or block size): the bytes bound them, not the count.
+    let big = SPARE_BYTES / 2 + 1;
+    for _ in 0..3 {
+        a.recycle_block(Vec::with_capacity(big));
+    }
+    assert_eq!(a.spare_blocks(), 1);
+    a.recycle_block(Vec::with_capacity(SPARE_BYTES / 4));
+    assert_eq!(a.spare_blocks(), 2, "a smaller one still fits");
 }

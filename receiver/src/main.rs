@@ -139,6 +139,10 @@ struct ListenArgs {
     /// Seconds of silence after which a sender session is closed and its incomplete objects failed [default: 30].
     #[arg(long)]
     session_timeout: Option<u64>,
+    /// Threads writing and hashing big objects' blocks; 0 does it on the disk writer's
+    /// thread [default: the cores beyond two, at most 4].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Image versions kept per image name [default: 3].
     #[arg(long)]
     keep_images: Option<usize>,
@@ -303,6 +307,7 @@ fn run_listen(a: ListenArgs) -> Result<()> {
     }
     cfg.keys = KeyRing::new(accepted).with_retired(retired);
     apply_link_options(&mut cfg, (a.recv_buffer, a.mtu, a.session_timeout), &file)?;
+    cfg.block_threads = a.threads.unwrap_or(cfg.block_threads);
     apply_limits(&mut cfg, &file.limits);
     // Created with the configured directory mode: readers traverse it to the deliveries.
     cfg.destinations

@@ -75,9 +75,7 @@ fn announced(body: &[u8], forged: bool) -> [u8; 32] {
 /// sender announced: the only place this test builds the event, whose fields follow the
 /// wire version.
 fn complete(d: &mut Delivery, object: ObjectRef, blake3: [u8; 32]) {
-    // Wire version 1: the hash to check is the descriptor's alone, the event has none.
-    let _ = blake3;
-    d.handle(Event::ObjectComplete { object });
+    d.handle(Event::ObjectComplete { object, blake3 });
 }
 
 /// Hands `delivery` one complete object.

@@ -41,6 +41,7 @@ mod small;
 mod staging;
 
 pub use outcomes::{Summary, SUMMARY_NOTABLE};
+pub use staging::default_block_threads;
 use staging::Staged;
 
 /// Directory under the state directory holding incomplete objects.
@@ -94,6 +95,8 @@ pub struct Delivery {
     summary: Summary,
     /// Where written blocks' buffers go back to the assembler (see `staging::recycle`).
     spare_blocks: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    /// Threads writing and hashing big objects' blocks (see `staging::pool`).
+    block_writers: staging::BlockWriters,
 }
 
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
@@ -234,6 +237,7 @@ impl Delivery {
             awaiting_signature: HashMap::new(),
             summary: Summary::default(),
             spare_blocks: None,
+            block_writers: Default::default(),
         })
     }
 
@@ -363,9 +367,7 @@ impl Delivery {
         let result = decompress_block(codec, data, plain_len)
             .map_err(|e| (format!("block {block}: {e}"), None))
             .and_then(|plain| {
-                let written = self.write_block(object, block, &plain);
-                self.recycle(plain);
-                written.map_err(|e| {
+                self.write_block(object, block, plain).map_err(|e| {
                     let reason = format!("cannot write block {block}: {e}");
                     (reason, Some(Cause::Receiver))
                 })
