@@ -103,9 +103,11 @@ fn a_capped_stream_of_small_objects_takes_at_least_n_over_the_cap_of_sender_time
     );
 
     // Without the cap the same objects go at the datagram rate: it is the cap that paced.
+    // (Half the floor, not less: uncapped, the span is the sender's own reading and
+    // encoding time, which a loaded machine stretches.)
     let free = first_datagram_times(&src, &dir.path().join("free.pcap"), &[]);
     assert_eq!(free.len() as u64, n);
-    assert!(span(&free) < floor / 4, "{:?}", span(&free));
+    assert!(span(&free) < floor / 2, "{:?}", span(&free));
 }
 
 /// Runs `gapferry-send file` with `args` towards a port nobody reads; returns its stderr.
