@@ -190,6 +190,38 @@ fn content(f: &SourceFile) -> Vec<u8> {
     v
 }
 
+/// Cuts a burst of 64 datagrams out at `start`, with 2 % random loss beside it, and checks
+/// that every one of `files` is still delivered intact; `what` names the burst.
+fn assert_burst_costs_nothing(
+    datagrams: &[(Vec<u8>, Instant)],
+    files: &[SourceFile],
+    start: usize,
+    what: &str,
+) {
+    let n = datagrams.len();
+    let burst = start..start + 64;
+    let mut rng = StdRng::seed_from_u64(start as u64);
+    let random: Vec<bool> = (0..n).map(|_| rng.random_bool(0.02)).collect();
+    let (out, _) = receive(
+        datagrams,
+        |i, _| !burst.contains(&i) && !random[i],
+        Duration::from_secs(5),
+    );
+    assert!(
+        out.failed.is_empty() && out.lost.is_empty(),
+        "burst {what}: failed {:?}, lost {:?}",
+        out.failed,
+        out.lost
+    );
+    for f in files {
+        assert!(
+            out.delivered.get(&f.name).is_some_and(|g| *g == content(f)),
+            "burst {what}: {} not delivered intact",
+            f.name
+        );
+    }
+}
+
 #[test]
 fn a_burst_of_64_at_the_start_middle_or_end_costs_no_object() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,28 +231,12 @@ fn a_burst_of_64_at_the_start_middle_or_end_costs_no_object() {
     let datagrams = send(&files);
     let n = datagrams.len();
     for (what, start) in [("first", 0), ("middle", n / 2), ("last", n - 64)] {
-        let burst = start..start + 64;
-        let mut rng = StdRng::seed_from_u64(start as u64);
-        let random: Vec<bool> = (0..n).map(|_| rng.random_bool(0.02)).collect();
-        let (out, _) = receive(
+        assert_burst_costs_nothing(
             &datagrams,
-            |i, _| !burst.contains(&i) && !random[i],
-            Duration::from_secs(5),
+            &files,
+            start,
+            &format!("at the {what} datagrams"),
         );
-        assert!(
-            out.failed.is_empty() && out.lost.is_empty(),
-            "burst at the {what} datagrams: failed {:?}, lost {:?}",
-            out.failed,
-            out.lost
-        );
-        for f in &files {
-            let got = out.delivered.get(&f.name);
-            assert!(
-                got.is_some_and(|g| *g == content(f)),
-                "burst at the {what} datagrams: {} not delivered intact",
-                f.name
-            );
-        }
     }
 }
 
@@ -343,27 +359,7 @@ fn a_file_read_once_arrives_whatever_burst_hits_the_copies_carrying_its_hash() {
         ),
         ("at the last datagrams", n - 64),
     ] {
-        let burst = start..start + 64;
-        let mut rng = StdRng::seed_from_u64(start as u64);
-        let random: Vec<bool> = (0..n).map(|_| rng.random_bool(0.02)).collect();
-        let (out, _) = receive(
-            &datagrams,
-            |i, _| !burst.contains(&i) && !random[i],
-            Duration::from_secs(5),
-        );
-        assert!(
-            out.failed.is_empty() && out.lost.is_empty(),
-            "burst {what}: failed {:?}, lost {:?}",
-            out.failed,
-            out.lost
-        );
-        for f in &files {
-            assert!(
-                out.delivered.get(&f.name).is_some_and(|g| *g == content(f)),
-                "burst {what}: {} not delivered intact",
-                f.name
-            );
-        }
+        assert_burst_costs_nothing(&datagrams, &files, start, what);
     }
     // Every copy carrying the hash lost (no burst does that; a targeted drop does): the big
     // file is not delivered and says why; the others are.
