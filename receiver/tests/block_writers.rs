@@ -76,6 +76,14 @@ fn shuffled(n: u32) -> Vec<u32> {
     order
 }
 
+/// The event saying `object`, whose bytes are `original`, decoded whole with its blake3.
+fn completed(object: ObjectRef, original: &[u8]) -> Event {
+    Event::ObjectComplete {
+        object,
+        blake3: *blake3::hash(original).as_bytes(),
+    }
+}
+
 #[test]
 fn blocks_on_a_pool_deliver_in_any_order_with_any_number_of_threads() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,10 +112,7 @@ fn blocks_on_a_pool_deliver_in_any_order_with_any_number_of_threads() {
             for &b in order {
                 d.handle(block_event(object, &original, b, false));
             }
-            d.handle(Event::ObjectComplete {
-                object,
-                blake3: *blake3::hash(&original).as_bytes(),
-            });
+            d.handle(completed(object, &original));
             let summary = d.into_summary();
             assert_eq!(
                 (summary.delivered, summary.failed),
@@ -139,10 +144,7 @@ fn a_corrupted_block_on_a_pool_fails_the_object_and_nothing_is_delivered() {
         for b in shuffled(n) {
             d.handle(block_event(object, &original, b, b == corrupt));
         }
-        d.handle(Event::ObjectComplete {
-            object,
-            blake3: *blake3::hash(&original).as_bytes(),
-        });
+        d.handle(completed(object, &original));
         let summary = d.into_summary();
         assert_eq!(
             (summary.delivered, summary.failed),
@@ -189,10 +191,7 @@ fn no_record_and_no_file_before_every_block_is_written() {
         );
         assert_eq!(std::fs::read_dir(&files).unwrap().count(), 0);
     }
-    d.handle(Event::ObjectComplete {
-        object,
-        blake3: *blake3::hash(&original).as_bytes(),
-    });
+    d.handle(completed(object, &original));
     // The record is there once the object is complete, and its file holds every byte.
     let recs = records(out);
     assert_eq!(recs.len(), 1, "{recs:?}");
@@ -256,10 +255,7 @@ fn a_disk_filling_up_under_the_pool_fails_the_object_with_its_cause() {
     for b in shuffled(n) {
         d.handle(block_event(object, &original, b, false));
     }
-    d.handle(Event::ObjectComplete {
-        object,
-        blake3: *blake3::hash(&original).as_bytes(),
-    });
+    d.handle(completed(object, &original));
     let summary = d.into_summary();
     assert_eq!((summary.delivered, summary.failed), (0, 1));
     let recs = records(out);
