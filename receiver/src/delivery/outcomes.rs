@@ -150,9 +150,7 @@ impl Delivery {
             name = d.map(|d| escape(&d.name).into_owned()),
             kind = d.map(|d| d.kind.as_str()),
             size = d.map(|d| d.size),
-            blake3 = d
-                .and_then(ObjectDescriptor::known_blake3)
-                .map(|h| blake3::Hash::from(h).to_hex().to_string()),
+            blake3 = d.and_then(known_blake3_hex),
             loss_rate = self.loss.get(&object.session).copied(),
             cause = cause.map(Cause::as_str),
             %reason,
@@ -194,9 +192,13 @@ pub(super) fn described(mut r: Record, d: &ObjectDescriptor) -> Record {
     r.kind = Some(d.kind);
     r.name = Some(d.name.clone());
     r.size = Some(d.size);
-    // A copy sent before the sender knew the hash says nothing of the content.
-    r.blake3 = d
-        .known_blake3()
-        .map(|h| blake3::Hash::from(h).to_hex().to_string());
+    r.blake3 = known_blake3_hex(d);
     r
+}
+
+/// The descriptor's blake3 in hex, `None` in a copy sent before the sender knew it (it
+/// says nothing of the content).
+fn known_blake3_hex(d: &ObjectDescriptor) -> Option<String> {
+    d.known_blake3()
+        .map(|h| blake3::Hash::from(h).to_hex().to_string())
 }
