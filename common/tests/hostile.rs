@@ -310,6 +310,44 @@ fn replayed_datagrams_are_ignored() {
     assert_eq!(a.objects_in_flight(), 0);
 }
 
+/// The top of the 32-bit id range: 2^32-1 is reserved (a watermark past every id must
+/// fit in 32 bits, or it wraps to 0 and every object ends again), and the ids just below
+/// it end once, even when their session goes silent, closes, comes back and repeats them.
+#[test]
+fn the_last_object_ids_end_once_and_the_reserved_one_is_refused() {
+    let w = DatagramWriter::new(SESSION, None);
+    for d in &small_object(&w, u32::MAX).datagrams {
+        assert!(matches!(
+            wire::parse(d, &KeyRing::default()),
+            Err(Reject::Malformed(_))
+        ));
+    }
+    let last = small_object(&w, wire::MAX_OBJECT_ID);
+    let unsafe_name = ObjectDescriptor {
+        name: "../x".into(),
+        ..descriptor(10, 4096)
+    };
+    let failing = descriptor_datagram(&w, wire::MAX_OBJECT_ID - 1, &unsafe_name);
+    let limits = small_limits();
+    let mut a = Assembler::new(limits.clone(), KeyRing::default());
+    let mut checker = Checker::default();
+    let mut now = T;
+    for round in 0..3 {
+        a.handle(now, &failing).unwrap();
+        for d in &last.datagrams {
+            a.handle(now, d).unwrap();
+        }
+        // The checker panics on an object that ends twice.
+        checker.drain(&mut a, &limits);
+        now += limits.session_timeout * 2;
+        a.tick(now);
+        checker.drain(&mut a, &limits);
+        assert!(checker.closed.contains(&SESSION), "round {round}");
+    }
+    assert_eq!(checker.completed.len(), 1);
+    assert_eq!(checker.failed.len(), 1);
+}
+
 /// A zstd frame of `len` zero bytes, with or without its size in the frame header.
 fn bomb(len: usize, declare_size: bool) -> Vec<u8> {
     if declare_size {

@@ -22,9 +22,7 @@ impl Resolved {
         }
         self.below = end;
         self.above = self.above.split_off(&end);
-        while self.above.remove(&self.below) {
-            self.below += 1;
-        }
+        self.advance();
     }
 
     pub(super) fn insert(&mut self, id: u32) {

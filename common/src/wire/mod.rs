@@ -21,6 +21,10 @@ pub const DATA_HEADER_LEN: usize = 40;
 pub const CONTROL_HEADER_LEN: usize = 22;
 /// Largest encoding symbol id RaptorQ allows (24 bits).
 pub const MAX_ESI: u32 = (1 << 24) - 1;
+/// Largest object id a session assigns. 2^32-1 is reserved, so the first id of a session
+/// not yet resolved (a receiver's watermark) always fits in 32 bits, even once every
+/// object id is resolved.
+pub const MAX_OBJECT_ID: u32 = u32::MAX - 1;
 /// Largest UDP payload gapferry ever produces or accepts.
 pub const MAX_DATAGRAM: usize = 65_507;
 
@@ -308,6 +312,11 @@ pub fn parse<'a>(buf: &'a [u8], keys: &KeyRing) -> Result<Datagram<'a>, Reject> 
     let msg = &buf[..body_end];
     let session = be_u64(msg, 8);
     let object = be_u32(msg, 16);
+    if object > MAX_OBJECT_ID
+        && (buf[3] == DatagramType::Data as u8 || buf[3] == DatagramType::Descriptor as u8)
+    {
+        return Err(Reject::Malformed("object id 2^32-1 is reserved"));
+    }
     match buf[3] {
         t if t == DatagramType::Data as u8 => parse_data(msg, session, object),
         t if (DatagramType::Descriptor as u8..=DatagramType::Inventory as u8).contains(&t) => {
