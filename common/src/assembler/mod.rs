@@ -267,9 +267,8 @@ impl Assembler {
             // An inventory alone does not open a session: its ids may predate this receiver.
             return Ok(());
         }
-        let first = hint
-            .or(heartbeat.as_ref().map(|h| h.done_below.min(h.next_object)))
-            .unwrap_or(0);
+        // An inventory names no first object: it must not move the session's first one.
+        let first = hint.or(heartbeat.as_ref().map(|h| h.done_below.min(h.next_object)));
         self.touch_session(now, session_id, first, hint.is_some())?;
         if let Some((i, watermark)) = resume {
             self.closed.remove(i);

@@ -60,30 +60,34 @@ impl Assembler {
         Ok(())
     }
 
+    /// Notes a datagram of session `id` (opening the session if new); `first_object` is
+    /// the lowest object id the datagram shows the sender still working on, if any.
     pub(super) fn touch_session(
         &mut self,
         now: Duration,
         id: u64,
-        first_object: u32,
+        first_object: Option<u32>,
         seen: bool,
     ) -> Result<(), Reject> {
         // An object id in a datagram of the object itself is seen; one derived from a
         // heartbeat's counters is only claimed.
-        let hint_seen = if seen {
-            first_object.saturating_add(1)
-        } else {
-            0
+        let hint_seen = match first_object {
+            Some(first) if seen => first.saturating_add(1),
+            _ => 0,
         };
         if !self.sessions.contains_key(&id) {
             self.check_fresh(id)?;
         }
         if let Some(s) = self.sessions.get_mut(&id) {
             s.last_seen = now;
-            if first_object < s.first_object && !s.resolved.contains(first_object) {
-                s.first_object = first_object;
+            if let Some(first) = first_object {
+                if first < s.first_object && !s.resolved.contains(first) {
+                    s.first_object = first;
+                }
             }
             return Ok(());
         }
+        let first_object = first_object.unwrap_or(0);
         if self.sessions.len() >= self.limits.max_sessions {
             self.make_room(now, id, first_object)?;
         }
