@@ -369,7 +369,14 @@ fn open_session(
         ..defaults
     };
     let (sink, lane_metrics) = open_sink(link, &plan, lanes_state)?;
-    let session = SenderSession::new(cfg, sink)?;
+    let mut session = SenderSession::new(cfg, sink)?;
+    // Hidden: tests of the end of the object id space start the session's ids there.
+    if let Some(first) = std::env::var("GAPFERRY_TEST_FIRST_OBJECT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        session.skip_ids_to(first);
+    }
     if let Some(addr) = link.metrics.or(file.metrics) {
         let mut registry = gapferry_metrics::prometheus_client::registry::Registry::default();
         session.metrics().register(&mut registry);

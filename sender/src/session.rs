@@ -328,6 +328,39 @@ impl SenderSession {
         self.link.sink.flush()
     }
 
+    /// Object ids this session can still assign.
+    pub fn ids_left(&self) -> u64 {
+        self.core.ids_left()
+    }
+
+    /// Moves the next object id up to `next`: for tests of the end of the id space.
+    #[doc(hidden)]
+    pub fn skip_ids_to(&mut self, next: u32) {
+        self.core.skip_ids_to(next);
+    }
+
+    /// Ends this session as [`Self::finish`] does and goes on under a fresh session id on
+    /// the same link, the object ids starting again at 0: for a service whose ids run low.
+    /// Every object of the ending session must be done.
+    pub fn renew(&mut self) -> io::Result<()> {
+        let old = self.id();
+        self.core.finish();
+        self.pump()?;
+        self.link.sink.flush()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = gapferry_common::freshness::session_id(now, rand::random());
+        let writer = DatagramWriter::new(id, self.cfg.key.clone());
+        self.core = Session::new(writer, self.cfg.rate_bps, self.link.now());
+        tracing::info!(
+            ended = format_args!("{old:016x}"),
+            session = format_args!("{id:016x}"),
+            "session renewed: its object ids ran low"
+        );
+        Ok(())
+    }
+
     /// Ends the session: the last matrix goes out padded with ending heartbeats, then more
     /// ending heartbeats follow, spaced in time; the receiver learns every object was sent.
     pub fn finish(&mut self) -> io::Result<()> {

@@ -400,3 +400,68 @@ fn a_dropped_file_is_sent_well_before_the_polling_interval() {
         b"no waiting for the poll\n"
     );
 }
+
+/// A service whose session runs out of object ids starts a fresh session on its own: the
+/// objects on both sides of the change arrive once each, none lost to an id that wrapped.
+#[test]
+fn a_session_near_the_end_of_its_object_ids_is_renewed_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let rx = TestReceiver::start(|_| {});
+    // Three ids before the service renews its session (its margin is 2^24 ids).
+    let first: u32 = u32::MAX - 1 - (1 << 24) - 2;
+    let mut w = ChildGuard(
+        Command::new(binary("gapferry-send"))
+            .args(["watch", "--outbox", outbox.to_str().unwrap()])
+            .args([
+                "--to",
+                &rx.addr.to_string(),
+                "--rate",
+                "50M",
+                "--settle",
+                "0.3",
+            ])
+            .env("GAPFERRY_TEST_FIRST_OBJECT", first.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let names: Vec<String> = (0..8).map(|i| format!("id-{i}.txt")).collect();
+    for (i, n) in names.iter().enumerate() {
+        drop_file(
+            &outbox,
+            &format!("files/{n}"),
+            format!("object {i}").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    wait_until("the deliveries", Duration::from_secs(60), || {
+        delivered_names(&rx.records()).len() >= names.len()
+    });
+    assert!(w.terminate().success());
+    let records = rx.records();
+    let delivered = delivered_names(&records);
+    assert!(
+        names.iter().all(|n| delivered.get(n) == Some(&1)),
+        "each once: {delivered:?}"
+    );
+    let sessions: std::collections::HashSet<&str> = with_outcome(&records, "delivered")
+        .iter()
+        .map(|r| r["session"].as_str().unwrap())
+        .collect();
+    assert_eq!(sessions.len(), 2, "a second session: {sessions:?}");
+    let ids: Vec<u64> = with_outcome(&records, "delivered")
+        .iter()
+        .map(|r| r["object"].as_u64().unwrap())
+        .collect();
+    assert!(ids.iter().any(|&id| id >= first as u64), "{ids:?}");
+    assert!(
+        ids.iter().any(|&id| id < 8),
+        "ids start again at 0: {ids:?}"
+    );
+    let others: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] != "delivered")
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}

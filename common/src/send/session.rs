@@ -14,6 +14,7 @@ use super::object::{Emitted, ObjectSchedule};
 use crate::control::{Heartbeat, Inventory, InventoryEntry, ObjectDescriptor};
 use crate::emit::DatagramWriter;
 use crate::spread::{Spreader, CELLS};
+use crate::wire::MAX_OBJECT_ID;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -155,9 +156,30 @@ impl Session {
         self.counters.next_object
     }
 
+    /// Object ids this session can still assign (ids run up to [`MAX_OBJECT_ID`]).
+    pub fn ids_left(&self) -> u64 {
+        (MAX_OBJECT_ID as u64 + 1).saturating_sub(self.counters.next_object as u64)
+    }
+
+    /// Moves the next object id up to `next`: for tests of the end of the id space.
+    #[doc(hidden)]
+    pub fn skip_ids_to(&mut self, next: u32) {
+        self.counters.next_object = self.counters.next_object.max(next.min(MAX_OBJECT_ID));
+    }
+
     /// Reserves the next object id; it counts as in progress until [`Self::object_done`].
+    ///
+    /// # Panics
+    /// When every id is taken ([`Self::ids_left`] is 0): a long-running sender starts a
+    /// new session before that, since an id that wrapped to 0 would name an object the
+    /// receiver already resolved, and its data would be ignored.
     pub fn allocate_object(&mut self) -> u32 {
         let id = self.counters.next_object;
+        assert!(
+            id <= MAX_OBJECT_ID,
+            "every object id of session {:016x} is taken: start a new session",
+            self.writer.session()
+        );
         self.counters.next_object += 1;
         self.counters.in_progress.insert(id);
         id
@@ -492,6 +514,20 @@ mod tests {
         assert_eq!(tail, vec![ENDING_SPACING; 5]);
         let (datagrams, _) = s.counters();
         assert_eq!(datagrams as usize, sent.len());
+    }
+
+    #[test]
+    fn the_last_object_id_is_assigned_and_then_none_wraps() {
+        let mut s = Session::new(DatagramWriter::new(9, None), 1_000_000, Instant::now());
+        assert_eq!(s.ids_left(), u32::MAX as u64);
+        s.skip_ids_to(MAX_OBJECT_ID - 1);
+        assert_eq!(s.ids_left(), 2);
+        assert_eq!(s.allocate_object(), MAX_OBJECT_ID - 1);
+        assert_eq!(s.allocate_object(), MAX_OBJECT_ID);
+        assert_eq!(s.ids_left(), 0);
+        let wrapped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.allocate_object()));
+        assert!(wrapped.is_err(), "no id after the last: {wrapped:?}");
     }
 
     #[test]

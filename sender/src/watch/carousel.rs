@@ -130,6 +130,10 @@ impl Watcher {
             "carousel: sending the last files again"
         );
         for (rel, path) in recent {
+            // The rest waits for the next round, after the session is renewed.
+            if session.ids_left() < super::RENEW_BELOW {
+                break;
+            }
             let Ok(objects) = self.plan(&rel, &path) else {
                 continue;
             };

@@ -43,6 +43,11 @@ mod scan;
 pub use journal::JOURNAL_DIR;
 use journal::{Journal, Stamp};
 
+/// Object ids left below which the service ends its session and starts a fresh one, with
+/// no object in progress: far more than one step of the loop assigns, so the id space
+/// (2^32 - 1 ids, which a sustained stream of small objects uses up in weeks) never wraps.
+pub(crate) const RENEW_BELOW: u64 = 1 << 24;
+
 /// How long the loop waits when idle before it sends a heartbeat and looks again.
 const IDLE_TICK: Duration = Duration::from_millis(125);
 /// Intel bytes sent between two image windows at most, so the image keeps moving.
@@ -204,6 +209,9 @@ impl Watcher {
     ) -> io::Result<WatchStats> {
         let mut stats = WatchStats::default();
         while !shutdown.load(Ordering::Relaxed) {
+            if self.active.is_none() && session.ids_left() < RENEW_BELOW {
+                session.renew()?;
+            }
             self.scan_when_due(&mut stats);
             session.metrics().outbox_pending.set(self.pending as i64);
             let mut worked = self.send_intel(session, shutdown, progress, &mut stats)?;
@@ -244,7 +252,7 @@ impl Watcher {
             self.send_job(session, job, progress, stats)?;
             worked = true;
             budget = budget.saturating_sub(bytes.max(1));
-            if budget == 0 || shutdown.load(Ordering::Relaxed) {
+            if budget == 0 || shutdown.load(Ordering::Relaxed) || session.ids_left() < RENEW_BELOW {
                 break;
             }
             self.scan_when_due(stats);
