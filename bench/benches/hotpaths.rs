@@ -50,7 +50,7 @@ fn bench_wire(c: &mut Criterion) {
     let mut g = c.benchmark_group("wire");
     for mtu in [1500usize, 9000] {
         for tagged in [false, true] {
-            let t = layout::max_symbol_size(mtu, tagged).expect("valid MTU");
+            let t = layout::max_symbol_size(mtu, tagged, layout::IpVersion::V6).expect("valid MTU");
             let symbol = data::random_bytes(t as usize, 1);
             let h = header(t);
             let k = tagged.then_some(&key);
@@ -78,7 +78,7 @@ fn bench_wire(c: &mut Criterion) {
 fn blocks() -> Vec<(String, usize, u16)> {
     let mut out = Vec::new();
     for mtu in [1500usize, 9000] {
-        let t = layout::max_symbol_size(mtu, false).expect("valid MTU");
+        let t = layout::max_symbol_size(mtu, false, layout::IpVersion::V6).expect("valid MTU");
         let full = layout::block_plain_size(t) as usize;
         out.push((format!("64KiB/t{t}"), 64 << 10, t));
         out.push((format!("{:.1}MiB/t{t}", full as f64 / 1048576.0), full, t));
@@ -146,7 +146,7 @@ fn bench_fec_decode(c: &mut Criterion) {
 }
 
 fn bench_compress(c: &mut Criterion) {
-    let t = layout::max_symbol_size(1500, false).expect("valid MTU");
+    let t = layout::max_symbol_size(1500, false, layout::IpVersion::V6).expect("valid MTU");
     let len = layout::block_plain_size(t) as usize;
     let json = data::json_block(len, 4);
     let random = data::random_bytes(len, 4);
@@ -288,7 +288,7 @@ fn bench_prepare_pool(c: &mut Criterion) {
         kind: gapferry_common::ObjectKind::File,
         bytes: None,
     };
-    let symbol = layout::max_symbol_size(1500, false).expect("valid MTU");
+    let symbol = layout::max_symbol_size(1500, false, layout::IpVersion::V6).expect("valid MTU");
     let d = describe_on(&file, symbol, 1, 1).expect("describe");
     let mut g = c.benchmark_group("prepare_pool");
     g.throughput(Throughput::Bytes(len));
@@ -323,7 +323,9 @@ fn bench_block_hash(c: &mut Criterion) {
     use gapferry_common::block_hash::{hash_block, merge_blocks, ObjectHasher};
     let object = data::random_bytes(16 << 20, 13);
     let size = object.len() as u64;
-    let block = layout::block_plain_size(layout::max_symbol_size(1500, false).expect("MTU"));
+    let block = layout::block_plain_size(
+        layout::max_symbol_size(1500, false, layout::IpVersion::V6).expect("MTU"),
+    );
     let mut g = c.benchmark_group("block_hash");
     g.throughput(Throughput::Bytes(size));
     g.bench_function("blake3_hash", |b| {

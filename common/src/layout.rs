@@ -5,8 +5,10 @@ use crate::wire::{DATA_HEADER_LEN, MAX_ESI};
 use std::ops::Range;
 use thiserror::Error;
 
-/// IPv6 plus UDP header bytes: the payload budget is computed for the larger IP header.
+/// IPv6 plus UDP header bytes: the payload budget when the destination may be IPv6.
 pub const IP_UDP_OVERHEAD: usize = 48;
+/// IPv4 (without options) plus UDP header bytes.
+pub const IPV4_UDP_OVERHEAD: usize = 28;
 /// Smallest MTU accepted (the IPv4 minimum datagram size).
 pub const MIN_MTU: usize = 576;
 /// Largest MTU accepted.
@@ -17,6 +19,33 @@ pub const BLOCK_SYMBOLS: u32 = 1024;
 pub const MIN_REPAIR: u32 = 4;
 /// Symbol sizes are multiples of this.
 pub const SYMBOL_ALIGN: usize = 8;
+/// A full block's symbol size is a multiple of this when that costs at most
+/// [`WIDE_ALIGN_COST`] bytes: RaptorQ's vector loops take 64 bytes at a time (AVX-512; 32
+/// with AVX2) and do what is left of a symbol byte by byte, which cost a keyed sender at
+/// 1 392-byte symbols more CPU than its tag (bench/README.md, "Symbol size").
+pub const WIDE_ALIGN: usize = 64;
+/// Bytes of a symbol given up at most to make it a multiple of [`WIDE_ALIGN`].
+pub const WIDE_ALIGN_COST: usize = 32;
+
+/// The IP version of a sender's destinations, which sets the header bytes an MTU holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpVersion {
+    /// Every destination is IPv4: 28 bytes of IP and UDP header.
+    V4,
+    /// Some destination is IPv6 (or it is not known): 48 bytes.
+    #[default]
+    V6,
+}
+
+impl IpVersion {
+    /// IP plus UDP header bytes.
+    pub fn udp_overhead(self) -> usize {
+        match self {
+            IpVersion::V4 => IPV4_UDP_OVERHEAD,
+            IpVersion::V6 => IP_UDP_OVERHEAD,
+        }
+    }
+}
 
 /// Why a layout parameter was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -26,14 +55,21 @@ pub enum LayoutError {
     Mtu(usize),
 }
 
-/// The largest symbol that fits a datagram for this MTU.
-pub fn max_symbol_size(mtu: usize, tagged: bool) -> Result<u16, LayoutError> {
+/// The symbol size of full blocks for this MTU: the largest that fits a datagram, made a
+/// multiple of [`WIDE_ALIGN`] when that gives up at most [`WIDE_ALIGN_COST`] bytes.
+pub fn max_symbol_size(mtu: usize, tagged: bool, ip: IpVersion) -> Result<u16, LayoutError> {
     if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
         return Err(LayoutError::Mtu(mtu));
     }
-    let room = mtu - IP_UDP_OVERHEAD - DATA_HEADER_LEN - if tagged { TAG_LEN } else { 0 };
-    let aligned = room / SYMBOL_ALIGN * SYMBOL_ALIGN;
-    Ok(aligned.min(u16::MAX as usize / SYMBOL_ALIGN * SYMBOL_ALIGN) as u16)
+    let tag = if tagged { TAG_LEN } else { 0 };
+    let room = (mtu - ip.udp_overhead() - DATA_HEADER_LEN - tag).min(u16::MAX as usize);
+    let narrow = room / SYMBOL_ALIGN * SYMBOL_ALIGN;
+    let wide = room / WIDE_ALIGN * WIDE_ALIGN;
+    Ok(if narrow - wide <= WIDE_ALIGN_COST {
+        wide
+    } else {
+        narrow
+    } as u16)
 }
 
 /// Original bytes per block for a given maximum symbol size.
@@ -80,14 +116,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symbol_sizes_fit_the_mtu() {
-        let t = max_symbol_size(1500, false).unwrap() as usize;
-        assert!(t + DATA_HEADER_LEN + IP_UDP_OVERHEAD <= 1500);
-        assert_eq!(t % SYMBOL_ALIGN, 0);
-        let tagged = max_symbol_size(1500, true).unwrap() as usize;
-        assert!(tagged + DATA_HEADER_LEN + TAG_LEN + IP_UDP_OVERHEAD <= 1500);
-        assert!(max_symbol_size(9000, true).unwrap() > 8800);
-        assert_eq!(max_symbol_size(100, false), Err(LayoutError::Mtu(100)));
+    fn symbol_sizes_fit_the_mtu_and_are_wide_multiples_when_that_is_cheap() {
+        for ip in [IpVersion::V4, IpVersion::V6] {
+            for tagged in [false, true] {
+                for mtu in [MIN_MTU, 1280, 1500, 9000, 9001, MAX_MTU] {
+                    let t = max_symbol_size(mtu, tagged, ip).unwrap() as usize;
+                    let tag = if tagged { TAG_LEN } else { 0 };
+                    let room = mtu - ip.udp_overhead() - DATA_HEADER_LEN - tag;
+                    assert!(t <= room, "{mtu} {tagged} {ip:?}: {t}");
+                    assert!(t.is_multiple_of(SYMBOL_ALIGN));
+                    let lost = room.min(u16::MAX as usize) - t;
+                    assert!(
+                        t.is_multiple_of(WIDE_ALIGN) || lost < SYMBOL_ALIGN,
+                        "{mtu} {tagged} {ip:?}: {t}"
+                    );
+                    assert!(lost < SYMBOL_ALIGN + WIDE_ALIGN_COST);
+                }
+            }
+        }
+        // The common cases: every one a multiple of 64 but IPv6 with a key at MTU 1500.
+        let t = |mtu, tagged, ip| max_symbol_size(mtu, tagged, ip).unwrap();
+        assert_eq!(t(1500, false, IpVersion::V4), 1408);
+        assert_eq!(t(1500, true, IpVersion::V4), 1408);
+        assert_eq!(t(1500, false, IpVersion::V6), 1408);
+        assert_eq!(t(1500, true, IpVersion::V6), 1392);
+        assert_eq!(t(9000, true, IpVersion::V4), 8896);
+        assert_eq!(t(9000, false, IpVersion::V6), 8896);
+        assert_eq!(
+            max_symbol_size(100, false, IpVersion::V4),
+            Err(LayoutError::Mtu(100))
+        );
     }
 
     #[test]

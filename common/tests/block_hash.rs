@@ -10,7 +10,8 @@ use proptest::prelude::*;
 
 /// The block of MTU 1500 (1 408 KiB: 1 408 chunks, not a power of two).
 fn mtu1500_block() -> u64 {
-    layout::block_plain_size(layout::max_symbol_size(1500, false).unwrap()) as u64
+    layout::block_plain_size(layout::max_symbol_size(1500, false, layout::IpVersion::V6).unwrap())
+        as u64
 }
 
 fn content(n: u64) -> Vec<u8> {

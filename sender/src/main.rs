@@ -4,6 +4,7 @@ mod cli_misp_pull;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use gapferry_common::layout::IpVersion;
 use gapferry_sender::config::{FileConfig, OneOrMany};
 use gapferry_sender::control::ControlPlane;
 use gapferry_sender::progress::Progress;
@@ -346,6 +347,11 @@ fn open_session(
             .or(file.repair)
             .unwrap_or(defaults.repair_percent),
         mtu: link.mtu.or(file.mtu).unwrap_or(defaults.mtu),
+        // IPv4 headers leave 20 more bytes of the MTU to the symbol.
+        ip: match plan.iter().all(|(to, _, _)| to.is_ipv4()) {
+            true => IpVersion::V4,
+            false => IpVersion::V6,
+        },
         key,
         passes: link.passes.or(file.passes).unwrap_or(defaults.passes),
         threads: link

@@ -26,6 +26,8 @@ pub struct SenderConfig {
     pub repair_percent: u32,
     /// Path MTU the datagrams must fit.
     pub mtu: usize,
+    /// IP version of the destinations, for the header bytes the MTU holds.
+    pub ip: gapferry_common::layout::IpVersion,
     /// Pre-shared key; when set every datagram carries a tag.
     pub key: Option<Key>,
     /// Passes over each object; each further pass sends fresh repair symbols.
@@ -53,6 +55,7 @@ impl Default for SenderConfig {
             rate_bps: 100_000_000,
             repair_percent: 10,
             mtu: 1500,
+            ip: gapferry_common::layout::IpVersion::V6,
             key: None,
             passes: 1,
             zstd_level: gapferry_common::compress::DEFAULT_LEVEL,
@@ -204,7 +207,7 @@ impl SenderSession {
         if cfg.objects_burst == 0 {
             return Err(SessionError::Config("--objects-burst must be at least 1"));
         }
-        let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some())?;
+        let max_symbol = layout::max_symbol_size(cfg.mtu, cfg.key.is_some(), cfg.ip)?;
         let metrics = crate::metrics::SenderMetrics::default();
         metrics.rate.set(cfg.rate_bps as i64);
         let now = Instant::now();

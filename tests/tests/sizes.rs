@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[test]
 fn boundary_sizes_arrive_byte_identical() {
-    let t = layout::max_symbol_size(1500, false).unwrap() as usize;
+    let t = layout::max_symbol_size(1500, false, layout::IpVersion::V4).unwrap() as usize;
     let block = layout::block_plain_size(t as u16) as usize;
     let sizes = [
         0,
