@@ -58,7 +58,7 @@ pub fn outline(
     passes: u8,
 ) -> Result<ObjectDescriptor, TransferError> {
     let (size, mtime) = match &file.bytes {
-        Some(b) => (b.len() as u64, 0),
+        Some(b) => (b.len(), 0),
         None => {
             let m = std::fs::metadata(&file.path).map_err(|error| TransferError::Read {
                 path: file.path.clone(),

@@ -349,6 +349,11 @@ fn the_sender_makes_only_system_calls_its_unit_allows() {
         .arg(binary("gapferry-send"))
         .arg("file")
         .arg(outbox.join("files/a.bin"))
+        // A MISP event too: its feed form waits in an unnamed temporary file.
+        .arg(
+            gapferry_tests::realdata::realdata()
+                .join("misp-feed/infoblox/0472809b-1582-4dde-88a9-d82848e9e660.json"),
+        )
         .args(["--to", &to, "--rate", "100M", "--quiet"])
         .output()
         .unwrap();

@@ -10,11 +10,10 @@
 //! sent instead ([`Content::is_settled`]).
 
 use crate::error::TransferError;
-use crate::source::SourceFile;
+use crate::source::{HeldBytes, SourceFile};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long before it is opened a file must have last changed for a change during the
@@ -48,7 +47,8 @@ impl Identity {
 enum Origin {
     /// A file, and its identity when opened.
     File(std::fs::File, Identity),
-    Bytes(Arc<Vec<u8>>),
+    /// Content that is not a whole file (a split MISP event).
+    Held(HeldBytes),
 }
 
 /// An object's content, opened once and read by offset from any thread.
@@ -61,7 +61,7 @@ impl Content {
     /// Opens `file`'s content.
     pub fn open(file: &SourceFile) -> Result<Self, TransferError> {
         let origin = match &file.bytes {
-            Some(b) => Origin::Bytes(b.clone()),
+            Some(b) => Origin::Held(b.clone()),
             None => {
                 let f = std::fs::File::open(&file.path).map_err(|e| read_error(&file.path, e))?;
                 let m = f.metadata().map_err(|e| read_error(&file.path, e))?;
@@ -86,7 +86,7 @@ impl Content {
                 .metadata()
                 .map(|m| m.len())
                 .map_err(|e| read_error(&self.path, e)),
-            Origin::Bytes(b) => Ok(b.len() as u64),
+            Origin::Held(b) => Ok(b.len()),
         }
     }
 
@@ -94,16 +94,7 @@ impl Content {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), TransferError> {
         let read = match &self.origin {
             Origin::File(f, _) => f.read_exact_at(buf, offset),
-            Origin::Bytes(b) => {
-                let at = usize::try_from(offset).unwrap_or(usize::MAX);
-                match b.get(at..).and_then(|rest| rest.get(..buf.len())) {
-                    Some(src) => {
-                        buf.copy_from_slice(src);
-                        Ok(())
-                    }
-                    None => Err(io::ErrorKind::UnexpectedEof.into()),
-                }
-            }
+            Origin::Held(b) => b.read_at(offset, buf),
         };
         read.map_err(|e| read_error(&self.path, e))
     }
@@ -113,7 +104,7 @@ impl Content {
     /// opened, so any later write gets other timestamps.
     pub fn is_settled(&self) -> bool {
         match &self.origin {
-            Origin::Bytes(_) => true,
+            Origin::Held(_) => true,
             Origin::File(_, id) => {
                 let changed = UNIX_EPOCH
                     + Duration::new(
@@ -150,7 +141,7 @@ impl Content {
                     }
                 }
             }
-            Origin::Bytes(b) => Ok(b.len() as u64 > size),
+            Origin::Held(b) => Ok(b.len() > size),
         }
     }
 }

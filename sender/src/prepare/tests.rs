@@ -57,7 +57,7 @@ fn in_memory(bytes: &Arc<Vec<u8>>) -> SourceFile {
         name: "e".into(),
         size: bytes.len() as u64,
         kind: ObjectKind::File,
-        bytes: Some(bytes.clone()),
+        bytes: Some(crate::source::HeldBytes::in_memory(bytes.to_vec())),
     }
 }
 

@@ -4,7 +4,7 @@
 //! are refused).
 
 use super::{
-    classify_file, misp_events, unreadable, KindMode, SourceError, SourceFile, SourceOptions,
+    classify_file, misp_events, unreadable, KindMode, SourceError, SourceFile, SourceOptions, Spill,
 };
 use gapferry_common::ObjectKind;
 use gapferry_feeds::{Detected, MispShape};
@@ -27,6 +27,8 @@ pub fn collect_with(
     opts: &SourceOptions,
 ) -> Result<Vec<SourceFile>, SourceError> {
     let mut out = Vec::new();
+    // One temporary file for the content of every event the paths hold.
+    let mut spill = Spill::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
         if meta.is_file() {
@@ -34,7 +36,7 @@ pub fn collect_with(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            classify_file(path, name, mode, false, opts, &mut out)?;
+            classify_file(path, name, mode, false, opts, &mut spill, &mut out)?;
         } else if meta.is_dir() {
             let feed = matches!(mode, KindMode::Auto | KindMode::Force(ObjectKind::Misp))
                 && matches!(
@@ -45,7 +47,7 @@ pub fn collect_with(
                 for event in
                     gapferry_feeds::feed_event_files(path).map_err(|e| unreadable(path, e))?
                 {
-                    misp_events(&event, opts, &mut out)?;
+                    misp_events(&event, opts, &mut spill, &mut out)?;
                 }
                 continue;
             }
@@ -66,7 +68,7 @@ pub fn collect_with(
                     .to_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| rel.to_string_lossy().into_owned());
-                classify_file(entry.path(), name, mode, true, opts, &mut out)?;
+                classify_file(entry.path(), name, mode, true, opts, &mut spill, &mut out)?;
             }
         } else {
             return Err(SourceError::NotAFile(path.clone()));

@@ -18,12 +18,13 @@ use gapferry_common::{name, ObjectKind};
 use gapferry_feeds::{Detected, MispShape};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use thiserror::Error;
 
 mod collect;
+mod held;
 
 pub use collect::{collect, collect_with};
+pub use held::{HeldBytes, Spill};
 
 /// How kinds are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,24 +74,16 @@ pub struct SourceFile {
     /// What it is.
     pub kind: ObjectKind,
     /// The content, when it is not the whole file at `path` (a split MISP event).
-    pub bytes: Option<Arc<Vec<u8>>>,
+    pub bytes: Option<HeldBytes>,
 }
 
 impl SourceFile {
     /// Opens the object's content for reading.
     pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         match &self.bytes {
-            Some(b) => Ok(Box::new(io::Cursor::new(SharedBytes(b.clone())))),
+            Some(b) => Ok(Box::new(b.reader())),
             None => Ok(Box::new(std::fs::File::open(&self.path)?)),
         }
-    }
-}
-
-struct SharedBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
     }
 }
 
@@ -214,6 +207,7 @@ fn whole_file(path: &Path, name: String, kind: ObjectKind) -> Result<SourceFile,
 fn misp_events(
     path: &Path,
     opts: &SourceOptions,
+    spill: &mut Spill,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), SourceError> {
     let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
@@ -256,7 +250,7 @@ fn misp_events(
             name,
             size: doc.json.len() as u64,
             kind: ObjectKind::Misp,
-            bytes: Some(Arc::new(doc.json)),
+            bytes: Some(spill.keep(doc.json)),
         });
     }
     Ok(())
@@ -269,6 +263,7 @@ fn classify_file(
     mode: KindMode,
     in_tree: bool,
     opts: &SourceOptions,
+    spill: &mut Spill,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), SourceError> {
     let detected = match mode {
@@ -285,7 +280,7 @@ fn classify_file(
     };
     match detected {
         // Forced or detected, what the feed would refuse is refused here.
-        Detected::Misp(_) => misp_events(path, opts, out),
+        Detected::Misp(_) => misp_events(path, opts, spill, out),
         Detected::Stix => stix_file(path, name).map(|f| out.push(f)),
         // Sent with its image, just before it.
         Detected::Signature { .. } if in_tree => Ok(()),
@@ -330,7 +325,15 @@ pub fn classify_named_with(
             }
             out.push(image_file(path, name)?);
         }
-        _ => classify_file(path, name, mode, false, opts, &mut out)?,
+        _ => classify_file(
+            path,
+            name,
+            mode,
+            false,
+            opts,
+            &mut Spill::default(),
+            &mut out,
+        )?,
     }
     Ok(out)
 }
