@@ -28,12 +28,11 @@ pub const WIDE_ALIGN: usize = 64;
 pub const WIDE_ALIGN_COST: usize = 32;
 
 /// The IP version of a sender's destinations, which sets the header bytes an MTU holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpVersion {
     /// Every destination is IPv4: 28 bytes of IP and UDP header.
     V4,
     /// Some destination is IPv6 (or it is not known): 48 bytes.
-    #[default]
     V6,
 }
 

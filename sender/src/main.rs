@@ -348,9 +348,10 @@ fn open_session(
             .unwrap_or(defaults.repair_percent),
         mtu: link.mtu.or(file.mtu).unwrap_or(defaults.mtu),
         // IPv4 headers leave 20 more bytes of the MTU to the symbol.
-        ip: match plan.iter().all(|(to, _, _)| to.is_ipv4()) {
-            true => IpVersion::V4,
-            false => IpVersion::V6,
+        ip: if plan.iter().all(|(to, _, _)| to.is_ipv4()) {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
         },
         key,
         passes: link.passes.or(file.passes).unwrap_or(defaults.passes),

@@ -167,6 +167,15 @@ impl Link {
     }
 }
 
+/// A new session id: the second it starts and 24 random bits, so a keyed receiver can tell
+/// a replay of older traffic.
+fn fresh_session_id() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    gapferry_common::freshness::session_id(now, rand::random())
+}
+
 impl SenderSession {
     /// Starts a session with a fresh id (the second it starts and 24 random bits, so a
     /// keyed receiver can tell a replay of older traffic), emitting into `sink`.
@@ -174,11 +183,7 @@ impl SenderSession {
         cfg: SenderConfig,
         sink: Box<dyn DatagramSink + Send>,
     ) -> Result<Self, SessionError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let id = gapferry_common::freshness::session_id(now, rand::random());
-        Self::with_id(id, cfg, sink)
+        Self::with_id(fresh_session_id(), cfg, sink)
     }
 
     /// Starts a session with a given id (for tests and replays).
@@ -350,10 +355,7 @@ impl SenderSession {
         self.core.finish();
         self.pump()?;
         self.link.sink.flush()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let id = gapferry_common::freshness::session_id(now, rand::random());
+        let id = fresh_session_id();
         let writer = DatagramWriter::new(id, self.cfg.key.clone());
         self.core = Session::new(writer, self.cfg.rate_bps, self.link.now());
         tracing::info!(

@@ -292,6 +292,20 @@ pub fn keygen(path: &Path) {
     assert!(st.success(), "gapferry-send keygen failed");
 }
 
+/// Peak resident set of process `pid` so far, bytes (`VmHWM` of /proc/<pid>/status);
+/// `None` once the process is gone.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb << 10)
+}
+
 /// A port on 127.0.0.1 free a moment ago (UDP or TCP), for a server the test starts.
 pub fn free_port(udp: bool) -> u16 {
     if udp {

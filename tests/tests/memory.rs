@@ -5,10 +5,10 @@
 use gapferry_common::wire::{self, MAX_DATAGRAM};
 use gapferry_common::KeyRing;
 use gapferry_tests::fixtures::random_file;
-use gapferry_tests::harness::free_port;
 use gapferry_tests::harness::{
     binary, metric_value, read_records, scrape_metrics, with_outcome, ChildGuard, TestReceiver,
 };
+use gapferry_tests::harness::{free_port, peak_rss};
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -20,19 +20,6 @@ use std::time::{Duration, Instant};
 /// must not come near: before the byte-bounded queue and the streaming MISP parser they
 /// drove the receiver to 677 MB and 445 MB.
 const PEAK_RSS_BOUND: u64 = 150 << 20;
-
-/// Peak resident set of process `pid`, bytes (`VmHWM` of /proc/<pid>/status).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("the receiver is still running");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-        << 10
-}
 
 /// A `gapferry-recv listen` on loopback with its metrics endpoint.
 struct Receiver {
@@ -68,7 +55,7 @@ impl Receiver {
     }
 
     fn peak_rss(&self) -> u64 {
-        peak_rss(self.child.0.id())
+        peak_rss(self.child.0.id()).expect("the receiver is running, with a VmHWM")
     }
 }
 

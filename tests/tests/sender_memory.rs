@@ -4,7 +4,7 @@
 //! the sender. When no temporary file can be written, the events still go, held in
 //! memory, and the sender says so.
 
-use gapferry_tests::harness::{binary, with_outcome, TestReceiver};
+use gapferry_tests::harness::{binary, peak_rss, with_outcome, TestReceiver};
 use gapferry_tests::realdata::realdata;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -31,20 +31,6 @@ fn copies(dir: &Path, n: usize) -> (Vec<PathBuf>, u64) {
         })
         .collect();
     (paths, total)
-}
-
-/// Peak resident set of process `pid` so far, bytes (`VmHWM`); `None` once it is gone.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb << 10)
 }
 
 /// The sender's peak resident set sending the events in `dir`.

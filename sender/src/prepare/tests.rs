@@ -51,7 +51,7 @@ fn drain(
 }
 
 /// An object whose content is held in memory (as a split MISP event's is).
-fn in_memory(bytes: &Arc<Vec<u8>>) -> SourceFile {
+fn in_memory(bytes: &[u8]) -> SourceFile {
     SourceFile {
         path: "/nonexistent/export.json".into(),
         name: "e".into(),
@@ -158,7 +158,7 @@ fn the_wire_order_does_not_depend_on_the_thread_count() {
 
 #[test]
 fn content_held_in_memory_is_prepared_and_checked_like_a_file() {
-    let bytes = Arc::new(content(3 * 65_536 + 5));
+    let bytes = content(3 * 65_536 + 5);
     let file = in_memory(&bytes);
     let d = describe(&file, SYMBOL, 1).unwrap();
     assert_eq!(d.blake3, *blake3::hash(&bytes).as_bytes());
@@ -237,7 +237,7 @@ fn learn(p: &mut Preparer) -> Option<usize> {
 #[test]
 fn a_pass_read_once_learns_the_hash_before_its_last_two_windows() {
     // 40 blocks of 64 KiB: five windows. Known once the fourth (index 3) is handed out.
-    let bytes = Arc::new(content(40 * 65_536 - 3));
+    let bytes = content(40 * 65_536 - 3);
     let file = in_memory(&bytes);
     let d = outline(&file);
     assert!(d.known_blake3().is_none());
@@ -251,7 +251,7 @@ fn a_pass_read_once_learns_the_hash_before_its_last_two_windows() {
     }
     // One window (or none): known once that window is handed out.
     for n in [0usize, 1, 65_536, 8 * 65_536] {
-        let bytes = Arc::new(content(n));
+        let bytes = content(n);
         let small = in_memory(&bytes);
         let mut p = Preparer::start(&small, &outline(&small), encoding(2)).unwrap();
         let known_after = learn(&mut p);

@@ -131,7 +131,7 @@ impl Watcher {
         );
         for (rel, path) in recent {
             // The rest waits for the next round, after the session is renewed.
-            if session.ids_left() < super::RENEW_BELOW {
+            if super::ids_run_low(session) {
                 break;
             }
             let Ok(objects) = self.plan(&rel, &path) else {

@@ -46,7 +46,12 @@ use journal::{Journal, Stamp};
 /// Object ids left below which the service ends its session and starts a fresh one, with
 /// no object in progress: far more than one step of the loop assigns, so the id space
 /// (2^32 - 1 ids, which a sustained stream of small objects uses up in weeks) never wraps.
-pub(crate) const RENEW_BELOW: u64 = 1 << 24;
+const RENEW_BELOW: u64 = 1 << 24;
+
+/// Whether `session`'s object ids ran low: the loop assigns no more and renews it.
+fn ids_run_low(session: &SenderSession) -> bool {
+    session.ids_left() < RENEW_BELOW
+}
 
 /// How long the loop waits when idle before it sends a heartbeat and looks again.
 const IDLE_TICK: Duration = Duration::from_millis(125);
@@ -209,7 +214,7 @@ impl Watcher {
     ) -> io::Result<WatchStats> {
         let mut stats = WatchStats::default();
         while !shutdown.load(Ordering::Relaxed) {
-            if self.active.is_none() && session.ids_left() < RENEW_BELOW {
+            if self.active.is_none() && ids_run_low(session) {
                 session.renew()?;
             }
             self.scan_when_due(&mut stats);
@@ -252,7 +257,7 @@ impl Watcher {
             self.send_job(session, job, progress, stats)?;
             worked = true;
             budget = budget.saturating_sub(bytes.max(1));
-            if budget == 0 || shutdown.load(Ordering::Relaxed) || session.ids_left() < RENEW_BELOW {
+            if budget == 0 || shutdown.load(Ordering::Relaxed) || ids_run_low(session) {
                 break;
             }
             self.scan_when_due(stats);
